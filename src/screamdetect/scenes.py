@@ -1,0 +1,250 @@
+"""Long synthetic scenes with known ground truth: for event-level evaluation, threshold calibration and the demo.
+
+A scene is a noise bed (pieces of the noise bank at a random level) with non-scream clips scattered over it and,
+for event scenes, scream clips inserted at known times at a chosen SNR. Everything comes from ONE split of the
+dataset (test for evaluation, validation for calibration), and the noise bank is split by piece too, so a scene
+never holds audio that training saw.
+
+SNR: 10·log10 of the scream's power over its active part (frames within `ACTIVE_DB` of its loudest frame) to the
+power of the background over the same interval.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .audio import SAMPLE_RATE, AudioError, load_audio, write_audio
+
+ACTIVE_DB = 20.0  # a scream's active part: 20 ms frames within this many dB of its loudest frame
+ACTIVE_FRAME_S = 0.02
+NOISE_SPLIT = {"train": 0.6, "val": 0.2, "test": 0.2}
+
+
+@dataclass(frozen=True)
+class GroundTruth:
+    """One inserted scream: where (seconds, its active part), at what SNR (dB), from which clip."""
+
+    start_s: float
+    end_s: float
+    snr_db: float
+    clip: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Scene:
+    name: str
+    audio: np.ndarray  # float32 mono at SAMPLE_RATE
+    events: list[GroundTruth] = field(default_factory=list)
+
+    @property
+    def duration_s(self) -> float:
+        return self.audio.size / SAMPLE_RATE
+
+
+@dataclass(frozen=True)
+class SceneSpec:
+    """How scenes are built. Levels in dBFS (RMS), times in seconds."""
+
+    duration_s: float = 60.0
+    snrs_db: tuple[float, ...] = (0.0, 5.0, 10.0, 20.0)
+    min_gap_s: float = 6.0  # silence-free spacing between inserted screams (and from the scene's edges)
+    bed_level_dbfs: tuple[float, float] = (-45.0, -25.0)
+    clip_level_dbfs: tuple[float, float] = (-35.0, -15.0)
+    clips_per_minute: float = 10.0  # non-scream clips scattered over the bed
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.duration_s <= 2 * self.min_gap_s:
+            raise ValueError(f"duration_s ({self.duration_s}) must exceed 2·min_gap_s ({2 * self.min_gap_s})")
+        if self.clips_per_minute < 0:
+            raise ValueError(f"clips_per_minute must be >= 0, got {self.clips_per_minute}")
+
+
+def noise_split(noise_dir: str | Path, seed: int = 0) -> dict[str, list[Path]]:
+    """Deal the noise bank's pieces to train/val/test (60/20/20 within each category, seeded).
+
+    Reads noise/manifest.csv when present (its `category` column), else treats every audio file as one category.
+    """
+    noise_dir = Path(noise_dir)
+    man = noise_dir / "manifest.csv"
+    if man.is_file():
+        rows = list(csv.DictReader(open(man, newline="")))
+        items = [(noise_dir / r["path"], r.get("category", "noise")) for r in rows]
+    else:
+        from .audio import AUDIO_EXTENSIONS
+
+        items = [(p, "noise") for p in sorted(noise_dir.rglob("*")) if p.suffix.lower() in AUDIO_EXTENSIONS]
+    if not items:
+        raise ValueError(f"noise_dir {noise_dir} holds no audio")
+    by_cat: dict[str, list[Path]] = {}
+    for p, cat in items:
+        by_cat.setdefault(cat, []).append(p)
+    out: dict[str, list[Path]] = {"train": [], "val": [], "test": []}
+    rng = random.Random(seed)
+    for cat in sorted(by_cat):
+        paths = sorted(by_cat[cat])
+        rng.shuffle(paths)
+        n = len(paths)
+        n_val = int(round(n * NOISE_SPLIT["val"]))
+        n_test = int(round(n * NOISE_SPLIT["test"]))
+        if n >= 3:  # every split gets each category it can
+            n_val, n_test = max(n_val, 1), max(n_test, 1)
+        out["val"] += paths[:n_val]
+        out["test"] += paths[n_val: n_val + n_test]
+        out["train"] += paths[n_val + n_test:]
+    return out
+
+
+def _rms(x: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(np.square(x, dtype=np.float64)) + 1e-20))
+
+
+def active_region(audio: np.ndarray, top_db: float = ACTIVE_DB) -> tuple[int, int]:
+    """(start, end) sample indices of the part of a clip within `top_db` of its loudest 20 ms frame."""
+    hop = int(ACTIVE_FRAME_S * SAMPLE_RATE)
+    n = max(1, audio.size // hop)
+    frames = audio[: n * hop].reshape(n, hop) if audio.size >= hop else audio[None, :]
+    db = 10 * np.log10(np.mean(frames.astype(np.float64) ** 2, axis=1) + 1e-20)
+    loud = np.flatnonzero(db >= db.max() - top_db)
+    return int(loud[0] * hop), int(min(audio.size, (loud[-1] + 1) * hop))
+
+
+def _level(x: np.ndarray, dbfs: float) -> np.ndarray:
+    return (x * (10 ** (dbfs / 20) / _rms(x))).astype(np.float32)
+
+
+def _bed(noises: Sequence[np.ndarray], n: int, rng: np.random.Generator, spec: SceneSpec) -> np.ndarray:
+    """A noise bed of n samples: noise pieces one after another (random offsets, 50 ms cross-fades)."""
+    out = np.zeros(n, dtype=np.float32)
+    fade = int(0.05 * SAMPLE_RATE)
+    pos = 0
+    while pos < n:
+        piece = noises[rng.integers(len(noises))]
+        off = int(rng.integers(0, max(1, piece.size // 2)))
+        seg = piece[off:][: n - pos].copy()
+        if seg.size > 2 * fade:
+            ramp = np.linspace(0, 1, fade, dtype=np.float32)
+            seg[:fade] *= ramp
+            seg[-fade:] *= ramp[::-1]
+        out[pos: pos + seg.size] += _level(seg, rng.uniform(*spec.bed_level_dbfs)) if seg.size else 0
+        pos += max(seg.size - fade, 1)
+    return out
+
+
+def _scatter(bed: np.ndarray, clips: Sequence[np.ndarray], rng: np.random.Generator, spec: SceneSpec) -> None:
+    """Add non-scream clips at random times and levels (in place)."""
+    if not clips:
+        return
+    k = rng.poisson(spec.clips_per_minute * bed.size / SAMPLE_RATE / 60)
+    for _ in range(k):
+        c = clips[rng.integers(len(clips))]
+        c = c[: bed.size]
+        start = int(rng.integers(0, bed.size - c.size + 1))
+        bed[start: start + c.size] += _level(c, rng.uniform(*spec.clip_level_dbfs))
+
+
+def background(noises: Sequence[np.ndarray], negatives: Sequence[np.ndarray], duration_s: float,
+               rng: np.random.Generator, spec: SceneSpec = SceneSpec()) -> np.ndarray:
+    """Scream-free audio: a noise bed with non-scream clips scattered over it. float32 (n,)."""
+    n = int(round(duration_s * SAMPLE_RATE))
+    bed = _bed(noises, n, rng, spec)
+    _scatter(bed, negatives, rng, spec)
+    return bed
+
+
+def insert_scream(bg: np.ndarray, scream: np.ndarray, at: int, snr_db: float) -> tuple[int, int]:
+    """Add `scream` into `bg` (in place) starting at sample `at`, scaled to `snr_db` over its active part.
+
+    Returns the (start, end) sample indices of the active part in the scene.
+    """
+    a0, a1 = active_region(scream)
+    scream = scream[: bg.size - at]
+    a1 = min(a1, scream.size)
+    p_s = np.mean(scream[a0:a1].astype(np.float64) ** 2) + 1e-20
+    p_b = np.mean(bg[at + a0: at + a1].astype(np.float64) ** 2) + 1e-20
+    gain = np.sqrt(p_b / p_s * 10 ** (snr_db / 10))
+    bg[at: at + scream.size] += (scream * gain).astype(np.float32)
+    return at + a0, at + a1
+
+
+def event_scenes(screams: Sequence[tuple[str, np.ndarray]], negatives: Sequence[np.ndarray],
+                 noises: Sequence[np.ndarray], spec: SceneSpec = SceneSpec(), repeats: int = 1) -> Iterator[Scene]:
+    """Scenes with screams at known times: every scream × every SNR × `repeats`, spread over scenes.
+
+    screams: (name, audio) pairs. Each scene holds as many screams as fit with `spec.min_gap_s` between them.
+    """
+    rng = np.random.default_rng(spec.seed)
+    jobs = [(name, a, snr) for _ in range(repeats) for snr in spec.snrs_db for name, a in screams]
+    order = rng.permutation(len(jobs))
+    jobs = [jobs[i] for i in order]
+    n = int(round(spec.duration_s * SAMPLE_RATE))
+    gap = int(spec.min_gap_s * SAMPLE_RATE)
+    k = 0
+    idx = 0
+    while idx < len(jobs):
+        audio = background(noises, negatives, spec.duration_s, rng, spec)
+        events = []
+        pos = gap
+        while idx < len(jobs):
+            name, a, snr = jobs[idx]
+            if pos + a.size + gap > n:
+                break
+            s0, s1 = insert_scream(audio, a, pos, snr)
+            events.append(GroundTruth(s0 / SAMPLE_RATE, s1 / SAMPLE_RATE, float(snr), name))
+            pos += a.size + gap + int(rng.integers(0, gap))
+            idx += 1
+        if not events:  # a scream longer than a scene: give it a scene of its own length
+            name, a, snr = jobs[idx]
+            audio = background(noises, negatives, (a.size + 2 * gap) / SAMPLE_RATE, rng, spec)
+            s0, s1 = insert_scream(audio, a, gap, snr)
+            events.append(GroundTruth(s0 / SAMPLE_RATE, s1 / SAMPLE_RATE, float(snr), name))
+            idx += 1
+        np.clip(audio, -1.0, 1.0, out=audio)
+        yield Scene(f"scene_{k:03d}", audio, events)
+        k += 1
+
+
+def scream_free_scenes(negatives: Sequence[np.ndarray], noises: Sequence[np.ndarray], hours: float,
+                       spec: SceneSpec = SceneSpec()) -> Iterator[Scene]:
+    """`hours` of scream-free audio in scenes of spec.duration_s (for false alarms per hour)."""
+    rng = np.random.default_rng(spec.seed + 1)
+    n_scenes = max(1, int(np.ceil(hours * 3600 / spec.duration_s)))
+    for k in range(n_scenes):
+        audio = background(noises, negatives, spec.duration_s, rng, spec)
+        np.clip(audio, -1.0, 1.0, out=audio)
+        yield Scene(f"free_{k:03d}", audio)
+
+
+def load_many(paths: Sequence[str | Path], max_s: float | None = None) -> list[np.ndarray]:
+    """Load audio files, skipping (and reporting) the ones that fail. Optionally cut to `max_s` seconds."""
+    out = []
+    for p in paths:
+        try:
+            a = load_audio(p)
+        except AudioError as e:
+            print(f"skipped: {e}")
+            continue
+        out.append(a[: int(max_s * SAMPLE_RATE)] if max_s else a)
+    return out
+
+
+def write_scene(scene: Scene, folder: str | Path) -> Path:
+    """Write `<name>.flac` and its ground truth `<name>.json` (events with start_s, end_s, snr_db, clip)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{scene.name}.flac"
+    write_audio(path, scene.audio)
+    (folder / f"{scene.name}.json").write_text(json.dumps(
+        {"audio": path.name, "duration_s": scene.duration_s, "events": [e.to_dict() for e in scene.events]},
+        indent=1))
+    return path

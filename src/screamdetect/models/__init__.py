@@ -1,0 +1,40 @@
+"""Model families, one file each, all scikit-learn style: `fit(X, y, X_val=None, y_val=None) -> self` and
+`predict_proba(X) -> (n,)` P(scream), with X the log-mel windows float32 (n, n_mels, n_frames) in dB.
+
+Deep models (fnn, cnn, cnn_reg, cnn_f1, resnet) also expose `module_` (a torch nn.Module taking raw dB
+(batch, n_mels, n_frames) and returning logits (batch,), ready for ONNX export) and `history_`.
+"""
+
+from __future__ import annotations
+
+from .cnn import CNNClassifier, CNNF1Classifier, CNNRegClassifier
+from .fnn import FNNClassifier
+from .resnet import ResNetClassifier
+from .svm import SVMClassifier
+
+MODELS = {
+    "svm": SVMClassifier,
+    "fnn": FNNClassifier,
+    "cnn": CNNClassifier,
+    "cnn_reg": CNNRegClassifier,
+    "cnn_f1": CNNF1Classifier,
+    "resnet": ResNetClassifier,
+}
+MODEL_NAMES = tuple(MODELS)
+DEEP_MODELS = ("fnn", "cnn", "cnn_reg", "cnn_f1", "resnet")
+
+
+def make_model(name: str, input_shape: tuple[int, int] = (128, 100), seed: int = 0, **hparams):
+    """A fresh (unfitted) model by name.
+
+    input_shape: (n_mels, n_frames) of the log-mel windows. hparams: architecture settings of the family and, for
+    deep models, any train.TrainConfig field (epochs, batch_size, lr, weight_decay, class_weight, checkpoint,
+    patience, threads, progress, spec_augment, ...). Raises ValueError naming an unknown model or hyperparameter.
+    """
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODEL_NAMES)}")
+    return MODELS[name](input_shape=tuple(input_shape), seed=seed, **hparams)
+
+
+__all__ = ["MODELS", "MODEL_NAMES", "DEEP_MODELS", "make_model", "SVMClassifier", "FNNClassifier",
+           "CNNClassifier", "CNNRegClassifier", "CNNF1Classifier", "ResNetClassifier"]

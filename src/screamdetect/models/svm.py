@@ -1,0 +1,82 @@
+"""SVM baseline: scikit-learn Pipeline(StandardScaler, SVC) on compact log-mel statistics."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from ..train import _check_xy
+
+
+def mel_stats(X: np.ndarray) -> np.ndarray:
+    """Compact representation of log-mel windows: per-band mean, std, and std of the first time difference.
+
+    X: float32 (n, n_mels, n_frames) dB → float32 (n, 3·n_mels).
+    """
+    X = np.asarray(X, dtype=np.float32)
+    if X.ndim != 3:
+        raise ValueError(f"X must have shape (n, n_mels, n_frames), got {X.shape}")
+    mean = X.mean(axis=2)
+    std = X.std(axis=2)
+    delta = np.diff(X, axis=2).std(axis=2) if X.shape[2] > 1 else np.zeros_like(mean)
+    return np.concatenate([mean, std, delta], axis=1).astype(np.float32)
+
+
+class SVMClassifier:
+    """make_model("svm"): C, gamma, kernel, class_weight ("balanced" or None), calibration ("sigmoid": Platt
+    scaling fitted by 3-fold cross-validation on the training data, CalibratedClassifierCV(ensemble=False);
+    None: a plain sigmoid of the decision function, uncalibrated but cheaper)."""
+
+    name = "svm"
+    DEFAULTS = {"C": 1.0, "gamma": "scale", "kernel": "rbf", "class_weight": "balanced",
+                "calibration": "sigmoid"}
+
+    def __init__(self, input_shape: tuple[int, int] = (128, 100), seed: int = 0, **hparams):
+        unknown = sorted(set(hparams) - set(self.DEFAULTS))
+        if unknown:
+            raise ValueError(f"svm: unknown hyperparameter {unknown[0]!r} (accepted: {sorted(self.DEFAULTS)})")
+        self.input_shape = (int(input_shape[0]), int(input_shape[1]))
+        self.seed = int(seed)
+        self.params = {**self.DEFAULTS, **hparams}
+        if not float(self.params["C"]) > 0:
+            raise ValueError(f"svm: C must be positive, got {self.params['C']}")
+        if self.params["class_weight"] not in ("balanced", None):
+            raise ValueError(f"svm: class_weight must be 'balanced' or None, got {self.params['class_weight']!r}")
+        if self.params["calibration"] not in ("sigmoid", None):
+            raise ValueError(f"svm: calibration must be 'sigmoid' or None, got {self.params['calibration']!r}")
+
+    def get_params(self) -> dict:
+        return {"name": self.name, "input_shape": list(self.input_shape), "seed": self.seed, "arch": dict(self.params)}
+
+    def fit(self, X, y, X_val=None, y_val=None) -> "SVMClassifier":
+        """Fit on X (n, n_mels, n_frames) float32 dB, y (n,) 0/1. X_val/y_val are accepted and unused."""
+        from sklearn.calibration import CalibratedClassifierCV
+        from sklearn.pipeline import Pipeline
+        from sklearn.preprocessing import StandardScaler
+        from sklearn.svm import SVC
+
+        X, y = _check_xy(X, y, "X", self.input_shape)
+        t0 = time.perf_counter()
+        p = self.params
+        svc = SVC(C=float(p["C"]), gamma=p["gamma"], kernel=p["kernel"], class_weight=p["class_weight"],
+                  random_state=self.seed)
+        n_min = int(min(np.sum(y == 0), np.sum(y == 1)))
+        if p["calibration"] == "sigmoid" and n_min >= 3:
+            svc = CalibratedClassifierCV(svc, method="sigmoid", cv=3, ensemble=False)
+        self.calibrated_ = isinstance(svc, CalibratedClassifierCV)
+        self.pipeline_ = Pipeline([("scale", StandardScaler()), ("svc", svc)])
+        self.pipeline_.fit(mel_stats(X), y.astype(np.int64))
+        self.history_: dict = {}
+        self.fit_seconds_ = time.perf_counter() - t0
+        return self
+
+    def predict_proba(self, X) -> np.ndarray:
+        """P(scream) for X (n, n_mels, n_frames) → float32 (n,)."""
+        if not hasattr(self, "pipeline_"):
+            raise RuntimeError("svm: call fit() before predict_proba()")
+        F = mel_stats(_check_xy(X, None, "X", self.input_shape))
+        if self.calibrated_:
+            return self.pipeline_.predict_proba(F)[:, 1].astype(np.float32)
+        d = self.pipeline_.decision_function(F)
+        return (1.0 / (1.0 + np.exp(-d))).astype(np.float32)

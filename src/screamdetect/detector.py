@@ -1,0 +1,561 @@
+"""Runtime scream detection with onnxruntime: sliding-window scores, event smoothing, streaming.
+
+Imports only numpy, onnxruntime and the package's audio/features modules (never torch), so
+`pip install screamdetect` is enough to run a shipped model.
+
+A model is an ONNX file (input "logmel" float32 [batch, n_mels, n_frames] in dB, output "scream_prob" float32
+[batch]) with its model card beside it (same stem, .json; see DESIGN.md). Windows of `window_s` seconds start
+every `hop_s` seconds; the log-mel of the signal is computed once and frame windows are sliced from it, exactly
+as in training (window w covers frames [w·H, w·H + W) with W = round(window_s / fe.hop_s), H = round(hop_s /
+fe.hop_s)); a signal shorter than one window is scored once, its log-mel padded with its own quietest value.
+
+Events (:class:`Smoothing`): an event starts when at least `k` of the last `n` windows score >= threshold; it
+ends when no window has reached the threshold for `hold_s` seconds (or at the end of the signal); after it ends,
+no new event may start for `refractory_s` seconds. An event spans the windows that fired: start_s = start of the
+first window >= threshold, end_s = end of the last one (clipped to the signal), peak_score = their maximum.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections import deque
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .audio import BLOCK_S, SAMPLE_RATE, AudioError, iter_audio_blocks
+from .features import FrontEnd, log_mel
+
+CARD_FORMAT = "screamdetect-card/1"
+INPUT_NAME = "logmel"
+OUTPUT_NAME = "scream_prob"
+DEFAULT_MODEL = Path(__file__).resolve().parent / "assets" / "default.onnx"
+BATCH_WINDOWS = 256  # windows per onnxruntime call: large enough to amortise the call, small in memory
+STREAM_PIECE_S = 30.0  # a chunk larger than this is processed in pieces, so memory stays bounded
+
+
+class ModelError(RuntimeError):
+    """A model file or its card that cannot be used. The message names the file and the cause."""
+
+
+@dataclass(frozen=True)
+class Smoothing:
+    """Event smoothing. k/n: windows (count); hold_s, refractory_s: seconds (>= 0).
+
+    k of the last n windows >= threshold start an event; `hold_s` without any window >= threshold ends it;
+    `refractory_s` after an event ends, no new one may start.
+    """
+
+    k: int = 2
+    n: int = 3
+    hold_s: float = 0.5
+    refractory_s: float = 1.0
+
+    def __post_init__(self):
+        if not isinstance(self.k, (int, np.integer)) or self.k < 1:
+            raise ValueError(f"smoothing k must be an integer >= 1, got {self.k!r}")
+        if not isinstance(self.n, (int, np.integer)) or self.n < self.k:
+            raise ValueError(f"smoothing n must be an integer >= k ({self.k}), got {self.n!r}")
+        for name in ("hold_s", "refractory_s"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float, np.floating, np.integer)) or not math.isfinite(v) or v < 0:
+                raise ValueError(f"smoothing {name} must be a finite number of seconds >= 0, got {v!r}")
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Smoothing":
+        unknown = set(d) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"unknown smoothing keys: {sorted(unknown)} (known: k, n, hold_s, refractory_s)")
+        return cls(**d)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Event:
+    """A detected scream: start_s/end_s in seconds from the start of the signal, peak_score in [0, 1]."""
+
+    start_s: float
+    end_s: float
+    peak_score: float
+
+    def to_dict(self, ndigits: int = 3) -> dict:
+        return {"start_s": round(float(self.start_s), ndigits), "end_s": round(float(self.end_s), ndigits),
+                "peak_score": round(float(self.peak_score), 4)}
+
+
+@dataclass(frozen=True)
+class EventUpdate:
+    """A change of event state while streaming.
+
+    kind: "start" (end_s is None, peak_score so far) or "end" (the final event). at_s: the stream time, in
+    seconds of audio fed, at which the update became known (its latency is at_s - start_s).
+    """
+
+    kind: str
+    start_s: float
+    end_s: float | None
+    peak_score: float
+    at_s: float
+
+    @property
+    def event(self) -> Event | None:
+        return None if self.end_s is None else Event(self.start_s, self.end_s, self.peak_score)
+
+    def to_dict(self) -> dict:
+        return {"type": self.kind, "start_s": round(self.start_s, 3),
+                "end_s": None if self.end_s is None else round(self.end_s, 3),
+                "peak_score": round(float(self.peak_score), 4), "at_s": round(self.at_s, 3)}
+
+
+class EventTracker:
+    """Turns window scores, one at a time, into event updates (the smoothing state machine).
+
+    window_s/hop_s in seconds; window i covers [i·hop_s, i·hop_s + window_s).
+    """
+
+    def __init__(self, threshold: float, smoothing: Smoothing, window_s: float, hop_s: float):
+        check_threshold(threshold)
+        if window_s <= 0 or hop_s <= 0:
+            raise ValueError(f"window_s and hop_s must be positive, got window_s={window_s}, hop_s={hop_s}")
+        self.threshold = float(threshold)
+        self.smoothing = smoothing
+        self.window_s = float(window_s)
+        self.hop_s = float(hop_s)
+        # Seconds → whole windows, rounding up (a tiny epsilon so 0.5 / 0.25 stays 2).
+        self._hold = max(1, math.ceil(smoothing.hold_s / hop_s - 1e-9))
+        self._refractory = math.ceil(smoothing.refractory_s / hop_s - 1e-9)
+        self._recent: deque[tuple[int, bool, float]] = deque(maxlen=smoothing.n)
+        self._i = 0  # index of the next window
+        self._active = False
+        self._start_i = 0
+        self._last_above = 0
+        self._peak = 0.0
+        self._blocked_until = 0  # first window index allowed to start an event
+        self.events: list[Event] = []
+
+    def update(self, score: float, at_s: float | None = None) -> list[EventUpdate]:
+        """Feed the next window's score; returns the updates it causes (0, 1 or 2)."""
+        i = self._i
+        self._i += 1
+        at = (i * self.hop_s + self.window_s) if at_s is None else at_s
+        above = score >= self.threshold
+        out: list[EventUpdate] = []
+        if self._active:
+            if above:
+                self._last_above = i
+                self._peak = max(self._peak, score)
+            elif i - self._last_above >= self._hold:
+                out.append(self._close(at))
+            return out
+        self._recent.append((i, above, score))
+        if i >= self._blocked_until and sum(a for _, a, _ in self._recent) >= self.smoothing.k:
+            first = next(j for j, a, _ in self._recent if a)
+            self._active = True
+            self._start_i = first
+            self._last_above = i
+            self._peak = float(max(s for _, a, s in self._recent if a))
+            out.append(EventUpdate("start", first * self.hop_s, None, self._peak, at))
+        return out
+
+    def _close(self, at: float, duration_s: float | None = None) -> EventUpdate:
+        end = self._last_above * self.hop_s + self.window_s
+        if duration_s is not None:
+            end = min(end, max(duration_s, self._start_i * self.hop_s))
+        ev = Event(self._start_i * self.hop_s, end, self._peak)
+        self.events.append(ev)
+        self._active = False
+        self._recent.clear()
+        self._blocked_until = self._i - 1 + self._refractory
+        return EventUpdate("end", ev.start_s, ev.end_s, ev.peak_score, at)
+
+    def finish(self, duration_s: float | None = None) -> list[EventUpdate]:
+        """Close an open event at the end of the signal (`duration_s` clips its end)."""
+        if not self._active:
+            return []
+        at = duration_s if duration_s is not None else self._i * self.hop_s + self.window_s
+        return [self._close(at, duration_s)]
+
+    @property
+    def active(self) -> bool:
+        return self._active
+
+
+def check_threshold(threshold: float) -> float:
+    if not isinstance(threshold, (int, float, np.floating)) or not (0.0 < float(threshold) <= 1.0):
+        raise ValueError(f"threshold must be a probability in (0, 1], got {threshold!r}")
+    return float(threshold)
+
+
+def events_from_scores(scores: np.ndarray, threshold: float, smoothing: Smoothing, window_s: float, hop_s: float,
+                       duration_s: float | None = None) -> list[Event]:
+    """Events of a whole score timeline (float array (n_windows,), one per hop). Same rule as streaming."""
+    tr = EventTracker(threshold, smoothing, window_s, hop_s)
+    for s in np.asarray(scores, dtype=np.float64):
+        tr.update(float(s))
+    tr.finish(duration_s)
+    return tr.events
+
+
+class Detector:
+    """An ONNX scream model with its card: front-end, window/hop, threshold, smoothing.
+
+    Build with :meth:`load`. `threshold` and `smoothing` may be overridden after loading (validated).
+    """
+
+    def __init__(self, onnx_path: str | os.PathLike, card: dict, intra_op_threads: int | None = None,
+                 batch_windows: int = BATCH_WINDOWS):
+        import onnxruntime as ort
+
+        self.path = Path(onnx_path)
+        self.card = card
+        name = str(self.path)
+        try:
+            self.frontend = FrontEnd.from_dict(card["frontend"])
+            self.window_s = float(card["window_s"])
+            self.hop_s = float(card["hop_s"])
+            threshold = float(card["threshold"])
+            smoothing = Smoothing.from_dict(card.get("smoothing", {}))
+        except (KeyError, TypeError, ValueError) as e:
+            raise ModelError(f"{self.path.with_suffix('.json')}: invalid model card ({type(e).__name__}: {e})") from e
+        if self.frontend.top_db is not None:
+            raise ModelError(f"{self.path.with_suffix('.json')}: frontend top_db must be null for detection (scores "
+                             "would depend on the rest of the signal)")
+        if self.frontend.sample_rate != SAMPLE_RATE:
+            raise ModelError(f"{name}: card sample_rate {self.frontend.sample_rate} != {SAMPLE_RATE}")
+        self.window_frames = int(round(self.window_s / self.frontend.hop_s))
+        self.hop_frames = int(round(self.hop_s / self.frontend.hop_s))
+        if self.window_frames < 1 or self.hop_frames < 1:
+            raise ModelError(f"{name}: window_s and hop_s must be at least one front-end hop "
+                             f"({self.frontend.hop_s} s), got {self.window_s}, {self.hop_s}")
+        if batch_windows < 1:
+            raise ValueError(f"batch_windows must be >= 1, got {batch_windows}")
+        self.batch_windows = int(batch_windows)
+        if intra_op_threads is not None and intra_op_threads < 1:
+            raise ValueError(f"intra_op_threads must be >= 1, got {intra_op_threads}")
+        opts = ort.SessionOptions()
+        opts.inter_op_num_threads = 1
+        opts.intra_op_num_threads = int(intra_op_threads or 0)  # 0 = onnxruntime's default (all cores)
+        # No busy-waiting between calls: a live stream scores a window every hop and should sleep in between.
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        opts.log_severity_level = 3
+        try:
+            self.session = ort.InferenceSession(str(self.path), sess_options=opts,
+                                                providers=["CPUExecutionProvider"])
+        except Exception as e:  # onnxruntime raises its own exception types
+            raise ModelError(f"{name}: cannot load ONNX model ({str(e).strip().splitlines()[0]})") from e
+        inputs = {i.name: i for i in self.session.get_inputs()}
+        outputs = [o.name for o in self.session.get_outputs()]
+        if INPUT_NAME not in inputs or OUTPUT_NAME not in outputs:
+            raise ModelError(f"{name}: expected input '{INPUT_NAME}' and output '{OUTPUT_NAME}', got inputs "
+                             f"{sorted(inputs)} and outputs {outputs}")
+        shape = inputs[INPUT_NAME].shape
+        if len(shape) != 3 or (isinstance(shape[1], int) and shape[1] != self.frontend.n_mels) or \
+                (isinstance(shape[2], int) and shape[2] != self.window_frames):
+            raise ModelError(f"{name}: input shape {shape} does not match the card "
+                             f"([batch, {self.frontend.n_mels}, {self.window_frames}])")
+        self.threshold = threshold
+        self.smoothing = smoothing
+
+    # ---- construction ----------------------------------------------------------------------------------------
+    @classmethod
+    def load(cls, path: str | os.PathLike | None = None, *, threshold: float | None = None,
+             intra_op_threads: int | None = None) -> "Detector":
+        """Load an ONNX model and its card (same stem, .json). path None = the shipped default model.
+
+        Raises ModelError naming the file when the model or card is missing or invalid.
+        """
+        onnx_path = Path(path) if path is not None else DEFAULT_MODEL
+        if onnx_path.suffix.lower() == ".json":
+            onnx_path = onnx_path.with_suffix(".onnx")
+        card_path = onnx_path.with_suffix(".json")
+        if not onnx_path.is_file():
+            hint = (" (the shipped default model is not built yet: see the README for the command that makes it, "
+                    "or pass --model PATH)") if path is None else ""
+            raise ModelError(f"{onnx_path}: model file not found{hint}")
+        if not card_path.is_file():
+            raise ModelError(f"{card_path}: model card not found (expected beside {onnx_path.name}, same stem)")
+        try:
+            card = json.loads(card_path.read_text())
+        except (OSError, ValueError) as e:
+            raise ModelError(f"{card_path}: cannot read model card ({e})") from e
+        if not isinstance(card, dict) or card.get("format") != CARD_FORMAT:
+            raise ModelError(f"{card_path}: not a screamdetect model card (format should be '{CARD_FORMAT}')")
+        det = cls(onnx_path, card, intra_op_threads=intra_op_threads)
+        if threshold is not None:
+            det.threshold = threshold
+        return det
+
+    # ---- settings --------------------------------------------------------------------------------------------
+    @property
+    def threshold(self) -> float:
+        return self._threshold
+
+    @threshold.setter
+    def threshold(self, value: float) -> None:
+        self._threshold = check_threshold(value)
+
+    @property
+    def smoothing(self) -> Smoothing:
+        return self._smoothing
+
+    @smoothing.setter
+    def smoothing(self, value: Smoothing) -> None:
+        if not isinstance(value, Smoothing):
+            raise ValueError(f"smoothing must be a Smoothing, got {type(value).__name__}")
+        self._smoothing = value
+
+    @property
+    def window_samples(self) -> int:
+        return self.window_frames * self.frontend.hop_length
+
+    def window_times(self, n_windows: int) -> np.ndarray:
+        """Start times in seconds (float64, shape (n_windows,)) of the windows score_windows returns."""
+        return np.arange(n_windows) * self.hop_s
+
+    def tracker(self) -> EventTracker:
+        return EventTracker(self.threshold, self.smoothing, self.window_s, self.hop_s)
+
+    # ---- scoring ---------------------------------------------------------------------------------------------
+    def n_windows(self, n_frames: int) -> int:
+        """Windows in a log-mel of `n_frames` frames (at least one: a short input is padded)."""
+        if n_frames <= self.window_frames:
+            return 1
+        return 1 + (n_frames - self.window_frames) // self.hop_frames
+
+    def score_mel(self, mel: np.ndarray) -> np.ndarray:
+        """Scores of all windows of a log-mel (n_mels, n_frames) float32 dB: float32 (n_windows,) in [0, 1]."""
+        W, H = self.window_frames, self.hop_frames
+        if mel.shape[1] < W:
+            mel = np.pad(mel, ((0, 0), (0, W - mel.shape[1])), constant_values=float(mel.min()))
+        n = self.n_windows(mel.shape[1])
+        view = np.lib.stride_tricks.sliding_window_view(mel, W, axis=1)  # (n_mels, T - W + 1, W)
+        out = np.empty(n, dtype=np.float32)
+        for b0 in range(0, n, self.batch_windows):
+            idx = slice(b0 * H, min(n, b0 + self.batch_windows) * H, H)
+            out[b0: b0 + self.batch_windows] = self.run_windows(view[:, idx].transpose(1, 0, 2))
+        return out
+
+    def run_windows(self, windows: np.ndarray) -> np.ndarray:
+        """ONNX inference on windows (batch, n_mels, window_frames) dB → float32 (batch,) probabilities."""
+        x = np.ascontiguousarray(windows, dtype=np.float32)
+        if x.shape[0] == 0:
+            return np.zeros(0, dtype=np.float32)
+        y = self.session.run([OUTPUT_NAME], {INPUT_NAME: x})[0]
+        return np.asarray(y, dtype=np.float32).reshape(-1)
+
+    def score_windows(self, audio: np.ndarray) -> np.ndarray:
+        """One score per window of window_s seconds every hop_s seconds of float32 mono audio at SAMPLE_RATE.
+
+        audio: shape (n_samples,). Returns float32 (n_windows,) in [0, 1]; window i starts at i·hop_s seconds.
+        The log-mel is computed once over the whole signal; use :meth:`scan` for long files.
+        """
+        audio = _check_audio(audio)
+        return self.score_mel(log_mel(audio, frontend=self.frontend))
+
+    def detect(self, audio: np.ndarray) -> list[Event]:
+        """Scream events in float32 mono audio at SAMPLE_RATE (see the module doc for the smoothing rule)."""
+        audio = _check_audio(audio)
+        scores = self.score_windows(audio)
+        return events_from_scores(scores, self.threshold, self.smoothing, self.window_s, self.hop_s,
+                                  audio.size / SAMPLE_RATE)
+
+    def stream(self) -> "StreamDetector":
+        return StreamDetector(self)
+
+    def scan(self, blocks: Iterable[np.ndarray], keep_scores: bool = False) -> "ScanResult":
+        """Score a signal given as consecutive blocks (float32 mono at SAMPLE_RATE), in bounded memory.
+
+        Scores equal score_windows on the concatenated signal. keep_scores: keep the timeline (n_windows floats).
+        """
+        sd = StreamDetector(self)
+        scores: list[np.ndarray] = []
+        max_score = 0.0
+        n = 0
+        for block in blocks:
+            step = sd.process(block)
+            n += step.scores.size
+            if step.scores.size:
+                max_score = max(max_score, float(step.scores.max()))
+                if keep_scores:
+                    scores.append(step.scores)
+        step = sd.finish()
+        n += step.scores.size
+        if step.scores.size:
+            max_score = max(max_score, float(step.scores.max()))
+            if keep_scores:
+                scores.append(step.scores)
+        return ScanResult(duration_s=sd.samples_seen / SAMPLE_RATE, max_score=max_score, events=sd.events,
+                          n_windows=n, scores=np.concatenate(scores) if keep_scores and scores else
+                          (np.zeros(0, np.float32) if keep_scores else None))
+
+    def scan_file(self, path: str | os.PathLike, keep_scores: bool = False, block_s: float = BLOCK_S) -> "ScanResult":
+        """:meth:`scan` over a file read with audio.iter_audio_blocks. Raises AudioError for unusable files."""
+        return self.scan(iter_audio_blocks(path, block_s=block_s), keep_scores=keep_scores)
+
+
+@dataclass(frozen=True)
+class ScanResult:
+    """Result of scanning a whole signal: duration (s), max window score, events, optional score timeline."""
+
+    duration_s: float
+    max_score: float
+    events: list[Event]
+    n_windows: int
+    scores: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class StreamStep:
+    """What one call to StreamDetector.process/finish produced: new window scores (float32) and event updates."""
+
+    scores: np.ndarray
+    start_index: int
+    updates: list[EventUpdate]
+
+
+class StreamDetector:
+    """Streaming scores and events from chunks of any size, equal to Detector.score_windows on the whole signal.
+
+    Keeps only the samples the next frames need (< one FFT + one hop) and the frames the next window needs
+    (< one window + one hop): a bounded buffer whatever the stream length; chunks larger than 30 s are processed
+    in pieces. Call :meth:`process` with each chunk and :meth:`finish` at the end of the stream.
+    """
+
+    def __init__(self, detector: Detector):
+        self.det = detector
+        fe = detector.frontend
+        self._hop = fe.hop_length
+        n_fft, win = fe.fft_size, fe.win_length
+        # Frame j reads samples [j·hop + lo, j·hop + lo + win) of the signal (centred frames, zero outside).
+        self._lo = (n_fft - win) // 2 - n_fft // 2
+        self._margin = -(-max(0, -self._lo) // self._hop)  # frames of context needed on the left
+        self._need_right = self._lo + win
+        self._buf = np.zeros(0, dtype=np.float32)
+        self._buf_start = 0  # signal index of _buf[0]; always a multiple of hop
+        self._next_frame = 0  # next frame to compute
+        self._mel = np.zeros((fe.n_mels, 0), dtype=np.float32)
+        self._mel_start = 0  # frame index of _mel[:, 0]
+        self._next_window = 0
+        self.samples_seen = 0
+        self.tracker = detector.tracker()
+        self._finished = False
+
+    @property
+    def events(self) -> list[Event]:
+        """Completed events so far."""
+        return self.tracker.events
+
+    @property
+    def time_s(self) -> float:
+        """Seconds of audio fed so far."""
+        return self.samples_seen / SAMPLE_RATE
+
+    def process(self, chunk: np.ndarray) -> StreamStep:
+        """Feed float32 mono samples at SAMPLE_RATE (any length, also 0); returns new scores and updates."""
+        if self._finished:
+            raise RuntimeError("StreamDetector.process called after finish()")
+        chunk = np.asarray(chunk, dtype=np.float32).reshape(-1)
+        piece = int(STREAM_PIECE_S * SAMPLE_RATE)
+        steps = [self._process(chunk[i: i + piece]) for i in range(0, max(chunk.size, 1), piece)]
+        return _merge(steps)
+
+    def _process(self, chunk: np.ndarray) -> StreamStep:
+        if chunk.size and not np.isfinite(chunk).all():
+            raise AudioError("<stream>", "audio contains NaN or infinite samples")
+        self._buf = np.concatenate([self._buf, chunk]) if self._buf.size else chunk.copy()
+        self.samples_seen += chunk.size
+        last = (self.samples_seen - self._need_right) // self._hop  # last frame whose samples have all arrived
+        self._frames_upto(last, final=False)
+        return self._windows(final=False)
+
+    def finish(self) -> StreamStep:
+        """End of stream: computes the last frames (zero padding at the end, as the whole-signal log-mel),
+        scores the remaining windows (one padded window if the stream was shorter than a window) and closes an
+        open event."""
+        if self._finished:
+            return StreamStep(np.zeros(0, np.float32), self._next_window, [])
+        self._finished = True
+        if self.samples_seen == 0:
+            return StreamStep(np.zeros(0, np.float32), 0, [])
+        self._frames_upto(self.samples_seen // self._hop, final=True)
+        step = self._windows(final=True)
+        ups = self.tracker.finish(self.samples_seen / SAMPLE_RATE)
+        return StreamStep(step.scores, step.start_index, step.updates + ups)
+
+    def _frames_upto(self, last: int, final: bool) -> None:
+        if last < self._next_frame:
+            return
+        first = self._next_frame
+        seg_frame0 = max(0, first - self._margin)
+        s0 = seg_frame0 * self._hop - self._buf_start
+        assert s0 >= 0, "sample buffer was trimmed too far"
+        seg = self._buf[s0:]
+        if not final:  # samples past the last complete frame are not needed (and must not count as padding)
+            seg = seg[: (last - seg_frame0) * self._hop + max(self._need_right, 0) + self._hop]
+        mel = log_mel(seg, frontend=self.det.frontend)
+        new = mel[:, first - seg_frame0: last - seg_frame0 + 1]
+        assert new.shape[1] == last - first + 1, (new.shape, first, last)
+        self._mel = np.concatenate([self._mel, new], axis=1) if self._mel.size else new
+        self._next_frame = last + 1
+        keep_from = max(0, self._next_frame - self._margin) * self._hop
+        if keep_from > self._buf_start:
+            self._buf = self._buf[keep_from - self._buf_start:].copy()
+            self._buf_start = keep_from
+
+    def _windows(self, final: bool) -> StreamStep:
+        det = self.det
+        W, H = det.window_frames, det.hop_frames
+        n_frames = self._next_frame
+        start_index = self._next_window
+        if final and n_frames < W and self._next_window == 0:
+            mel = np.pad(self._mel, ((0, 0), (0, W - self._mel.shape[1])), constant_values=float(self._mel.min()))
+            scores = det.run_windows(mel[None])
+            self._next_window = 1
+        else:
+            n_avail = 0 if n_frames < W else 1 + (n_frames - W) // H  # windows fully inside the frames so far
+            new = n_avail - self._next_window
+            if new <= 0:
+                return StreamStep(np.zeros(0, np.float32), start_index, [])
+            off = self._next_window * H - self._mel_start
+            mel = self._mel[:, off: off + (new - 1) * H + W]
+            scores = det.score_mel(mel)
+            assert scores.size == new
+            self._next_window = n_avail
+        keep = self._next_window * H
+        if keep > self._mel_start:
+            self._mel = self._mel[:, keep - self._mel_start:].copy()
+            self._mel_start = keep
+        updates: list[EventUpdate] = []
+        for s in scores:
+            updates += self.tracker.update(float(s), at_s=self.time_s)
+        return StreamStep(scores, start_index, updates)
+
+
+def _merge(steps: list[StreamStep]) -> StreamStep:
+    if len(steps) == 1:
+        return steps[0]
+    return StreamStep(np.concatenate([s.scores for s in steps]), steps[0].start_index,
+                      [u for s in steps for u in s.updates])
+
+
+def _check_audio(audio: np.ndarray) -> np.ndarray:
+    audio = np.asarray(audio)
+    if audio.ndim != 1:
+        raise ValueError(f"audio must be mono, shape (n_samples,), got shape {audio.shape}")
+    if audio.size == 0:
+        raise ValueError("audio is empty (0 samples)")
+    return audio.astype(np.float32, copy=False)
+
+
+def iter_chunks(audio: np.ndarray, chunk: int) -> Iterator[np.ndarray]:
+    """Consecutive slices of `chunk` samples (the last may be shorter)."""
+    if chunk < 1:
+        raise ValueError(f"chunk must be >= 1 sample, got {chunk}")
+    for i in range(0, audio.size, chunk):
+        yield audio[i: i + chunk]

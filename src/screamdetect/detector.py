@@ -36,6 +36,9 @@ OUTPUT_NAME = "scream_prob"
 DEFAULT_MODEL = Path(__file__).resolve().parent / "assets" / "default.onnx"
 BATCH_WINDOWS = 256  # windows per onnxruntime call: large enough to amortise the call, small in memory
 STREAM_PIECE_S = 30.0  # a chunk larger than this is processed in pieces, so memory stays bounded
+# BLAS computes the mel projection of very few frames by another path (last-bit differences), so the streaming
+# log-mel is always computed over at least this many frames (adding past context) to equal the whole-signal one.
+MIN_SEG_FRAMES = 64
 
 
 class ModelError(RuntimeError):
@@ -153,8 +156,10 @@ class EventTracker:
             elif i - self._last_above >= self._hold:
                 out.append(self._close(at))
             return out
+        if i < self._blocked_until:
+            return out  # refractory: these windows neither start an event nor count towards one
         self._recent.append((i, above, score))
-        if i >= self._blocked_until and sum(a for _, a, _ in self._recent) >= self.smoothing.k:
+        if sum(a for _, a, _ in self._recent) >= self.smoothing.k:
             first = next(j for j, a, _ in self._recent if a)
             self._active = True
             self._start_i = first
@@ -422,7 +427,7 @@ class StreamStep:
 class StreamDetector:
     """Streaming scores and events from chunks of any size, equal to Detector.score_windows on the whole signal.
 
-    Keeps only the samples the next frames need (< one FFT + one hop) and the frames the next window needs
+    Keeps only the samples the next frames need (< MIN_SEG_FRAMES hops + one FFT) and the frames the next window needs
     (< one window + one hop): a bounded buffer whatever the stream length; chunks larger than 30 s are processed
     in pieces. Call :meth:`process` with each chunk and :meth:`finish` at the end of the stream.
     """
@@ -492,7 +497,9 @@ class StreamDetector:
         if last < self._next_frame:
             return
         first = self._next_frame
-        seg_frame0 = max(0, first - self._margin)
+        seg_frame0 = max(0, min(first - self._margin, last - MIN_SEG_FRAMES + 1))
+        if not final and last - seg_frame0 + 1 < MIN_SEG_FRAMES:
+            return  # start of the stream: wait for enough frames
         s0 = seg_frame0 * self._hop - self._buf_start
         assert s0 >= 0, "sample buffer was trimmed too far"
         seg = self._buf[s0:]
@@ -503,10 +510,10 @@ class StreamDetector:
         assert new.shape[1] == last - first + 1, (new.shape, first, last)
         self._mel = np.concatenate([self._mel, new], axis=1) if self._mel.size else new
         self._next_frame = last + 1
-        keep_from = max(0, self._next_frame - self._margin) * self._hop
-        if keep_from > self._buf_start:
-            self._buf = self._buf[keep_from - self._buf_start:].copy()
-            self._buf_start = keep_from
+        keep_frame = max(0, min(self._next_frame - self._margin, self._next_frame - MIN_SEG_FRAMES + 1))
+        if keep_frame * self._hop > self._buf_start:
+            self._buf = self._buf[keep_frame * self._hop - self._buf_start:].copy()
+            self._buf_start = keep_frame * self._hop
 
     def _windows(self, final: bool) -> StreamStep:
         det = self.det

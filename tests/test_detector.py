@@ -1,0 +1,177 @@
+"""Detector: loading, window scores against the numpy reference, smoothing rules, no torch import."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from screamdetect.audio import SAMPLE_RATE
+from screamdetect.detector import (Detector, Event, EventTracker, ModelError, Smoothing, events_from_scores)
+from screamdetect.features import log_mel
+
+from _models import background, reference_scores, scene, write_band_energy_model
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory):
+    return write_band_energy_model(tmp_path_factory.mktemp("model"))
+
+
+@pytest.fixture
+def det(model_path):
+    return Detector.load(model_path)
+
+
+def test_importing_detector_does_not_import_torch():
+    code = "import sys, screamdetect, screamdetect.detector; assert 'torch' not in sys.modules, 'torch imported'"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_load_reads_the_card(det):
+    assert det.window_s == 1.0 and det.hop_s == 0.25
+    assert det.window_frames == 100 and det.hop_frames == 25
+    assert det.threshold == 0.5
+    assert det.smoothing == Smoothing(k=2, n=3, hold_s=0.5, refractory_s=1.0)
+
+
+def test_load_errors_name_the_file(tmp_path, model_path):
+    with pytest.raises(ModelError, match="missing.onnx: model file not found"):
+        Detector.load(tmp_path / "missing.onnx")
+    lonely = tmp_path / "lonely.onnx"
+    lonely.write_bytes(model_path.read_bytes())
+    with pytest.raises(ModelError, match="lonely.json: model card not found"):
+        Detector.load(lonely)
+    lonely.with_suffix(".json").write_text("{not json")
+    with pytest.raises(ModelError, match="cannot read model card"):
+        Detector.load(lonely)
+    card = json.loads(model_path.with_suffix(".json").read_text())
+    card["frontend"]["top_db"] = 80.0
+    lonely.with_suffix(".json").write_text(json.dumps(card))
+    with pytest.raises(ModelError, match="top_db"):
+        Detector.load(lonely)
+    garbage = tmp_path / "garbage.onnx"
+    garbage.write_bytes(b"not a model")
+    garbage.with_suffix(".json").write_text(model_path.with_suffix(".json").read_text())
+    with pytest.raises(ModelError, match="garbage.onnx: cannot load ONNX model"):
+        Detector.load(garbage)
+
+
+def test_scores_match_the_numpy_reference(det):
+    x = scene(12.0, [(3.0, 2.0)])
+    scores = det.score_windows(x)
+    mel = log_mel(x, frontend=det.frontend)
+    n = 1 + (mel.shape[1] - 100) // 25
+    assert scores.shape == (n,) and scores.dtype == np.float32
+    windows = np.stack([mel[:, i * 25: i * 25 + 100] for i in range(n)])
+    np.testing.assert_allclose(scores, reference_scores(windows), atol=1e-5)
+    # windows inside the burst score high, windows far from it low
+    t = det.window_times(n)
+    assert scores[(t >= 3.0) & (t + 1.0 <= 5.0)].min() > 0.99
+    assert scores[(t + 1.0 < 2.5) | (t > 5.5)].max() < 0.01
+
+
+def test_short_signal_gets_one_padded_window(det):
+    assert det.score_windows(background(0.3)).shape == (1,)
+    with pytest.raises(ValueError, match="empty"):
+        det.score_windows(np.zeros(0, np.float32))
+    with pytest.raises(ValueError, match="mono"):
+        det.score_windows(np.zeros((10, 2), np.float32))
+
+
+def test_threshold_override_is_validated(det, model_path):
+    det.threshold = 0.9
+    assert det.threshold == 0.9
+    for bad in (0.0, 1.5, -0.1, float("nan")):
+        with pytest.raises(ValueError, match="threshold"):
+            det.threshold = bad
+    assert Detector.load(model_path, threshold=0.7).threshold == 0.7
+
+
+def test_debounce_gives_exactly_one_event_for_one_long_burst(det):
+    x = scene(20.0, [(5.0, 4.0)])
+    events = det.detect(x)
+    assert len(events) == 1
+    ev = events[0]
+    assert isinstance(ev, Event)
+    # the event spans the windows that fired: it covers the burst, within one window of its edges
+    assert 4.0 <= ev.start_s <= 5.0 and 9.0 <= ev.end_s <= 10.0
+    assert ev.peak_score > 0.99
+    assert ev.to_dict() == {"start_s": ev.start_s, "end_s": ev.end_s, "peak_score": round(ev.peak_score, 4)}
+
+
+def test_two_bursts_far_apart_give_two_events(det):
+    events = det.detect(scene(30.0, [(4.0, 2.0), (20.0, 2.0)]))
+    assert len(events) == 2
+    assert events[0].end_s < 8.0 and 18.0 < events[1].start_s < 21.0
+
+
+def test_silence_and_background_give_no_event(det):
+    assert det.detect(background(30.0)) == []
+    assert det.detect(np.zeros(10 * SAMPLE_RATE, np.float32)) == []
+
+
+def test_event_clipped_to_signal_end(det):
+    x = scene(6.0, [(4.5, 1.5)])
+    events = det.detect(x)
+    assert len(events) == 1 and events[0].end_s <= 6.0
+
+
+# ---- the smoothing state machine on score sequences with known answers -----------------------------------------
+def _events(scores, **kw):
+    sm = Smoothing(**{"k": 2, "n": 3, "hold_s": 0.5, "refractory_s": 1.0, **kw})
+    return events_from_scores(np.array(scores, dtype=np.float32), 0.5, sm, window_s=1.0, hop_s=0.25)
+
+
+def test_k_of_n_suppresses_a_single_window_blip():
+    blip = [0, 0, 0, 0.9, 0, 0, 0, 0]
+    assert _events(blip) == []
+    assert len(_events(blip, k=1, n=1)) == 1
+    # two above-threshold windows within n=3 do start an event, even with a gap between them
+    ev = _events([0, 0.8, 0, 0.95, 0, 0, 0, 0])
+    assert len(ev) == 1 and ev[0].start_s == 0.25 and ev[0].end_s == 0.75 + 1.0 and ev[0].peak_score == \
+        pytest.approx(0.95)
+
+
+def test_hold_bridges_short_dips():
+    dip = [0.9, 0.9, 0.2, 0.9, 0.9, 0, 0, 0, 0]  # a one-window dip (0.25 s) < hold 0.5 s: one event
+    assert len(_events(dip)) == 1
+    gap = [0.9, 0.9, 0, 0, 0.9, 0.9, 0, 0, 0, 0, 0]  # two windows below (0.5 s) = hold: the event ends
+    assert len(_events(gap, refractory_s=0.0)) == 2
+    assert len(_events(gap, hold_s=0.75)) == 1
+
+
+def test_refractory_blocks_a_new_event():
+    seq = [0.9, 0.9, 0, 0, 0.9, 0.9, 0.9, 0, 0, 0, 0, 0, 0, 0.9, 0.9, 0, 0, 0]
+    assert len(_events(seq, refractory_s=0.0)) == 3
+    # the event ends at index 3; refractory 1.0 s = 4 windows blocks onsets up to index 6
+    ev = _events(seq, refractory_s=1.0)
+    assert len(ev) == 2 and ev[1].start_s == 13 * 0.25
+
+
+def test_event_open_at_the_end_is_closed():
+    ev = events_from_scores(np.array([0, 0.9, 0.9, 0.9]), 0.5, Smoothing(), 1.0, 0.25, duration_s=1.6)
+    assert len(ev) == 1 and ev[0].start_s == 0.25 and ev[0].end_s == 1.6
+
+
+def test_tracker_emits_start_then_end():
+    tr = EventTracker(0.5, Smoothing(k=2, n=3, hold_s=0.5, refractory_s=0.0), 1.0, 0.25)
+    kinds = [u.kind for s in [0, 0.9, 0.9, 0.9, 0, 0, 0] for u in tr.update(s)]
+    assert kinds == ["start", "end"]
+
+
+@pytest.mark.parametrize("kw, name", [
+    ({"k": 0}, "k"), ({"k": 3, "n": 2}, "n"), ({"k": 1.5}, "k"), ({"hold_s": -1}, "hold_s"),
+    ({"refractory_s": float("inf")}, "refractory_s"), ({"hold_s": "1"}, "hold_s"),
+])
+def test_bad_smoothing_rejected_naming_the_parameter(kw, name):
+    with pytest.raises(ValueError, match=f"smoothing {name} "):
+        Smoothing(**kw)
+
+
+def test_bad_smoothing_keys_rejected():
+    with pytest.raises(ValueError, match="unknown smoothing keys"):
+        Smoothing.from_dict({"k": 1, "n": 1, "patience": 3})

@@ -1,0 +1,95 @@
+"""StreamDetector: any chunk size gives exactly the whole-signal scores; events as they happen; bounded state."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from screamdetect.audio import SAMPLE_RATE, write_audio
+from screamdetect.detector import Detector, iter_chunks
+
+from _models import background, scene, write_band_energy_model
+
+
+@pytest.fixture(scope="module")
+def det(tmp_path_factory):
+    return Detector.load(write_band_energy_model(tmp_path_factory.mktemp("model")))
+
+
+@pytest.fixture(scope="module")
+def signal():
+    return scene(47.3, [(5.0, 3.0), (25.0, 1.5), (40.0, 2.0)], seed=3)
+
+
+def _stream_scores(det, x, chunk):
+    sd = det.stream()
+    got = [sd.process(c).scores for c in iter_chunks(x, chunk)]
+    got.append(sd.finish().scores)
+    return np.concatenate(got), sd
+
+
+@pytest.mark.parametrize("chunk_s", [1.0, 0.37, 4096 / SAMPLE_RATE, 30.0, 0.1, 100.0])
+def test_any_chunk_size_gives_the_whole_signal_scores(det, signal, chunk_s):
+    want = det.score_windows(signal)
+    got, sd = _stream_scores(det, signal, max(1, int(round(chunk_s * SAMPLE_RATE))))
+    np.testing.assert_array_equal(got, want)
+    assert sd.events == det.detect(signal)
+
+
+@pytest.mark.parametrize("n", [1, 100, 4000, 16000, 16160, 16161])
+def test_short_and_odd_lengths(det, n):
+    x = background(n / SAMPLE_RATE, seed=n)
+    for chunk in (1, 333, n):
+        np.testing.assert_array_equal(_stream_scores(det, x, chunk)[0], det.score_windows(x))
+
+
+def test_tiny_chunks(det):
+    x = scene(2.5, [(1.0, 1.0)])
+    np.testing.assert_array_equal(_stream_scores(det, x, 7)[0], det.score_windows(x))
+
+
+def test_events_emitted_as_they_happen(det):
+    x = scene(20.0, [(5.0, 3.0)])
+    sd = det.stream()
+    ups = []
+    for c in iter_chunks(x, 1600):
+        ups += sd.process(c).updates
+    ups += sd.finish().updates
+    assert [u.kind for u in ups] == ["start", "end"]
+    start, end = ups
+    # onset known within two windows of the burst onset, well before the burst is over
+    assert start.end_s is None and 5.0 <= start.at_s <= 6.6
+    assert end.at_s > 8.0 and end.event == det.detect(x)[0]
+
+
+def test_state_stays_bounded(det):
+    sd = det.stream()
+    x = background(1.0)
+    for _ in range(120):
+        sd.process(x)
+        from screamdetect.detector import MIN_SEG_FRAMES
+
+        assert sd._buf.size < det.frontend.fft_size + (MIN_SEG_FRAMES + 2) * det.frontend.hop_length
+        assert sd._mel.shape[1] <= det.window_frames + det.hop_frames
+    assert sd.time_s == 120.0
+
+
+def test_scan_file_in_blocks_equals_whole_array(det, signal, tmp_path):
+    path = tmp_path / "s.flac"
+    write_audio(path, signal)
+    from screamdetect.audio import load_audio
+
+    x = load_audio(path)
+    res = det.scan_file(path, keep_scores=True, block_s=7.3)
+    np.testing.assert_array_equal(res.scores, det.score_windows(x))
+    assert res.events == det.detect(x) and len(res.events) == 3
+    assert res.duration_s == pytest.approx(signal.size / SAMPLE_RATE)
+    assert res.max_score == pytest.approx(float(res.scores.max()))
+
+
+def test_process_after_finish_is_an_error(det):
+    sd = det.stream()
+    sd.process(background(1.0))
+    sd.finish()
+    with pytest.raises(RuntimeError, match="after finish"):
+        sd.process(background(1.0))

@@ -36,6 +36,186 @@ def eda(data: Path = typer.Argument(..., help="Dataset folder (class folders or 
     fail("eda: not implemented yet")
 
 
+# ---- detect (issue 4) ----------------------------------------------------------------------------------------
+@app.command()
+def detect(paths: list[Path] = typer.Argument(..., help="Audio files and/or folders (walked recursively)."),
+           fmt: str = typer.Option("table", "--format", "-f", help="table (readable), jsonl (one JSON object per "
+                                   "input, in input order) or csv."),
+           threshold: Optional[float] = typer.Option(None, "--threshold", "-t", help="Score threshold in (0, 1]; "
+                                                     "default: the model card's calibrated threshold."),
+           model: Optional[Path] = typer.Option(None, "--model", "-m", help="ONNX model (its card .json beside it); "
+                                                "default: the shipped model."),
+           scores: bool = typer.Option(False, "--scores", help="Add hop_s and the per-window score timeline."),
+           jobs: int = typer.Option(0, "--jobs", "-j", help="Worker processes (0 = one per CPU core).")):
+    """Find screams in audio files: one result per input, in input order.
+
+    Each window of the model's length (every hop) is scored; events are runs of high scores after the card's
+    smoothing. jsonl lines are {"path", "duration_s", "max_score", "events": [{"start_s", "end_s",
+    "peak_score"}]} or {"path", "error"}. Long files are read in blocks (bounded memory). The exit status is 1
+    if any input failed, after all the others were processed.
+    """
+    import json
+    import os
+
+    from .detector import ModelError, expand_paths, scan_paths
+
+    if fmt not in ("table", "jsonl", "csv"):
+        fail(f"--format must be table, jsonl or csv, got {fmt!r}")
+    if threshold is not None and not (0.0 < threshold <= 1.0):
+        fail(f"--threshold must be in (0, 1], got {threshold}")
+    if jobs < 0:
+        fail(f"--jobs must be >= 0, got {jobs}")
+    items = expand_paths(paths)
+    n_files = sum(e is None for _, e in items)
+    jobs = jobs or (os.cpu_count() or 1)
+    try:
+        results = scan_paths(items, model=model, threshold=threshold, jobs=jobs, keep_scores=scores)
+        first = next(results)
+    except ModelError as e:
+        fail(str(e))
+    except StopIteration:
+        fail("no inputs")
+
+    def all_results():
+        yield first
+        yield from results
+
+    import sys
+
+    out = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+    failed = 0
+    rows = []
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    progress = Progress(TextColumn("scanning"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                        console=err, transient=True, disable=n_files < 2 or not err.is_terminal)
+    writer = None
+    with progress:
+        task = progress.add_task("scan", total=len(items))
+        for r in all_results():
+            failed += "error" in r
+            if fmt == "jsonl":
+                print(json.dumps(r), flush=True)
+            elif fmt == "csv":
+                writer = writer or _csv_writer(scores)
+                writer.writerow(_csv_row(r, scores))
+            else:
+                rows.append(r)
+            progress.advance(task)
+    if fmt == "table":
+        out.print(_results_table(rows))
+        if failed:
+            err.print(f"[red]{failed} of {len(items)} input(s) failed[/red]")
+    raise typer.Exit(1 if failed else 0)
+
+
+def _csv_writer(scores: bool):
+    import csv
+    import sys
+
+    w = csv.writer(sys.stdout, lineterminator="\n")
+    w.writerow(["path", "duration_s", "max_score", "n_events", "events", "error"] + (["hop_s", "scores"]
+                                                                                     if scores else []))
+    return w
+
+
+def _csv_row(r: dict, scores: bool) -> list:
+    """events as 'start-end:peak' joined by ';' (seconds); scores space-separated."""
+    if "error" in r:
+        return [r["path"], "", "", "", "", r["error"]] + (["", ""] if scores else [])
+    ev = ";".join(f"{e['start_s']}-{e['end_s']}:{e['peak_score']}" for e in r["events"])
+    row = [r["path"], r["duration_s"], r["max_score"], len(r["events"]), ev, ""]
+    if scores:
+        row += [r["hop_s"], " ".join(str(s) for s in r["scores"])]
+    return row
+
+
+def _results_table(rows: list[dict]):
+    from rich.table import Table
+
+    t = Table(title="screams found", title_justify="left")
+    t.add_column("file", overflow="fold")
+    t.add_column("duration", justify="right")
+    t.add_column("max score", justify="right")
+    t.add_column("events (start–end s, peak)")
+    for r in rows:
+        if "error" in r:
+            t.add_row(r["path"], "", "", f"[red]error: {r['error']}[/red]")
+            continue
+        ev = ", ".join(f"{e['start_s']:.2f}–{e['end_s']:.2f} ({e['peak_score']:.2f})" for e in r["events"])
+        t.add_row(r["path"], _hms(r["duration_s"]), f"{r['max_score']:.3f}",
+                  f"[bold red]{ev}[/bold red]" if ev else "[dim]none[/dim]")
+    return t
+
+
+def _hms(s: float) -> str:
+    h, rem = divmod(s, 3600)
+    m, sec = divmod(rem, 60)
+    return f"{int(h)}:{int(m):02d}:{sec:04.1f}" if h else f"{int(m)}:{sec:04.1f}"
+
+
+# ---- train / export: the shipped detector (issue 4, lead) ---------------------------------------------------
+@app.command()
+def train(data: Path = typer.Argument(..., help="Dataset folder (class folders or manifest.csv) or a manifest CSV."),
+          config: Path = typer.Option(Path("configs/default.yaml"), "--config", "-c",
+                                      help="YAML config of the product detector (front-end, window, model, ...)."),
+          out: Path = typer.Option(Path("runs/default"), "--out", "-o", help="Run folder (model, card, metrics)."),
+          noise: Optional[Path] = typer.Option(None, help="Noise bank folder (default: DATA/noise).")):
+    """Train the product detector on short windows with the robust augmentation, calibrate its threshold to the
+    false-alarm target on validation data, and write model.onnx + model.json (the card) into OUT."""
+    import yaml
+
+    from .data import DatasetError
+    from .product import ProductConfig, train_product
+
+    if not config.is_file():
+        fail(f"{config}: config file not found")
+    try:
+        cfg = ProductConfig.from_dict(yaml.safe_load(config.read_text()) or {})
+    except (ValueError, TypeError) as e:
+        fail(f"{config}: {e}")
+    if out.exists() and (out / "model.onnx").exists():
+        fail(f"{out} already holds a trained model; choose another --out (nothing was overwritten)")
+    try:
+        card = train_product(data, cfg, out, noise_dir=noise)
+    except DatasetError as e:
+        fail(str(e))
+    err.print(f"wrote {out / 'model.onnx'} and {out / 'model.json'}; test metrics: {card['metrics']['test']}")
+
+
+@app.command()
+def export(run: Path = typer.Argument(..., help="A run folder written by `screamdetect train` (holds model.pt)."),
+           out: Path = typer.Option(..., "--out", "-o",
+                                    help="Destination ONNX path, e.g. src/screamdetect/assets/default.onnx; the "
+                                         "card is written beside it with the same stem (.json)."),
+           force: bool = typer.Option(False, help="Overwrite an existing destination.")):
+    """Re-export a trained run to ONNX + model card, checking that ONNX and torch agree (max diff < 1e-4)."""
+    import json
+
+    import numpy as np
+
+    from .export import check_onnx_matches, export_onnx, write_card
+    from .product import load_trained_module
+
+    if not (run / "model.pt").is_file() or not (run / "model.json").is_file():
+        fail(f"{run}: not a training run (needs model.pt and model.json from `screamdetect train`)")
+    if out.suffix != ".onnx":
+        fail(f"--out must end in .onnx, got {out}")
+    if (out.exists() or out.with_suffix(".json").exists()) and not force:
+        fail(f"{out} (or its .json) exists; pass --force to overwrite")
+    module, (n_mels, n_frames) = load_trained_module(run / "model.pt")
+    export_onnx(module, n_mels, n_frames, out)
+    x = np.random.default_rng(0).normal(-50, 20, size=(16, n_mels, n_frames)).astype(np.float32)
+    diff = check_onnx_matches(module, out, x)
+    card = json.loads((run / "model.json").read_text())
+    for k in ("format", "onnx_input", "onnx_output"):
+        card.pop(k, None)
+    card["onnx_max_abs_diff_vs_torch"] = diff
+    write_card(card, out)
+    err.print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB) and {out.with_suffix('.json')}; "
+              f"ONNX vs torch max diff {diff:.1e}")
+
+
 def main() -> None:
     app()
 

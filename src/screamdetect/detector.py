@@ -566,3 +566,99 @@ def iter_chunks(audio: np.ndarray, chunk: int) -> Iterator[np.ndarray]:
         raise ValueError(f"chunk must be >= 1 sample, got {chunk}")
     for i in range(0, audio.size, chunk):
         yield audio[i: i + chunk]
+
+
+# ---- batch file scanning (the `detect` command) -----------------------------------------------------------------
+def expand_paths(paths: Iterable[str | os.PathLike]) -> list[tuple[str, str | None]]:
+    """Inputs in order, folders walked recursively (sorted) for files with an audio extension.
+
+    Returns (path, error) pairs: error is None for a file to scan, or why the input cannot be scanned
+    (a folder without audio files). Missing files are passed through; scanning reports them.
+    """
+    from .audio import AUDIO_EXTENSIONS
+
+    out: list[tuple[str, str | None]] = []
+    for p in paths:
+        path = Path(p)
+        if path.is_dir():
+            found = sorted(str(f) for f in path.rglob("*") if f.suffix.lower() in AUDIO_EXTENSIONS and f.is_file())
+            if not found:
+                out.append((str(p), "folder holds no audio files (extensions: "
+                                    f"{', '.join(sorted(AUDIO_EXTENSIONS))})"))
+            out.extend((f, None) for f in found)
+        else:
+            out.append((str(p), None))
+    return out
+
+
+def scan_result_dict(path: str, res: ScanResult, hop_s: float | None = None) -> dict:
+    """The output contract of `screamdetect detect` for one scanned file (DESIGN.md)."""
+    d = {"path": path, "duration_s": round(res.duration_s, 3), "max_score": round(res.max_score, 4),
+         "events": [e.to_dict() for e in res.events]}
+    if res.scores is not None:
+        d["hop_s"] = hop_s
+        d["scores"] = [round(float(s), 4) for s in res.scores]
+    return d
+
+
+def scan_one(det: Detector, path: str, keep_scores: bool = False) -> dict:
+    """Scan one file; any failure becomes {"path", "error"} (never raises for a bad file)."""
+    try:
+        return scan_result_dict(path, det.scan_file(path, keep_scores=keep_scores), det.hop_s)
+    except AudioError as e:
+        return {"path": path, "error": e.cause}
+    except (OSError, RuntimeError, ValueError, MemoryError) as e:
+        return {"path": path, "error": f"{type(e).__name__}: {e}"}
+
+
+_WORKER: Detector | None = None
+
+
+def _init_worker(model: str | None, threshold: float | None) -> None:
+    global _WORKER
+    _WORKER = Detector.load(model, threshold=threshold, intra_op_threads=1)
+
+
+def _work(args: tuple[str, bool]) -> dict:
+    assert _WORKER is not None
+    return scan_one(_WORKER, *args)
+
+
+def scan_paths(items: list[tuple[str, str | None]], model: str | os.PathLike | None = None,
+               threshold: float | None = None, jobs: int = 1, keep_scores: bool = False) -> Iterator[dict]:
+    """Scan (path, error) items from :func:`expand_paths`; yields result dicts in input order.
+
+    jobs > 1 scans files in parallel worker processes (each with a one-thread onnxruntime session). The model
+    is loaded here first, so a bad model raises ModelError before any work starts.
+    """
+    if jobs < 1:
+        raise ValueError(f"jobs must be >= 1, got {jobs}")
+    det = Detector.load(model, threshold=threshold)
+    todo = [p for p, e in items if e is None]
+    jobs = min(jobs, len(todo))
+    if jobs <= 1:
+        results: Iterator[dict] = (scan_one(det, p, keep_scores) for p in todo)
+        yield from _interleave(items, results)
+        return
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    # Workers: one thread each for BLAS/OpenMP too (they inherit the environment at start).
+    saved = {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
+    os.environ.update({k: "1" for k in saved})
+    try:
+        ex = ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn"), initializer=_init_worker,
+                                 initargs=(None if model is None else str(model), threshold))
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    with ex:
+        yield from _interleave(items, ex.map(_work, [(p, keep_scores) for p in todo], chunksize=1))
+
+
+def _interleave(items: list[tuple[str, str | None]], results: Iterator[dict]) -> Iterator[dict]:
+    for path, error in items:
+        yield {"path": path, "error": error} if error is not None else next(results)

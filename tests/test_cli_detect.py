@@ -1,0 +1,108 @@
+"""`screamdetect detect`: the DESIGN.md output contract, folders, bad files, formats, exit status."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from screamdetect.audio import write_audio
+from screamdetect.cli import app
+
+from _models import background, scene, write_band_energy_model
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("detect")
+    model = write_band_energy_model(d / "model")
+    (d / "in" / "sub").mkdir(parents=True)
+    write_audio(d / "in" / "a.wav", scene(20.0, [(5.0, 3.0)]))
+    write_audio(d / "in" / "sub" / "b.flac", scene(30.0, [(4.0, 2.0), (20.0, 2.0)]))
+    write_audio(d / "in" / "quiet.wav", background(10.0))
+    (d / "in" / "notes.txt").write_text("not audio, not an audio extension: skipped by the folder walk")
+    (d / "in" / "broken.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk" * 10)
+    (d / "empty").mkdir()
+    return d, model
+
+
+def _run(args):
+    return CliRunner().invoke(app, ["detect", *map(str, args)])
+
+
+def _jsonl(res):
+    return [json.loads(line) for line in res.stdout.splitlines() if line.strip()]
+
+
+def test_jsonl_contract_in_input_order(files):
+    d, model = files
+    res = _run([d / "in" / "sub" / "b.flac", d / "in", d / "missing.wav", "--model", model, "-f", "jsonl",
+                "-j", "1"])
+    lines = _jsonl(res)
+    paths = [r["path"] for r in lines]
+    # the folder is walked recursively, sorted, only audio extensions
+    assert paths == [str(d / "in" / "sub" / "b.flac"), str(d / "in" / "a.wav"), str(d / "in" / "broken.wav"),
+                     str(d / "in" / "quiet.wav"), str(d / "in" / "sub" / "b.flac"), str(d / "missing.wav")]
+    b, a, broken, quiet, _, missing = lines
+    assert set(a) == {"path", "duration_s", "max_score", "events"}
+    assert a["duration_s"] == 20.0 and a["max_score"] > 0.99
+    assert len(a["events"]) == 1 and set(a["events"][0]) == {"start_s", "end_s", "peak_score"}
+    assert 4.0 <= a["events"][0]["start_s"] <= 5.0 and 8.0 <= a["events"][0]["end_s"] <= 9.0
+    assert len(b["events"]) == 2
+    assert quiet["events"] == [] and quiet["max_score"] < 0.01
+    assert set(broken) == {"path", "error"} and "cannot decode" in broken["error"]
+    assert missing == {"path": str(d / "missing.wav"), "error": "file not found"}
+    assert res.exit_code == 1  # some inputs failed, after all were processed
+
+
+def test_all_good_exits_zero_and_parallel_equals_serial(files):
+    d, model = files
+    args = [d / "in" / "a.wav", d / "in" / "sub", d / "in" / "quiet.wav", "--model", model, "-f", "jsonl"]
+    one, two = _run([*args, "-j", "1"]), _run([*args, "-j", "2"])
+    assert one.exit_code == 0 and two.exit_code == 0
+    assert _jsonl(one) == _jsonl(two) and len(_jsonl(one)) == 3
+
+
+def test_scores_and_threshold(files):
+    d, model = files
+    (r,) = _jsonl(_run([d / "in" / "a.wav", "--model", model, "-f", "jsonl", "--scores"]))
+    assert r["hop_s"] == 0.25 and len(r["scores"]) == 1 + int((20.0 - 1.0) / 0.25)
+    assert max(r["scores"]) == r["max_score"]
+    (strict,) = _jsonl(_run([d / "in" / "a.wav", "--model", model, "-f", "jsonl", "--threshold", "1.0"]))
+    assert strict["events"] == []  # nothing reaches probability 1.0 exactly in float32 here
+    res = _run([d / "in" / "a.wav", "--model", model, "--threshold", "2"])
+    assert res.exit_code == 2 and "--threshold" in res.output
+
+
+def test_csv_and_table(files):
+    d, model = files
+    res = _run([d / "in" / "sub" / "b.flac", d / "missing.wav", "--model", model, "-f", "csv"])
+    rows = list(csv.DictReader(io.StringIO(res.stdout)))
+    assert [r["n_events"] for r in rows] == ["2", ""] and rows[1]["error"] == "file not found"
+    assert len(rows[0]["events"].split(";")) == 2
+    table = _run([d / "in" / "a.wav", d / "missing.wav", "--model", model])
+    assert "a.wav" in table.stdout and "file not found" in table.stdout and table.exit_code == 1
+
+
+def test_empty_folder_and_bad_model(files, tmp_path):
+    d, model = files
+    (r,) = _jsonl(_run([d / "empty", "--model", model, "-f", "jsonl"]))
+    assert "no audio files" in r["error"]
+    res = _run([d / "in" / "a.wav", "--model", tmp_path / "nope.onnx"])
+    assert res.exit_code == 2 and "nope.onnx: model file not found" in " ".join(res.output.split())
+    assert "Traceback" not in res.output
+
+
+def test_blockwise_file_scan_equals_whole_array(files):
+    from screamdetect.audio import load_audio
+    from screamdetect.detector import Detector
+
+    d, model = files
+    det = Detector.load(model)
+    path = d / "in" / "sub" / "b.flac"
+    (r,) = _jsonl(_run([path, "--model", model, "-f", "jsonl", "--scores"]))
+    np.testing.assert_allclose(r["scores"], np.round(det.score_windows(load_audio(path)), 4))

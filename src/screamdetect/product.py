@@ -1,0 +1,354 @@
+"""Training the shipped detector: short windows from labelled clips, robust augmentation, calibration, export.
+
+`screamdetect train DATA --config configs/default.yaml --out runs/default` runs :func:`train_product`:
+
+1. group-aware split (the same default split as the study), noise bank split by piece (scenes.noise_split);
+2. training windows: each clip is placed at a random offset in a buffer at least one window long, augmented with
+   the `robust` preset (noise of the TRAIN noise pieces at a random SNR, gain, shift, filtering — the same for
+   both classes) over a faint noise floor, so neither padding, silence nor added noise can tell the label;
+   a scream clip gives the windows that cover its active (loud) part, a non-scream clip up to `neg_windows`
+   random windows;
+3. fit the chosen model (models.make_model) with validation windows for checkpointing;
+4. export ONNX + card, then calibrate the threshold with the real Detector on validation data: validation scream
+   clips embedded in validation backgrounds, and `calib_hours` of scream-free audio built from validation
+   negatives + validation noise pieces; the threshold that meets the false-alarm target with the best recall.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from .audio import SAMPLE_RATE, AudioError, load_audio
+from .data import Clip, Dataset, FeatureCache, SplitSpec, discover, load_or_make_split, split_counts
+from .features import FrontEnd, log_mel
+from . import scenes
+
+NOISE_FLOOR_DBFS = (-85.0, -65.0)  # every training window gets at least this much white noise: no digital silence
+
+
+@dataclass(frozen=True)
+class Smoothing:
+    k: int = 2
+    n: int = 3
+    hold_s: float = 0.5
+    refractory_s: float = 1.0
+
+
+@dataclass(frozen=True)
+class ProductConfig:
+    frontend: FrontEnd = field(default_factory=lambda: FrontEnd(n_mels=64, win_s=0.025, hop_s=0.010))
+    window_s: float = 1.0
+    hop_s: float = 0.25
+    model: str = "cnn_reg"
+    model_params: dict = field(default_factory=dict)
+    pos_copies: int = 6
+    neg_copies: int = 1
+    neg_windows: int = 4
+    snr_db: tuple[float, float] = (0.0, 30.0)
+    clean_prob: float = 0.2  # share of copies without background noise (only the faint floor)
+    level_dbfs: tuple[float, float] = (-40.0, -6.0)  # loudness of the clip's active part
+    smoothing: Smoothing = field(default_factory=Smoothing)
+    target_false_alarms_per_hour: float = 0.5
+    calib_hours: float = 1.0
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.hop_s <= 0 or self.window_s <= 0 or self.hop_s > self.window_s:
+            raise ValueError(f"need 0 < hop_s <= window_s, got window_s={self.window_s}, hop_s={self.hop_s}")
+        for name in ("pos_copies", "neg_copies", "neg_windows"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1")
+
+    @property
+    def window_frames(self) -> int:
+        return int(round(self.window_s / self.frontend.hop_s))
+
+    @property
+    def hop_frames(self) -> int:
+        return int(round(self.hop_s / self.frontend.hop_s))
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ProductConfig":
+        d = dict(d)
+        if "frontend" in d:
+            d["frontend"] = FrontEnd.from_dict(d["frontend"])
+        if "smoothing" in d:
+            d["smoothing"] = Smoothing(**d["smoothing"])
+        for k in ("snr_db", "level_dbfs"):
+            if k in d:
+                d[k] = tuple(d[k])
+        unknown = set(d) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"unknown config keys: {sorted(unknown)} (known: {sorted(cls.__dataclass_fields__)})")
+        return cls(**d)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["frontend"] = self.frontend.to_dict()
+        return d
+
+
+def _rms_db(x: np.ndarray) -> float:
+    return 10 * np.log10(np.mean(x.astype(np.float64) ** 2) + 1e-20)
+
+
+def frame_windows(mel: np.ndarray, cfg: ProductConfig) -> np.ndarray:
+    """All windows of a log-mel (n_mels, T) the detector would see: (n_windows, n_mels, window_frames).
+
+    The same slicing as the detector: windows start every hop_frames frames; a log-mel shorter than one window is
+    padded with its own floor value (the quietest frame), which only happens for very short inputs.
+    """
+    W, H = cfg.window_frames, cfg.hop_frames
+    if mel.shape[1] < W:
+        mel = np.pad(mel, ((0, 0), (0, W - mel.shape[1])), constant_values=float(mel.min()))
+    starts = np.arange(0, mel.shape[1] - W + 1, H)
+    view = np.lib.stride_tricks.sliding_window_view(mel, W, axis=1)  # (n_mels, T-W+1, W)
+    return np.ascontiguousarray(view[:, starts].transpose(1, 0, 2))
+
+
+def _place(audio: np.ndarray, n_min: int, rng: np.random.Generator) -> tuple[np.ndarray, int]:
+    """Put `audio` at a random offset in a zero buffer of at least n_min (+ up to 0.5 s) samples."""
+    extra = int(rng.integers(0, SAMPLE_RATE // 2))
+    n = max(audio.size, n_min) + extra
+    off = int(rng.integers(0, n - audio.size + 1))
+    buf = np.zeros(n, dtype=np.float32)
+    buf[off: off + audio.size] = audio
+    return buf, off
+
+
+class WindowMaker:
+    """Turns clips into (windows, labels, groups) for training, with the robust augmentation (augment.py)."""
+
+    def __init__(self, cfg: ProductConfig, noise_bank):
+        from .augment import ROBUST  # [train] extra
+
+        self.cfg = cfg
+        self.noise_bank = noise_bank
+        self.spec = replace(ROBUST, min_snr_db=cfg.snr_db[0], max_snr_db=cfg.snr_db[1],
+                            p_noise_scream=1 - cfg.clean_prob, p_noise_other=1 - cfg.clean_prob,
+                            # the time shift is the random placement in _place (it must know where the clip is)
+                            p_shift_scream=0.0, p_shift_other=0.0, drop_unchanged=False)
+
+    def clip_windows(self, audio: np.ndarray, label: int, rng: np.random.Generator, augment: bool) -> np.ndarray:
+        cfg = self.cfg
+        n_win = int(round(cfg.window_s * SAMPLE_RATE))
+        a0, a1 = scenes.active_region(audio)
+        # Level: the clip's active part at a random loudness (both classes alike).
+        target = rng.uniform(*cfg.level_dbfs) if augment else -20.0
+        audio = audio * np.float32(10 ** ((target - _rms_db(audio[a0:a1])) / 20))
+        buf, off = _place(audio, n_win, rng)
+        if augment:
+            from .augment import augment_clip
+
+            buf, _ = augment_clip(buf, label, self.spec, self.noise_bank, rng)
+        # A faint white floor for every window (both classes): real microphones never give digital silence.
+        buf = buf + rng.standard_normal(buf.size).astype(np.float32) * np.float32(
+            10 ** (rng.uniform(*NOISE_FLOOR_DBFS) / 20))
+        np.clip(buf, -1, 1, out=buf)
+        wins = frame_windows(log_mel(buf, frontend=cfg.frontend), cfg)
+        hop = cfg.hop_s
+        starts = np.arange(len(wins)) * hop
+        if label == 1:
+            s0, s1 = (off + a0) / SAMPLE_RATE, (off + a1) / SAMPLE_RATE
+            cover = np.clip(np.minimum(starts + cfg.window_s, s1) - np.maximum(starts, s0), 0, None)
+            need = min(0.5 * (s1 - s0), 0.4 * cfg.window_s)
+            keep = np.flatnonzero(cover >= need)
+            if keep.size == 0:
+                keep = np.array([int(np.argmax(cover))])
+        else:
+            keep = np.arange(len(wins))
+            if keep.size > cfg.neg_windows:
+                keep = rng.choice(keep, cfg.neg_windows, replace=False)
+        return wins[keep]
+
+    def make(self, clips: list[Clip], audios: list[np.ndarray], augment: bool, seed: int,
+             progress=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        cfg = self.cfg
+        rng = np.random.default_rng(seed)
+        X, y, g = [], [], []
+        for c, a in zip(clips, audios):
+            copies = (cfg.pos_copies if c.label == 1 else cfg.neg_copies) if augment else 1
+            for _ in range(copies):
+                w = self.clip_windows(a, c.label, rng, augment)
+                X.append(w)
+                y += [c.label] * len(w)
+                g += [c.group] * len(w)
+            if progress is not None:
+                progress()
+        return np.concatenate(X).astype(np.float32), np.array(y, dtype=np.int64), np.array(g)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# the whole job
+
+def _load_all(clips: list[Clip], what: str) -> tuple[list[Clip], list[np.ndarray]]:
+    """Load clips (skipping and reporting the ones that fail), with a progress bar."""
+    from rich.progress import track
+
+    ok, audios = [], []
+    for c in track(clips, description=f"loading {what}", transient=True):
+        try:
+            audios.append(load_audio(c.path))
+            ok.append(c)
+        except AudioError as e:
+            print(f"skipped: {e}")
+    return ok, audios
+
+
+def calibrate(detector, val_screams: list[np.ndarray], val_negatives: list[np.ndarray], val_noises: list[np.ndarray],
+              cfg: ProductConfig, out_dir: Path | None = None) -> dict:
+    """Pick the threshold meeting `cfg.target_false_alarms_per_hour` with the best recall, on validation data.
+
+    Recall: validation scream clips, each placed at 10 dB SNR in a 10 s validation background, detected when an
+    event overlaps it. False alarms: `cfg.calib_hours` of scream-free validation scenes. Window scores are
+    computed once; each candidate threshold re-runs only the smoothing.
+    """
+    from .detector import events_from_scores
+
+    spec = scenes.SceneSpec(duration_s=max(10.0, 2 * 3.0 + 1), min_gap_s=3.0, seed=cfg.seed + 17)
+    rng = np.random.default_rng(cfg.seed + 17)
+    pos_scores, pos_spans = [], []
+    for a in val_screams:
+        bg = scenes.background(val_noises, val_negatives, max(10.0, a.size / SAMPLE_RATE + 6.0), rng, spec)
+        s0, s1 = scenes.insert_scream(bg, a, 3 * SAMPLE_RATE, 10.0)
+        pos_scores.append(detector.score_windows(bg))
+        pos_spans.append((s0 / SAMPLE_RATE, s1 / SAMPLE_RATE))
+    free_scores, hours = [], 0.0
+    fspec = scenes.SceneSpec(duration_s=300.0, seed=cfg.seed + 29)
+    for sc in scenes.scream_free_scenes(val_negatives, val_noises, cfg.calib_hours, fspec):
+        free_scores.append(detector.score_windows(sc.audio))
+        hours += sc.duration_s / 3600
+    w, h, sm = detector.window_s, detector.hop_s, detector.smoothing
+    rows = []
+    for thr in np.round(np.arange(0.05, 1.0, 0.01), 2):
+        fa = sum(len(events_from_scores(s, thr, sm, w, h)) for s in free_scores)
+        hit = 0
+        for s, (s0, s1) in zip(pos_scores, pos_spans):
+            ev = events_from_scores(s, thr, sm, w, h)
+            hit += any(e.start_s <= s1 + 1.0 and e.end_s >= s0 - 1.0 for e in ev)
+        rows.append({"threshold": float(thr), "false_alarms_per_hour": fa / hours,
+                     "recall": hit / max(1, len(pos_scores))})
+    ok = [r for r in rows if r["false_alarms_per_hour"] <= cfg.target_false_alarms_per_hour]
+    best = max(ok, key=lambda r: (r["recall"], -r["threshold"])) if ok else rows[-1]
+    result = {"threshold": best["threshold"], "val_recall": best["recall"],
+              "val_false_alarms_per_hour": best["false_alarms_per_hour"], "scream_free_hours": hours,
+              "val_screams": len(pos_scores), "target_met": bool(ok), "sweep": rows}
+    if out_dir is not None:
+        (Path(out_dir) / "calibration.json").write_text(json.dumps(result, indent=1))
+    return result
+
+
+def train_product(data: str | Path, cfg: ProductConfig, out: str | Path, noise_dir: str | Path | None = None,
+                  split_spec: SplitSpec = SplitSpec(), cache: FeatureCache | None = None) -> dict:
+    """Train, export, calibrate and test the product detector. Writes model.onnx + model.json (the card),
+    split.csv, config.json, calibration.json, metrics.json under `out`. Returns the card."""
+    from .augment import NoiseBank
+    from .detector import Detector
+    from .export import check_onnx_matches, export_onnx, write_card
+    from .models import make_model
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    ds: Dataset = discover(data)
+    splits = load_or_make_split(ds, out / "split.csv", split_spec)
+    counts = split_counts(splits)
+    noise_dir = Path(noise_dir) if noise_dir else Path(ds.root) / "noise"
+    (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
+    print(f"dataset {ds.root}: {counts}")
+    nb_train = NoiseBank.from_dir(noise_dir, split="train", seed=split_spec.seed)
+    nsplit = scenes.noise_split(noise_dir, seed=split_spec.seed)
+    maker = WindowMaker(cfg, nb_train)
+
+    tr_clips, tr_audio = _load_all(splits["train"], "train")
+    va_clips, va_audio = _load_all(splits["val"], "val")
+    X, y, _ = maker.make(tr_clips, tr_audio, augment=True, seed=cfg.seed)
+    Xv, yv, _ = maker.make(va_clips, va_audio, augment=False, seed=cfg.seed + 1)
+    print(f"training windows: {len(y)} ({int(y.sum())} scream), validation windows: {len(yv)} ({int(yv.sum())} scream)")
+    model = make_model(cfg.model, (cfg.frontend.n_mels, cfg.window_frames), seed=cfg.seed, **cfg.model_params)
+    model.fit(X, y, Xv, yv)
+    del X, y
+
+    import torch
+
+    torch.save({"model": cfg.model, "input_shape": (cfg.frontend.n_mels, cfg.window_frames),
+                "model_params": cfg.model_params, "state_dict": model.module_.state_dict()}, out / "model.pt")
+    onnx_path = export_onnx(model.module_, cfg.frontend.n_mels, cfg.window_frames, out / "model.onnx")
+    onnx_err = check_onnx_matches(model.module_, onnx_path, Xv[:64])
+    card = {
+        "architecture": cfg.model, "model_params": cfg.model_params, "frontend": cfg.frontend.to_dict(),
+        "window_s": cfg.window_s, "hop_s": cfg.hop_s, "threshold": 0.5,
+        "target_false_alarms_per_hour": cfg.target_false_alarms_per_hour,
+        "smoothing": asdict(cfg.smoothing),
+        "training_data": {"dataset": str(ds.root), "split": "group-aware 80/10/10, seed "
+                          f"{split_spec.seed} (split.csv)", "counts": counts, "licenses": ds.licenses,
+                          "noise_bank": f"{noise_dir} (train pieces only: {len(nsplit['train'])})"},
+        "onnx_max_abs_diff_vs_torch": onnx_err,
+    }
+    write_card(card, onnx_path)
+
+    # Calibrate the shipped decision rule with the real detector on validation data.
+    det = Detector.load(onnx_path)
+    val_screams = [a for c, a in zip(va_clips, va_audio) if c.label == 1]
+    val_neg = [a for c, a in zip(va_clips, va_audio) if c.label == 0]
+    val_noises = scenes.load_many(nsplit["val"])
+    cal = calibrate(det, val_screams, val_neg, val_noises, cfg, out)
+    card["threshold"] = cal["threshold"]
+    card["calibration"] = {k: v for k, v in cal.items() if k != "sweep"}
+    print(f"calibrated threshold {cal['threshold']:.2f}: val recall {cal['val_recall']:.3f} at "
+          f"{cal['val_false_alarms_per_hour']:.2f} false alarms/h over {cal['scream_free_hours']:.1f} h")
+
+    # Clip metrics on the TEST split: a clip's score = max window score (the detector's view).
+    te_clips, te_audio = _load_all(splits["test"], "test")
+    det = Detector.load(onnx_path)
+    p_test = np.array([float(det.score_windows(a).max()) for a in te_audio])
+    y_test = np.array([c.label for c in te_clips])
+    p_val = np.array([float(det.score_windows(a).max()) for a in va_audio])
+    m = clip_metrics(y_test, p_test, threshold=cal["threshold"])
+    m_val = clip_metrics(np.array([c.label for c in va_clips]), p_val, threshold=cal["threshold"])
+    card["metrics"] = {"split": "test (clips; score = max window score)", "test": _brief(m),
+                       "val": _brief(m_val), "train_seconds": round(time.time() - t0, 1)}
+    write_card(card, onnx_path)
+    (out / "metrics.json").write_text(json.dumps(card["metrics"], indent=1))
+    (out / "history.json").write_text(json.dumps(getattr(model, "history_", {}), indent=1))
+    return card
+
+
+def clip_metrics(y_true: np.ndarray, p: np.ndarray, threshold: float) -> dict:
+    try:
+        from .evaluate import clip_metrics as cm  # the study's metrics when available
+    except ImportError:
+        cm = None
+    if cm is not None:
+        return cm(y_true, p, threshold=threshold)
+    from sklearn.metrics import average_precision_score, f1_score, precision_score, recall_score, roc_auc_score
+
+    pred = (p >= threshold).astype(int)
+    return {"ap": float(average_precision_score(y_true, p)), "roc_auc": float(roc_auc_score(y_true, p)),
+            "precision": float(precision_score(y_true, pred, zero_division=0)),
+            "recall": float(recall_score(y_true, pred)), "f1": float(f1_score(y_true, pred)),
+            "accuracy": float((pred == y_true).mean()), "threshold": float(threshold), "n": int(len(y_true)),
+            "n_pos": int(y_true.sum())}
+
+
+def load_trained_module(path: str | Path):
+    """Rebuild the torch module saved by train_product (model.pt: state dict + architecture, no pickled code)."""
+    import torch
+
+    from .models import make_model
+
+    ck = torch.load(str(path), map_location="cpu", weights_only=True)
+    m = make_model(ck["model"], tuple(ck["input_shape"]), **ck["model_params"])
+    module = m.make_module()
+    module.load_state_dict(ck["state_dict"])
+    return module.eval(), tuple(ck["input_shape"])
+
+
+def _brief(m: dict) -> dict:
+    keys = ("ap", "roc_auc", "precision", "recall", "f1", "accuracy", "threshold", "n", "n_pos")
+    return {k: m[k] for k in keys if k in m}

@@ -1,0 +1,336 @@
+"""Live audio sources: microphone, ffmpeg (RTSP/HTTP/any URL or file), local file replay.
+
+Every source yields float32 mono chunks at SAMPLE_RATE from :meth:`chunks` (chunk sizes may vary) and can be
+stopped from another thread with :meth:`stop`. Network streams that drop are reopened with exponential back-off
+(:class:`Reconnect`); a source that cannot go on raises :class:`SourceError` naming the source and the cause.
+
+    src = open_source("rtsp://cam/stream")    # or "mic", "mic:2", "a.flac", "http://host/radio.mp3"
+    for chunk in src.chunks(): ...
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import queue
+import re
+import shutil
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .audio import SAMPLE_RATE, AudioError, iter_audio_blocks
+
+log = logging.getLogger("screamdetect")
+
+CHUNK_S = 0.1  # default chunk length of live sources, seconds
+NETWORK_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "udp", "tcp", "srt", "rtp", "mms", "hls")
+LIVE_HINT = "pip install 'screamdetect[live]'"
+
+
+class SourceError(RuntimeError):
+    """A source that cannot (or can no longer) deliver audio. The message names the source and the cause."""
+
+
+@dataclass(frozen=True)
+class Reconnect:
+    """Reconnection policy for streams that drop.
+
+    max_retries: consecutive failed attempts before giving up (0 = never reconnect); the count restarts once
+    audio flows again. Delays grow from initial_s by `factor` per attempt, capped at max_s (seconds).
+    """
+
+    max_retries: int = 10
+    initial_s: float = 1.0
+    max_s: float = 30.0
+    factor: float = 2.0
+
+    def __post_init__(self):
+        if not isinstance(self.max_retries, int) or self.max_retries < 0:
+            raise ValueError(f"max_retries must be an integer >= 0, got {self.max_retries!r}")
+        if not self.initial_s >= 0:
+            raise ValueError(f"initial_s must be >= 0 seconds, got {self.initial_s!r}")
+        if not self.max_s >= self.initial_s:
+            raise ValueError(f"max_s must be >= initial_s ({self.initial_s}), got {self.max_s!r}")
+        if not self.factor >= 1:
+            raise ValueError(f"factor must be >= 1, got {self.factor!r}")
+
+    def delay(self, attempt: int) -> float:
+        """Seconds to wait before attempt number `attempt` (1-based)."""
+        return min(self.max_s, self.initial_s * self.factor ** (attempt - 1))
+
+
+class Source:
+    """Base class: `name` (for topics and file names), `chunks()`, `stop()`."""
+
+    name: str = "source"
+
+    def __init__(self) -> None:
+        self._stop = threading.Event()
+
+    def chunks(self) -> Iterator[np.ndarray]:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        """Ask chunks() to end (thread-safe); it returns at the next chunk boundary."""
+        self._stop.set()
+
+    @property
+    def stopped(self) -> bool:
+        return self._stop.is_set()
+
+
+def _chunk_samples(chunk_s: float) -> int:
+    if not chunk_s > 0:
+        raise ValueError(f"chunk_s must be positive seconds, got {chunk_s!r}")
+    return max(1, int(round(chunk_s * SAMPLE_RATE)))
+
+
+class FileSource(Source):
+    """A local audio file read in chunks (any format load_audio reads); realtime=True paces it at real speed."""
+
+    def __init__(self, path: str | os.PathLike, chunk_s: float = CHUNK_S, realtime: bool = False):
+        super().__init__()
+        self.path = Path(path)
+        self.chunk_s = chunk_s
+        _chunk_samples(chunk_s)
+        self.realtime = realtime
+        self.name = safe_name(self.path.stem)
+
+    def chunks(self) -> Iterator[np.ndarray]:
+        t0 = time.monotonic()
+        n = 0
+        try:
+            for block in iter_audio_blocks(self.path, block_s=self.chunk_s):
+                if self.stopped:
+                    return
+                if self.realtime:  # a block is released when its last sample would have been recorded
+                    wait = t0 + (n + block.size) / SAMPLE_RATE - time.monotonic()
+                    if wait > 0 and self._stop.wait(wait):
+                        return
+                n += block.size
+                yield block
+        except AudioError as e:
+            raise SourceError(str(e)) from e
+
+
+class FfmpegSource(Source):
+    """Any URL or file ffmpeg can open (RTSP, HTTP, RTMP, SRT, files), decoded to float32 mono at SAMPLE_RATE.
+
+    live: whether the end of the stream means it dropped (reopen with back-off) or that it is over; default:
+    True for network URLs, False for files. realtime: read at real speed (ffmpeg -re), for file replay.
+    on_status(message) is called with reconnection news. `command` replaces the ffmpeg executable (tests).
+    """
+
+    def __init__(self, url: str, chunk_s: float = CHUNK_S, realtime: bool = False, live: bool | None = None,
+                 reconnect: Reconnect = Reconnect(), on_status: Callable[[str], None] | None = None,
+                 ffmpeg: str = "ffmpeg", io_timeout_s: float = 10.0):
+        super().__init__()
+        self.url = str(url)
+        self.chunk = _chunk_samples(chunk_s)
+        self.realtime = realtime
+        self.network = is_url(self.url)
+        self.live = self.network if live is None else live
+        self.reconnect = reconnect
+        self.on_status = on_status or (lambda msg: log.warning(msg))
+        self.ffmpeg = ffmpeg
+        if not io_timeout_s > 0:
+            raise ValueError(f"io_timeout_s must be positive seconds, got {io_timeout_s!r}")
+        self.io_timeout_s = io_timeout_s
+        self.name = source_name(self.url)
+        self.connections = 0  # how many times ffmpeg delivered audio (1 + successful reconnections)
+        self._proc: subprocess.Popen | None = None
+
+    def command(self) -> list[str]:
+        cmd = [self.ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error"]
+        if self.realtime:
+            cmd.append("-re")
+        if self.network:
+            if self.url.lower().startswith("rtsp"):
+                cmd += ["-rtsp_transport", "tcp", "-timeout", str(int(self.io_timeout_s * 1e6))]
+            else:
+                cmd += ["-rw_timeout", str(int(self.io_timeout_s * 1e6))]
+        return cmd + ["-i", self.url, "-vn", "-f", "f32le", "-ac", "1", "-ar", str(SAMPLE_RATE), "pipe:1"]
+
+    def chunks(self) -> Iterator[np.ndarray]:
+        if shutil.which(self.ffmpeg) is None:
+            raise SourceError(f"{self.url}: ffmpeg is needed to read this source and is not installed "
+                              "(apt-get install ffmpeg)")
+        failures = 0
+        while not self.stopped:
+            got, err = yield from self._run_once()
+            if self.stopped:
+                return
+            if got:
+                failures = 0
+            if not self.live:
+                if err is None:
+                    return
+                raise SourceError(f"{self.url}: {err}")
+            failures += 1
+            why = err or "stream ended"
+            if failures > self.reconnect.max_retries:
+                raise SourceError(f"{self.url}: gave up after {self.reconnect.max_retries} reconnection attempts "
+                                  f"(last: {why})")
+            delay = self.reconnect.delay(failures)
+            self.on_status(f"{self.url}: {why}; reconnecting in {delay:.1f} s "
+                           f"(attempt {failures}/{self.reconnect.max_retries})")
+            if self._stop.wait(delay):
+                return
+
+    def _run_once(self):
+        """One ffmpeg run; yields chunks; returns (got_audio, error message or None)."""
+        try:
+            proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE)
+        except OSError as e:
+            return False, f"ffmpeg failed to start ({e})"
+        self._proc = proc
+        tail: collections.deque[str] = collections.deque(maxlen=5)
+        drain = threading.Thread(target=_drain, args=(proc.stderr, tail), daemon=True)
+        drain.start()
+        got = False
+        nbytes = self.chunk * 4
+        rest = b""
+        try:
+            assert proc.stdout is not None
+            while not self.stopped:
+                buf = proc.stdout.read(nbytes)
+                if not buf:
+                    break
+                buf = rest + buf
+                cut = len(buf) // 4 * 4
+                rest = buf[cut:]
+                if cut:
+                    if not got:
+                        self.connections += 1
+                        got = True
+                    yield np.frombuffer(buf[:cut], dtype=np.float32).copy()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+            drain.join(timeout=1.0)
+            self._proc = None
+        if self.stopped:
+            return got, None
+        if proc.returncode != 0:
+            return got, (tail[-1] if tail else f"ffmpeg exited with status {proc.returncode}")
+        if not got:
+            return got, "no audio in the stream"
+        return got, None
+
+    def stop(self) -> None:
+        super().stop()
+        proc = self._proc
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+
+
+def _drain(pipe, tail: collections.deque) -> None:
+    for line in iter(pipe.readline, b""):
+        text = line.decode(errors="replace").strip()
+        if text:
+            tail.append(text)
+    pipe.close()
+
+
+class MicSource(Source):
+    """The default (or a chosen) input device via sounddevice (the `live` extra), resampled to SAMPLE_RATE."""
+
+    def __init__(self, device: int | str | None = None, chunk_s: float = CHUNK_S, max_queue_s: float = 10.0):
+        super().__init__()
+        self.device = device
+        self.chunk = _chunk_samples(chunk_s)
+        self.name = "mic" if device is None else safe_name(f"mic{device}")
+        self._q: queue.Queue = queue.Queue(maxsize=max(1, int(max_queue_s * SAMPLE_RATE / self.chunk)))
+        self.overflows = 0
+
+    def chunks(self) -> Iterator[np.ndarray]:
+        sd = import_sounddevice()
+        import soxr
+
+        try:
+            rate = SAMPLE_RATE
+            try:
+                sd.check_input_settings(device=self.device, channels=1, samplerate=SAMPLE_RATE, dtype="float32")
+            except Exception:  # device cannot record at 16 kHz: record at its own rate and resample
+                rate = int(sd.query_devices(self.device, "input")["default_samplerate"])
+            rs = soxr.ResampleStream(rate, SAMPLE_RATE, 1, dtype="float32") if rate != SAMPLE_RATE else None
+            blocksize = int(round(self.chunk * rate / SAMPLE_RATE))
+
+            def callback(indata, frames, time_info, status):
+                try:
+                    self._q.put_nowait(indata[:, 0].copy())
+                except queue.Full:  # the consumer is too slow: drop rather than grow without bound
+                    self.overflows += 1
+
+            stream = sd.InputStream(device=self.device, channels=1, samplerate=rate, dtype="float32",
+                                    blocksize=blocksize, callback=callback)
+        except Exception as e:
+            raise SourceError(f"microphone {self.device if self.device is not None else '(default)'}: "
+                              f"cannot open ({e})") from e
+        with stream:
+            while not self.stopped:
+                try:
+                    block = self._q.get(timeout=0.5)
+                except queue.Empty:
+                    continue
+                yield rs.resample_chunk(block) if rs is not None else block
+
+
+def import_sounddevice():
+    """sounddevice, or SourceError with the install hint (Python package and PortAudio library)."""
+    try:
+        import sounddevice
+    except ImportError as e:
+        raise SourceError(f"microphone input needs sounddevice: {LIVE_HINT}") from e
+    except OSError as e:  # the package is there but the PortAudio library is not
+        raise SourceError(f"microphone input needs the PortAudio library ({e}): apt-get install libportaudio2 "
+                          f"(and {LIVE_HINT})") from e
+    return sounddevice
+
+
+def is_url(spec: str) -> bool:
+    m = re.match(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://", spec)
+    return bool(m) and m.group(1).lower() in NETWORK_SCHEMES
+
+
+def safe_name(text: str) -> str:
+    """A name usable in MQTT topics and file names: letters, digits, '-', '_' and '.'."""
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_.")
+    return name or "source"
+
+
+def source_name(spec: str) -> str:
+    """Default source name: 'mic', a file's stem, or a URL's host and path."""
+    if spec == "mic" or spec.startswith("mic:"):
+        return safe_name(spec.replace(":", ""))
+    if is_url(spec):
+        rest = spec.split("://", 1)[1].split("@")[-1].split("?")[0]
+        return safe_name(rest.replace("/", "_").replace(":", "_"))
+    return safe_name(Path(spec).stem)
+
+
+def open_source(spec: str, chunk_s: float = CHUNK_S, realtime: bool = False, reconnect: Reconnect = Reconnect(),
+                on_status: Callable[[str], None] | None = None) -> Source:
+    """'mic' or 'mic:DEVICE' → MicSource; a network URL → FfmpegSource (reconnecting); a file → FileSource."""
+    if spec == "mic" or spec.startswith("mic:"):
+        dev: int | str | None = spec[4:] or None
+        if isinstance(dev, str) and dev.isdigit():
+            dev = int(dev)
+        return MicSource(dev, chunk_s)
+    if is_url(spec):
+        return FfmpegSource(spec, chunk_s, realtime=realtime, reconnect=reconnect, on_status=on_status)
+    path = Path(spec)
+    if not path.exists():
+        raise SourceError(f"{spec}: file not found (use 'mic', a file, or a URL such as rtsp://host/stream)")
+    if path.is_dir():
+        raise SourceError(f"{spec}: is a directory; `listen` takes one source (use `detect` for folders)")
+    return FileSource(path, chunk_s, realtime=realtime)

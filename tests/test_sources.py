@@ -1,0 +1,174 @@
+"""Sources: a network stream that drops and comes back (real ffmpeg against a local HTTP server), file replay
+at real speed, the microphone install hint, names and the reconnection policy."""
+
+from __future__ import annotations
+
+import http.server
+import shutil
+import socket
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from screamdetect.audio import SAMPLE_RATE, load_audio, write_audio
+from screamdetect.detector import Detector
+from screamdetect.sources import (FfmpegSource, FileSource, MicSource, Reconnect, SourceError, is_url, open_source,
+                                  source_name)
+
+from _models import scene, write_band_energy_model
+
+needs_ffmpeg = pytest.mark.skipif(shutil.which("ffmpeg") is None,
+                                  reason="ffmpeg not installed (make system-deps, or apt-get install ffmpeg)")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class _Server:
+    """Serves one WAV file over HTTP on a fixed port; can be stopped and started again (a dropping stream)."""
+
+    def __init__(self, port: int, payload: bytes):
+        self.port, self.payload = port, payload
+        self.served = 0
+        self.httpd = None
+
+    def start(self):
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                self.send_response(200)
+                self.send_header("Content-Type", "audio/wav")
+                self.send_header("Content-Length", str(len(outer.payload)))
+                self.end_headers()
+                self.wfile.write(outer.payload)
+                outer.served += 1
+
+            def log_message(self, *a):
+                pass
+
+        http.server.ThreadingHTTPServer.allow_reuse_address = True
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def stop(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def _wait(cond, timeout=20.0):
+    t0 = time.monotonic()
+    while not cond():
+        if time.monotonic() - t0 > timeout:
+            raise TimeoutError
+        time.sleep(0.02)
+
+
+@needs_ffmpeg
+def test_stream_that_drops_and_comes_back(tmp_path):
+    x = scene(4.0, [(1.5, 1.5)])
+    wav = tmp_path / "s.wav"
+    write_audio(wav, x)
+    clip = load_audio(wav)
+    server = _Server(_free_port(), wav.read_bytes())
+    server.start()
+
+    def flaky():  # the server goes away after each request and comes back once, after a while
+        _wait(lambda: server.served >= 1)
+        server.stop()
+        time.sleep(0.6)
+        server.start()
+        _wait(lambda: server.served >= 2)
+        server.stop()
+
+    t = threading.Thread(target=flaky, daemon=True)
+    t.start()
+    status = []
+    src = FfmpegSource(f"http://127.0.0.1:{server.port}/s.wav", reconnect=Reconnect(max_retries=4, initial_s=0.1,
+                       max_s=0.4), on_status=status.append)
+    assert src.live
+    det = Detector.load(write_band_energy_model(tmp_path / "m"))
+    sd = det.stream()
+    got = []
+    with pytest.raises(SourceError, match="gave up after 4 reconnection attempts"):
+        for chunk in src.chunks():
+            got.append(chunk)
+            sd.process(chunk)
+    sd.finish()
+    t.join(5)
+    audio = np.concatenate(got)
+    # both connections delivered the whole file; the detector kept going across the drop
+    assert src.connections == 2
+    np.testing.assert_allclose(audio, np.concatenate([clip, clip]), atol=1e-4)
+    assert len(sd.events) == 2
+    assert any("reconnecting in" in s for s in status)
+
+
+@needs_ffmpeg
+def test_ffmpeg_file_source_equals_load_audio(tmp_path):
+    x = scene(3.0, [(1.0, 1.0)])
+    path = tmp_path / "a.flac"
+    write_audio(path, x)
+    src = FfmpegSource(str(path), chunk_s=0.37)
+    assert not src.live
+    got = np.concatenate(list(src.chunks()))
+    np.testing.assert_allclose(got, load_audio(path), atol=1e-4)
+    with pytest.raises(SourceError, match="missing.wav"):
+        list(FfmpegSource(str(tmp_path / "missing.wav")).chunks())
+
+
+def test_file_replay_at_real_speed(tmp_path):
+    path = tmp_path / "a.wav"
+    write_audio(path, scene(1.0, []))
+    t0 = time.monotonic()
+    fast = np.concatenate(list(FileSource(path, chunk_s=0.1).chunks()))
+    t_fast = time.monotonic() - t0
+    t0 = time.monotonic()
+    slow = np.concatenate(list(FileSource(path, chunk_s=0.1, realtime=True).chunks()))
+    t_slow = time.monotonic() - t0
+    np.testing.assert_array_equal(fast, slow)
+    assert slow.size == SAMPLE_RATE
+    assert 0.9 <= t_slow < 2.0 and t_fast < 0.5
+
+
+def test_stop_from_another_thread(tmp_path):
+    path = tmp_path / "a.wav"
+    write_audio(path, scene(30.0, []))
+    src = FileSource(path, chunk_s=0.1, realtime=True)
+    threading.Timer(0.3, src.stop).start()
+    t0 = time.monotonic()
+    n = sum(c.size for c in src.chunks())
+    assert time.monotonic() - t0 < 1.5 and n < 10 * SAMPLE_RATE
+
+
+def test_microphone_without_sounddevice_gives_the_install_hint(monkeypatch):
+    monkeypatch.setitem(sys.modules, "sounddevice", None)  # import fails as if not installed
+    with pytest.raises(SourceError, match=r"pip install 'screamdetect\[live\]'"):
+        next(MicSource().chunks())
+
+
+def test_open_source_and_names(tmp_path):
+    assert isinstance(open_source("mic"), MicSource)
+    assert isinstance(open_source("rtsp://user:pw@cam.local:554/live?x=1"), FfmpegSource)
+    with pytest.raises(SourceError, match="nope.wav: file not found"):
+        open_source(str(tmp_path / "nope.wav"))
+    with pytest.raises(SourceError, match="is a directory"):
+        open_source(str(tmp_path))
+    assert source_name("rtsp://user:pw@cam.local:554/live?x=1") == "cam.local_554_live"
+    assert source_name("/x/y/Ward 3 bed#2.wav") == "Ward_3_bed_2"
+    assert source_name("mic") == "mic" and is_url("http://a/b") and not is_url("C:/a.wav")
+
+
+def test_reconnect_policy():
+    r = Reconnect(max_retries=5, initial_s=0.5, max_s=3.0, factor=2.0)
+    assert [r.delay(i) for i in range(1, 6)] == [0.5, 1.0, 2.0, 3.0, 3.0]
+    for kw, name in [({"max_retries": -1}, "max_retries"), ({"initial_s": -1}, "initial_s"),
+                     ({"max_s": 0.1, "initial_s": 1.0}, "max_s"), ({"factor": 0.5}, "factor")]:
+        with pytest.raises(ValueError, match=name):
+            Reconnect(**kw)

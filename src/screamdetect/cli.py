@@ -216,6 +216,72 @@ def export(run: Path = typer.Argument(..., help="A run folder written by `scream
               f"ONNX vs torch max diff {diff:.1e}")
 
 
+@app.command()
+def demo(corpus: Optional[Path] = typer.Option(Path("../shared/corpus"), help="Corpus for the demo scene (its "
+                                               "test split); a synthetic scene is used when it is absent."),
+         out: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="Output folder."),
+         model: Optional[Path] = typer.Option(None, help="ONNX model (default: the shipped one)."),
+         seed: int = typer.Option(0, help="Scene seed.")):
+    """Build a 60 s scene with known screams, run the detector, print events beside the ground truth, and write
+    demo.png (spectrogram, score timeline, threshold, events)."""
+    from rich.table import Table
+
+    from .demo import run_demo
+    from .detector import ModelError
+
+    try:
+        res = run_demo(corpus, out, model=model, seed=seed)
+    except ModelError as e:
+        fail(str(e))
+    con = Console()
+    con.print(f"[bold]scene[/bold]: {res['scene']} ({res['source']}), threshold {res['threshold']:.2f}")
+    t = Table("true scream (s)", "SNR dB", "detected event (s)", "peak", "latency (s)")
+    used = set()
+    for g in res["truth"]:
+        hit = next((i for i, e in enumerate(res["events"]) if i not in used and e["start_s"] <= g["end_s"] + 1
+                    and e["end_s"] >= g["start_s"] - 1), None)
+        if hit is None:
+            t.add_row(f"{g['start_s']:.1f}-{g['end_s']:.1f}", f"{g['snr_db']:g}", "[red]missed[/red]", "", "")
+        else:
+            used.add(hit)
+            e = res["events"][hit]
+            t.add_row(f"{g['start_s']:.1f}-{g['end_s']:.1f}", f"{g['snr_db']:g}",
+                      f"{e['start_s']:.2f}-{e['end_s']:.2f}", f"{e['peak_score']:.2f}", "")
+    for i, e in enumerate(res["events"]):
+        if i not in used:
+            t.add_row("[yellow]none (false alarm)[/yellow]", "", f"{e['start_s']:.2f}-{e['end_s']:.2f}",
+                      f"{e['peak_score']:.2f}", "")
+    con.print(t)
+    con.print(f"wrote {out / 'demo.png'} and {out / 'events.json'}")
+
+
+@app.command("evaluate-events")
+def evaluate_events_cmd(
+        data: Path = typer.Argument(..., help="Dataset (the scenes use its TEST split only)."),
+        out: Path = typer.Option(Path("runs/events"), "--out", "-o", help="Output folder (scenes + metrics)."),
+        model: Optional[Path] = typer.Option(None, help="ONNX model (default: the shipped one)."),
+        threshold: Optional[float] = typer.Option(None, help="Override the card's threshold."),
+        repeats: int = typer.Option(3, help="Each test scream is inserted this many times per SNR."),
+        free_hours: float = typer.Option(1.0, help="Hours of scream-free scenes for false alarms per hour."),
+        split_file: Optional[Path] = typer.Option(None, help="Split CSV (default: OUT/split.csv, made if absent)."),
+        no_scenes: bool = typer.Option(False, help="Do not write the scene audio files.")):
+    """Event-level metrics the way deployments are judged: event recall per SNR (0/5/10/20 dB), false alarms
+    per hour on scream-free audio, alert latency after onset (median, p95). Scenes come from the TEST split."""
+    import json
+
+    from .data import DatasetError
+    from .detector import Detector, ModelError
+    from .evaluate import evaluate_events
+
+    try:
+        det = Detector.load(model, threshold=threshold)
+        res = evaluate_events(det, data, out_dir=out, repeats=repeats, free_hours=free_hours, split_file=split_file,
+                              write_scenes=not no_scenes)
+    except (DatasetError, ModelError, ValueError) as e:
+        fail(str(e))
+    print(json.dumps(res, indent=1))
+
+
 def main() -> None:
     app()
 

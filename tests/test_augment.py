@@ -8,11 +8,18 @@ import dataclasses
 import numpy as np
 import pytest
 
-from screamdetect.audio import SAMPLE_RATE, write_audio
-from screamdetect.augment import (ROBUST, SEED, AugmentSpec, NoiseBank, augment_clip, augment_dataset,
-                                  augmentation_rates, get_preset)
-
 from conftest import sine
+from screamdetect.audio import SAMPLE_RATE, write_audio
+from screamdetect.augment import (
+    ROBUST,
+    SEED,
+    AugmentSpec,
+    NoiseBank,
+    augment_clip,
+    augment_dataset,
+    augmentation_rates,
+    get_preset,
+)
 
 
 def _bank(seed: int = 0) -> NoiseBank:
@@ -38,7 +45,7 @@ def _segment(bank: NoiseBank, noise: dict, n: int) -> np.ndarray:
 def test_seed_preset_adds_exactly_0_4_times_the_noise_segment():
     bank = _bank()
     waves, labels, groups = _clips(30, 30)
-    W, Y, G, S, infos = augment_dataset(waves, labels, groups, "seed", bank, copies=1, seed=3, return_info=True)
+    W, _, _, _, infos = augment_dataset(waves, labels, groups, "seed", bank, copies=1, seed=3, return_info=True)
     assert infos, "the seed preset must augment every scream"
     for k, info in enumerate(infos):
         out = W[len(waves) + k]
@@ -52,7 +59,7 @@ def test_seed_preset_adds_exactly_0_4_times_the_noise_segment():
 def test_seed_preset_rates_all_screams_20pct_others_half_screams_shifted():
     bank = _bank()
     waves, labels, groups = _clips(300, 600, dur_s=0.1)
-    W, Y, G, S, infos = augment_dataset(waves, labels, groups, "seed", bank, copies=1, seed=0, return_info=True)
+    _, _, _, _, infos = augment_dataset(waves, labels, groups, "seed", bank, copies=1, seed=0, return_info=True)
     rates = augmentation_rates(labels, infos, copies=1)
     assert rates["scream"]["noise"] == 1.0
     assert rates["scream"]["emitted"] == 300
@@ -70,7 +77,7 @@ def test_robust_snr_is_within_range_measured_on_the_output():
     spec = dataclasses.replace(ROBUST, p_noise_scream=1.0, p_noise_other=1.0, p_gain=0.0, p_filter=0.0,
                                p_shift_scream=0.0, p_shift_other=0.0)
     waves, labels, groups = _clips(40, 40)
-    W, Y, G, S, infos = augment_dataset(waves, labels, groups, spec, bank, copies=1, seed=5, return_info=True)
+    W, _, _, _, infos = augment_dataset(waves, labels, groups, spec, bank, copies=1, seed=5, return_info=True)
     snrs = []
     for k, info in enumerate(infos):
         src = waves[info["source"]]
@@ -123,7 +130,7 @@ def test_labels_groups_kept_inputs_untouched_dtype_and_length(preset):
 def test_two_dimensional_input_returns_an_array():
     bank = _bank()
     X = np.stack([sine(440, 0.5), sine(880, 0.5)])
-    W, Y, G, S = augment_dataset(X, [1, 0], ["a", "b"], "robust", bank, copies=2, seed=0)
+    W, _, _, _ = augment_dataset(X, [1, 0], ["a", "b"], "robust", bank, copies=2, seed=0)
     assert isinstance(W, np.ndarray) and W.dtype == np.float32 and W.shape[1] == X.shape[1]
 
 
@@ -210,7 +217,7 @@ def test_noise_bank_from_a_plain_folder(tmp_path):
     write_audio(tmp_path / "hum.flac", sine(50, 0.5, amp=0.1))
     bank = NoiseBank.from_dir(tmp_path, split=None)
     assert sorted(bank.categories) == ["noise", "rain"]
-    seg, where = bank.segment(3 * SAMPLE_RATE, np.random.default_rng(0))
+    seg, _ = bank.segment(3 * SAMPLE_RATE, np.random.default_rng(0))
     assert seg.dtype == np.float32 and seg.size == 3 * SAMPLE_RATE
     with pytest.raises(ValueError, match="not a folder"):
         NoiseBank.from_dir(tmp_path / "missing")

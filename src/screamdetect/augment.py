@@ -81,7 +81,7 @@ class NoiseBank:
 
     @classmethod
     def from_dir(cls, noise_dir: str | Path, split: str | None = "train", seed: int = 0,
-                 categories: Sequence[str] | None = None) -> "NoiseBank":
+                 categories: Sequence[str] | None = None) -> NoiseBank:
         """Load a noise folder: noise/manifest.csv (columns path, category) when present, else every audio file
         found recursively (category = its sub-folder, or "noise").
 
@@ -387,5 +387,15 @@ def augmentation_rates(labels, infos: list[dict], copies: int) -> dict:
     return out
 
 
-__all__ = ["NoiseBank", "AugmentSpec", "SEED", "ROBUST", "PRESETS", "get_preset", "augment_clip",
-           "augment_dataset", "augmentation_rates", "AudioError"]
+__all__ = [
+    "PRESETS",
+    "ROBUST",
+    "SEED",
+    "AudioError",
+    "AugmentSpec",
+    "NoiseBank",
+    "augment_clip",
+    "augment_dataset",
+    "augmentation_rates",
+    "get_preset",
+]

@@ -13,6 +13,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields, replace
+from typing import ClassVar
 
 import numpy as np
 
@@ -205,9 +206,6 @@ def fit_module(module, X: np.ndarray, y: np.ndarray, X_val: np.ndarray | None = 
     rng = np.random.default_rng(config.seed)
 
     cw = class_weights(y) if config.class_weight else None
-    pos_weight = None
-    if cw is not None:
-        pos_weight = torch.tensor(cw[1] / cw[0], dtype=torch.float32)
 
     def loss_fn(logits, target):
         # Weighted BCE: w1 on screams, w0 on the rest (pos_weight alone would only fix their ratio).
@@ -343,8 +341,8 @@ class TorchClassifier:
     """
 
     name = "torch"
-    ARCH_DEFAULTS: dict = {}
-    TRAIN_DEFAULTS: dict = {}
+    ARCH_DEFAULTS: ClassVar[dict] = {}
+    TRAIN_DEFAULTS: ClassVar[dict] = {}
 
     def __init__(self, input_shape: tuple[int, int] = (128, 100), seed: int = 0, **hparams):
         if len(input_shape) != 2 or min(input_shape) < 1:
@@ -378,7 +376,7 @@ class TorchClassifier:
         torch.manual_seed(self.seed)
         return self.build_module()
 
-    def fit(self, X, y, X_val=None, y_val=None) -> "TorchClassifier":
+    def fit(self, X, y, X_val=None, y_val=None) -> TorchClassifier:
         """Train on X (n, n_mels, n_frames) float32 dB, y (n,) 0/1; checkpoint/early-stop on X_val, y_val."""
         X, y = _check_xy(X, y, "X", self.input_shape)
         if X_val is not None and y_val is not None:
@@ -405,7 +403,7 @@ class TorchClassifier:
         z = predict_logits(self.module_, X)
         return (1.0 / (1.0 + np.exp(-z.astype(np.float64)))).astype(np.float32)
 
-    def with_config(self, **changes) -> "TorchClassifier":
+    def with_config(self, **changes) -> TorchClassifier:
         """A copy with some TrainConfig fields changed (unfitted)."""
         new = copy.copy(self)
         new.config = replace(self.config, **changes)

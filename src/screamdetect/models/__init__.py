@@ -36,5 +36,15 @@ def make_model(name: str, input_shape: tuple[int, int] = (128, 100), seed: int =
     return MODELS[name](input_shape=tuple(input_shape), seed=seed, **hparams)
 
 
-__all__ = ["MODELS", "MODEL_NAMES", "DEEP_MODELS", "make_model", "SVMClassifier", "FNNClassifier",
-           "CNNClassifier", "CNNRegClassifier", "CNNF1Classifier", "ResNetClassifier"]
+__all__ = [
+    "DEEP_MODELS",
+    "MODELS",
+    "MODEL_NAMES",
+    "CNNClassifier",
+    "CNNF1Classifier",
+    "CNNRegClassifier",
+    "FNNClassifier",
+    "ResNetClassifier",
+    "SVMClassifier",
+    "make_model",
+]

@@ -7,6 +7,8 @@ weights score any window length, and the frequency axis is kept (where a scream 
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from ..train import InputNorm, TorchClassifier
 
 
@@ -66,8 +68,8 @@ class CNNClassifier(TorchClassifier):
     """make_model("cnn"): plain conv net (no batch norm, no dropout, no weight decay)."""
 
     name = "cnn"
-    ARCH_DEFAULTS = {"channels": (16, 32, 64), "dense": 64, "dropout": 0.0, "batch_norm": False}
-    TRAIN_DEFAULTS = {"epochs": 20, "lr": 1e-3}
+    ARCH_DEFAULTS: ClassVar[dict] = {"channels": (16, 32, 64), "dense": 64, "dropout": 0.0, "batch_norm": False}
+    TRAIN_DEFAULTS: ClassVar[dict] = {"epochs": 20, "lr": 1e-3}
 
     def _validate_arch(self) -> None:
         a = self.arch
@@ -93,12 +95,12 @@ class CNNRegClassifier(CNNClassifier):
     """make_model("cnn_reg"): the CNN with batch norm, dropout 0.3 and weight decay (L2) 1e-4."""
 
     name = "cnn_reg"
-    ARCH_DEFAULTS = {**CNNClassifier.ARCH_DEFAULTS, "dropout": 0.3, "batch_norm": True}
-    TRAIN_DEFAULTS = {**CNNClassifier.TRAIN_DEFAULTS, "weight_decay": 1e-4}
+    ARCH_DEFAULTS: ClassVar[dict] = {**CNNClassifier.ARCH_DEFAULTS, "dropout": 0.3, "batch_norm": True}
+    TRAIN_DEFAULTS: ClassVar[dict] = {**CNNClassifier.TRAIN_DEFAULTS, "weight_decay": 1e-4}
 
 
 class CNNF1Classifier(CNNRegClassifier):
     """make_model("cnn_f1"): cnn_reg, checkpoint and early stopping by validation F1 of the scream class."""
 
     name = "cnn_f1"
-    TRAIN_DEFAULTS = {**CNNRegClassifier.TRAIN_DEFAULTS, "checkpoint": "f1"}
+    TRAIN_DEFAULTS: ClassVar[dict] = {**CNNRegClassifier.TRAIN_DEFAULTS, "checkpoint": "f1"}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from ..train import InputNorm, TorchClassifier
 
 INPUTS = ("stats", "flatten")
@@ -46,8 +48,8 @@ class FNNClassifier(TorchClassifier):
     """make_model("fnn"): hidden sizes, dropout, inputs ("stats" | "flatten"), plus any TrainConfig field."""
 
     name = "fnn"
-    ARCH_DEFAULTS = {"hidden": (256, 128), "dropout": 0.3, "inputs": "stats"}
-    TRAIN_DEFAULTS = {"epochs": 30, "lr": 1e-3}
+    ARCH_DEFAULTS: ClassVar[dict] = {"hidden": (256, 128), "dropout": 0.3, "inputs": "stats"}
+    TRAIN_DEFAULTS: ClassVar[dict] = {"epochs": 30, "lr": 1e-3}
 
     def _validate_arch(self) -> None:
         a = self.arch

@@ -7,6 +7,8 @@ Dropout 0.5, one logit. `width` scales every channel count (0.25 → 16-16-32-32
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from ..train import InputNorm, TorchClassifier
 
 STUDY_CHANNELS = (64, 64, 128, 128, 256, 256)
@@ -60,8 +62,8 @@ class ResNetClassifier(TorchClassifier):
     """make_model("resnet"): width (channel scale), dense, dropout, plus any TrainConfig field."""
 
     name = "resnet"
-    ARCH_DEFAULTS = {"width": 1.0, "dense": 64, "dropout": 0.5}
-    TRAIN_DEFAULTS = {"epochs": 20, "lr": 1e-3}
+    ARCH_DEFAULTS: ClassVar[dict] = {"width": 1.0, "dense": 64, "dropout": 0.5}
+    TRAIN_DEFAULTS: ClassVar[dict] = {"epochs": 20, "lr": 1e-3}
 
     def _validate_arch(self) -> None:
         a = self.arch

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import ClassVar
 
 import numpy as np
 
@@ -29,7 +30,7 @@ class SVMClassifier:
     None: a plain sigmoid of the decision function, uncalibrated but cheaper)."""
 
     name = "svm"
-    DEFAULTS = {"C": 1.0, "gamma": "scale", "kernel": "rbf", "class_weight": "balanced",
+    DEFAULTS: ClassVar[dict] = {"C": 1.0, "gamma": "scale", "kernel": "rbf", "class_weight": "balanced",
                 "calibration": "sigmoid"}
 
     def __init__(self, input_shape: tuple[int, int] = (128, 100), seed: int = 0, **hparams):
@@ -49,7 +50,7 @@ class SVMClassifier:
     def get_params(self) -> dict:
         return {"name": self.name, "input_shape": list(self.input_shape), "seed": self.seed, "arch": dict(self.params)}
 
-    def fit(self, X, y, X_val=None, y_val=None) -> "SVMClassifier":
+    def fit(self, X, y, X_val=None, y_val=None) -> SVMClassifier:
         """Fit on X (n, n_mels, n_frames) float32 dB, y (n,) 0/1. X_val/y_val are accepted and unused."""
         from sklearn.calibration import CalibratedClassifierCV
         from sklearn.pipeline import Pipeline

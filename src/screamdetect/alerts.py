@@ -1,0 +1,421 @@
+"""Alert sinks for live detection, event clip saving, and the live loop that ties source → detector → sinks.
+
+Every sink receives alert messages (dicts):
+
+    {"type": "start" | "end", "source": "cam1", "start_s": 12.5, "end_s": 15.0 | None, "peak_score": 0.97,
+     "at_s": 13.6, "time": "2026-01-01T12:00:00.123+00:00"}
+
+start_s/end_s/at_s are seconds of stream audio since the start; `time` is the wall-clock time the update was
+emitted (UTC). A saved clip adds {"type": "clip", "path": ..., ...}. Sinks: :class:`JsonlSink` (stdout or a file,
+appended), :class:`WebhookSink` (HTTP POST from a background thread, retries with back-off, never blocks
+detection), :class:`MqttSink` (paho-mqtt 2.x; Frigate-style `screamdetect/<source>/scream` "ON"/"OFF" retained,
+JSON on `screamdetect/events`). :class:`ClipSaver` writes pre-roll + event + post-roll to WAV/FLAC from a
+bounded ring buffer.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import logging
+import os
+import queue
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .audio import SAMPLE_RATE, write_audio
+from .detector import Detector, EventUpdate
+
+log = logging.getLogger("screamdetect")
+
+MQTT_PREFIX = "screamdetect"
+
+
+def now_iso() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds")
+
+
+def alert_message(update: EventUpdate, source: str) -> dict:
+    """The alert dict of an event update (see the module doc)."""
+    return {"type": update.kind, "source": source, "start_s": round(update.start_s, 3),
+            "end_s": None if update.end_s is None else round(update.end_s, 3),
+            "peak_score": round(float(update.peak_score), 4), "at_s": round(update.at_s, 3), "time": now_iso()}
+
+
+class Sink:
+    """Receives alert messages. handle() must return quickly; close() flushes."""
+
+    def handle(self, msg: dict) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+class JsonlSink(Sink):
+    """One JSON object per line to stdout ("-") or appended to a file (never overwritten), flushed per line."""
+
+    def __init__(self, target: str | os.PathLike = "-"):
+        self.target = str(target)
+        if self.target == "-":
+            self._f = sys.stdout
+        else:
+            Path(self.target).parent.mkdir(parents=True, exist_ok=True)
+            try:
+                self._f = open(self.target, "a", encoding="utf-8")
+            except OSError as e:
+                raise ValueError(f"{self.target}: cannot open for appending ({e.strerror})") from e
+
+    def handle(self, msg: dict) -> None:
+        self._f.write(json.dumps(msg) + "\n")
+        self._f.flush()
+
+    def close(self) -> None:
+        if self._f is not sys.stdout:
+            self._f.close()
+
+
+class WebhookSink(Sink):
+    """POSTs each message as JSON to `url` from a background thread.
+
+    timeout_s: per request (seconds); retries: extra attempts after a failure (connection error, timeout or
+    HTTP 5xx/429; other 4xx are not retried); back-off backoff_s · 2^attempt seconds. A full queue (max_queue
+    messages waiting) drops the new message with a warning rather than blocking detection.
+    """
+
+    def __init__(self, url: str, timeout_s: float = 5.0, retries: int = 3, backoff_s: float = 0.5,
+                 max_queue: int = 1000, headers: dict | None = None):
+        if not url.lower().startswith(("http://", "https://")):
+            raise ValueError(f"webhook url must start with http:// or https://, got {url!r}")
+        if not timeout_s > 0:
+            raise ValueError(f"timeout_s must be positive seconds, got {timeout_s!r}")
+        if not isinstance(retries, int) or retries < 0:
+            raise ValueError(f"retries must be an integer >= 0, got {retries!r}")
+        if not backoff_s >= 0:
+            raise ValueError(f"backoff_s must be >= 0 seconds, got {backoff_s!r}")
+        self.url, self.timeout_s, self.retries, self.backoff_s = url, timeout_s, retries, backoff_s
+        self.headers = {"Content-Type": "application/json", "User-Agent": "screamdetect", **(headers or {})}
+        self.sent = 0
+        self.failed = 0
+        self.dropped = 0
+        self._q: queue.Queue = queue.Queue(maxsize=max_queue)
+        self._closing = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="webhook", daemon=True)
+        self._thread.start()
+
+    def handle(self, msg: dict) -> None:
+        try:
+            self._q.put_nowait(msg)
+        except queue.Full:
+            self.dropped += 1
+            log.warning("webhook %s: queue full, alert dropped", self.url)
+
+    def _run(self) -> None:
+        while True:
+            msg = self._q.get()
+            if msg is None:
+                return
+            self._post(msg)
+
+    def _post(self, msg: dict) -> bool:
+        data = json.dumps(msg).encode()
+        last = ""
+        for attempt in range(self.retries + 1):
+            if attempt:
+                time.sleep(self.backoff_s * 2 ** (attempt - 1))
+            req = urllib.request.Request(self.url, data=data, headers=self.headers, method="POST")
+            try:
+                with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
+                    resp.read()
+                self.sent += 1
+                return True
+            except urllib.error.HTTPError as e:
+                last = f"HTTP {e.code} {e.reason}"
+                if 400 <= e.code < 500 and e.code != 429:
+                    break
+            except (urllib.error.URLError, OSError, TimeoutError) as e:
+                last = str(getattr(e, "reason", e))
+        self.failed += 1
+        log.warning("webhook %s: alert not delivered (%s)", self.url, last)
+        return False
+
+    def close(self, timeout_s: float = 30.0) -> None:
+        """Deliver what is queued (up to timeout_s seconds), then stop the thread."""
+        self._q.put(None)
+        self._thread.join(timeout_s)
+
+
+def import_paho():
+    try:
+        import paho.mqtt.client as mqtt
+    except ImportError as e:
+        raise RuntimeError("MQTT alerts need paho-mqtt >= 2: pip install 'screamdetect[live]'") from e
+    if not hasattr(mqtt, "CallbackAPIVersion"):
+        raise RuntimeError("MQTT alerts need paho-mqtt >= 2 (an older version is installed): "
+                           "pip install -U 'paho-mqtt>=2'")
+    return mqtt
+
+
+def parse_host_port(spec: str, default_port: int = 1883) -> tuple[str, int]:
+    """'host' or 'host:port' → (host, port); ValueError naming the bad part."""
+    host, _, port = spec.rpartition(":") if ":" in spec else (spec, "", "")
+    if not host:
+        raise ValueError(f"MQTT broker must be HOST or HOST:PORT, got {spec!r}")
+    if not port:
+        return host, default_port
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"MQTT port must be 1-65535, got {port!r} in {spec!r}")
+    return host, int(port)
+
+
+class MqttSink(Sink):
+    """Frigate-style MQTT alerts (paho-mqtt 2.x, network loop in its own thread, reconnects by itself).
+
+    Topics: `<prefix>/<source>/scream` "ON" at an event start, "OFF" at its end (retained, so a subscriber that
+    connects later sees the state); `<prefix>/events` the JSON message; `<prefix>/available` "online"/"offline"
+    (retained, "offline" also as the last will).
+    """
+
+    def __init__(self, host: str, port: int = 1883, source: str = "mic", prefix: str = MQTT_PREFIX,
+                 client_id: str | None = None, username: str | None = None, password: str | None = None,
+                 qos: int = 1, connect_timeout_s: float = 10.0):
+        mqtt = import_paho()
+        if qos not in (0, 1, 2):
+            raise ValueError(f"qos must be 0, 1 or 2, got {qos!r}")
+        self.prefix, self.source, self.qos = prefix, source, qos
+        self.state_topic = f"{prefix}/{source}/scream"
+        self.events_topic = f"{prefix}/events"
+        self.available_topic = f"{prefix}/available"
+        self._connected = threading.Event()
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id or f"screamdetect-{source}")
+        if username:
+            self.client.username_pw_set(username, password)
+        self.client.will_set(self.available_topic, "offline", qos=1, retain=True)
+        self.client.on_connect = self._on_connect
+        self.client.reconnect_delay_set(1, 30)
+        try:
+            self.client.connect(host, port, keepalive=30)
+        except (OSError, ValueError) as e:
+            raise RuntimeError(f"MQTT broker {host}:{port}: cannot connect ({e})") from e
+        self.client.loop_start()
+        if not self._connected.wait(connect_timeout_s):
+            self.client.loop_stop()
+            raise RuntimeError(f"MQTT broker {host}:{port}: no CONNACK within {connect_timeout_s} s")
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties):
+        if not reason_code.is_failure:
+            client.publish(self.available_topic, "online", qos=1, retain=True)
+            self._connected.set()
+        else:
+            log.warning("MQTT: connection refused (%s)", reason_code)
+
+    def handle(self, msg: dict) -> None:
+        if msg.get("type") in ("start", "end"):
+            self.client.publish(self.state_topic, "ON" if msg["type"] == "start" else "OFF", qos=self.qos,
+                                retain=True)
+        self.client.publish(self.events_topic, json.dumps(msg), qos=self.qos)
+
+    def close(self) -> None:
+        info = self.client.publish(self.available_topic, "offline", qos=1, retain=True)
+        try:
+            info.wait_for_publish(timeout=5.0)
+        except (RuntimeError, ValueError):
+            pass
+        self.client.disconnect()  # before loop_stop: it wakes the network loop, which then ends at once
+        self.client.loop_stop()
+
+
+class AudioRing:
+    """The last `capacity` samples of a stream (float32), addressed by absolute sample index."""
+
+    def __init__(self, capacity: int):
+        if capacity < 1:
+            raise ValueError(f"capacity must be >= 1 sample, got {capacity}")
+        self.buf = np.zeros(capacity, dtype=np.float32)
+        self.total = 0  # samples written since the start
+
+    @property
+    def capacity(self) -> int:
+        return self.buf.size
+
+    def write_all(self, chunk: np.ndarray) -> None:
+        """Append a chunk of any length (only its last `capacity` samples are kept)."""
+        chunk = np.asarray(chunk, dtype=np.float32).reshape(-1)
+        if chunk.size > self.capacity:
+            self.total += chunk.size - self.capacity
+            chunk = chunk[-self.capacity:]
+        n = chunk.size
+        pos = self.total % self.capacity
+        first = min(n, self.capacity - pos)
+        self.buf[pos: pos + first] = chunk[:first]
+        self.buf[: n - first] = chunk[first:]
+        self.total += n
+
+    def read(self, start: int, end: int) -> np.ndarray:
+        """Samples [start, end) that are still held (clipped to what the ring has)."""
+        start = max(start, self.total - self.capacity, 0)
+        end = min(end, self.total)
+        if end <= start:
+            return np.zeros(0, dtype=np.float32)
+        idx = np.arange(start, end) % self.capacity
+        return self.buf[idx]
+
+
+class ClipSaver:
+    """Saves one audio clip per event: pre_s before its start, the event, post_s after its end (seconds).
+
+    Feed every chunk of the stream with :meth:`feed` and every event update with :meth:`on_update`. Audio is
+    kept in a ring of pre_s + lookback_s seconds (lookback_s: how late after its start an event can be reported,
+    at least the model window plus the onset windows) plus the event being recorded, capped at max_event_s.
+    Files: <folder>/<source>_<UTC date-time>_<start_s>s.<fmt>; an existing file is never overwritten.
+    """
+
+    def __init__(self, folder: str | os.PathLike, source: str = "mic", pre_s: float = 2.0, post_s: float = 2.0,
+                 fmt: str = "wav", lookback_s: float = 10.0, max_event_s: float = 120.0,
+                 on_saved: Callable[[dict], None] | None = None):
+        for name, v in (("pre_s", pre_s), ("post_s", post_s), ("lookback_s", lookback_s)):
+            if not v >= 0:
+                raise ValueError(f"{name} must be >= 0 seconds, got {v!r}")
+        if not max_event_s > 0:
+            raise ValueError(f"max_event_s must be positive seconds, got {max_event_s!r}")
+        if fmt not in ("wav", "flac"):
+            raise ValueError(f"fmt must be 'wav' or 'flac', got {fmt!r}")
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.source, self.pre_s, self.post_s, self.fmt = source, pre_s, post_s, fmt
+        self.max_event_s = max_event_s
+        self.on_saved = on_saved
+        self.ring = AudioRing(int((pre_s + lookback_s) * SAMPLE_RATE) + 1)
+        self.saved: list[Path] = []
+        self._rec: list[np.ndarray] | None = None  # audio of the clip being recorded, from _rec_start
+        self._rec_start = 0
+        self._rec_len = 0
+        self._event: tuple[float, float | None] | None = None
+        self._stop_at: int | None = None
+
+    def feed(self, chunk: np.ndarray) -> None:
+        chunk = np.asarray(chunk, dtype=np.float32).reshape(-1)
+        if self._rec is not None:
+            limit = int((self.pre_s + self.max_event_s + self.post_s) * SAMPLE_RATE)
+            take = chunk[: max(0, limit - self._rec_len)]
+            if take.size:
+                self._rec.append(take)
+                self._rec_len += take.size
+        self.ring.write_all(chunk)
+        if self._rec is not None:
+            if self._stop_at is not None and self.ring.total >= self._stop_at:
+                self._write()
+            elif self._rec_len >= int((self.pre_s + self.max_event_s + self.post_s) * SAMPLE_RATE):
+                log.warning("clip of event at %.1f s cut at %.0f s (max_event_s)", self._event[0], self.max_event_s)
+                self._write()
+
+    def on_update(self, update: EventUpdate) -> None:
+        if update.kind == "start" and self._rec is None:
+            start = max(0, int((update.start_s - self.pre_s) * SAMPLE_RATE))
+            self._rec = [self.ring.read(start, self.ring.total)]
+            self._rec_start = max(start, self.ring.total - self.ring.capacity)
+            self._rec_len = self._rec[0].size
+            self._event = (update.start_s, None)
+            self._stop_at = None
+        elif update.kind == "end" and self._rec is not None:
+            self._event = (update.start_s, update.end_s)
+            self._stop_at = int(round((update.end_s + self.post_s) * SAMPLE_RATE))
+            if self.ring.total >= self._stop_at:
+                self._write()
+
+    def close(self) -> None:
+        """End of stream: write a clip still being recorded (its post-roll may be short)."""
+        if self._rec is not None:
+            self._write()
+
+    def _write(self) -> None:
+        audio = np.concatenate(self._rec) if self._rec else np.zeros(0, np.float32)
+        if self._stop_at is not None:
+            audio = audio[: max(0, self._stop_at - self._rec_start)]
+        start_s, end_s = self._event
+        stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        path = _unique(self.folder / f"{self.source}_{stamp}_{start_s:.2f}s.{self.fmt}")
+        self._rec, self._event, self._stop_at = None, None, None
+        if audio.size == 0:
+            return
+        try:
+            write_audio(path, audio)
+        except (OSError, RuntimeError) as e:
+            log.warning("clip %s not written (%s)", path, e)
+            return
+        self.saved.append(path)
+        if self.on_saved:
+            self.on_saved({"type": "clip", "source": self.source, "path": str(path), "start_s": round(start_s, 3),
+                           "end_s": None if end_s is None else round(end_s, 3),
+                           "clip_start_s": round(self._rec_start / SAMPLE_RATE, 3),
+                           "duration_s": round(audio.size / SAMPLE_RATE, 3), "time": now_iso()})
+
+
+def _unique(path: Path) -> Path:
+    if not path.exists():
+        return path
+    i = 1
+    while path.with_name(f"{path.stem}-{i}{path.suffix}").exists():
+        i += 1
+    return path.with_name(f"{path.stem}-{i}{path.suffix}")
+
+
+@dataclass
+class LiveSummary:
+    """What a live run did: seconds of audio processed, events, clips saved, how it ended."""
+
+    seconds: float
+    events: list
+    clips: list
+    error: str | None = None
+
+
+def run_live(chunks: Iterable[np.ndarray], detector: Detector, sinks: list[Sink], source: str = "mic",
+             clips: ClipSaver | None = None) -> LiveSummary:
+    """Drive detection over a stream of float32 chunks; send every event update to every sink.
+
+    A sink that raises is logged and skipped for that message (alerts never stop detection). Sinks and the
+    clip saver are closed at the end, also on error or KeyboardInterrupt (which end the run normally).
+    """
+    sd = detector.stream()
+    error = None
+
+    def dispatch(updates):
+        for u in updates:
+            if clips is not None:
+                clips.on_update(u)
+            msg = alert_message(u, source)
+            for s in sinks:
+                try:
+                    s.handle(msg)
+                except Exception as e:  # noqa: BLE001 - a broken sink must not stop detection
+                    log.warning("alert sink %s failed: %s", type(s).__name__, e)
+
+    try:
+        try:
+            for chunk in chunks:
+                if clips is not None:
+                    clips.feed(chunk)
+                dispatch(sd.process(chunk).updates)
+        except KeyboardInterrupt:
+            pass
+        except Exception as e:  # the source failed (e.g. gave up reconnecting): close events, report
+            error = str(e)
+        dispatch(sd.finish().updates)
+    finally:
+        if clips is not None:
+            clips.close()
+        for s in sinks:
+            try:
+                s.close()
+            except Exception as e:  # noqa: BLE001
+                log.warning("closing %s failed: %s", type(s).__name__, e)
+    return LiveSummary(sd.time_s, list(sd.events), list(clips.saved) if clips else [], error)

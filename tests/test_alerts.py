@@ -1,0 +1,261 @@
+"""Alert sinks: JSON lines, webhook (local HTTP server, retries, never blocking), MQTT against a real mosquitto
+broker, event clips from the ring buffer, and the live loop."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import shutil
+import socket
+import subprocess
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from screamdetect.alerts import (AudioRing, ClipSaver, JsonlSink, MqttSink, Sink, WebhookSink, parse_host_port,
+                                 run_live)
+from screamdetect.audio import SAMPLE_RATE, load_audio
+from screamdetect.detector import Detector, iter_chunks
+
+from _models import scene, write_band_energy_model
+
+
+@pytest.fixture(scope="module")
+def det(tmp_path_factory):
+    return Detector.load(write_band_energy_model(tmp_path_factory.mktemp("model")))
+
+
+@pytest.fixture(scope="module")
+def signal():
+    return scene(20.0, [(5.0, 3.0)])  # one burst 5.0-8.0 s
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class _Recorder(http.server.ThreadingHTTPServer):
+    """Records POSTed JSON; answers `codes` in turn (then 200), after `delay_s`."""
+
+    def __init__(self, codes=(), delay_s=0.0):
+        self.posts, self.codes, self.delay_s, self.hits = [], list(codes), delay_s, 0
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                outer.hits += 1
+                time.sleep(outer.delay_s)
+                code = outer.codes.pop(0) if outer.codes else 200
+                if code == 200:
+                    outer.posts.append(json.loads(body))
+                self.send_response(code)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *a):
+                pass
+
+        super().__init__(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+    @property
+    def url(self):
+        return f"http://127.0.0.1:{self.server_address[1]}/hook"
+
+    def stop(self):
+        self.shutdown()
+        self.server_close()
+
+
+def _run(det, x, sinks, clips=None, chunk=1600, source="cam1"):
+    return run_live(iter_chunks(x, chunk), det, sinks, source=source, clips=clips)
+
+
+def test_jsonl_sink_appends_start_and_end(det, signal, tmp_path):
+    out = tmp_path / "alerts.jsonl"
+    out.write_text('{"earlier": true}\n')  # the user's file is appended to, never overwritten
+    summary = _run(det, signal, [JsonlSink(out)])
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert lines[0] == {"earlier": True}
+    start, end = lines[1:]
+    assert start["type"] == "start" and end["type"] == "end" and start["source"] == "cam1"
+    assert start["end_s"] is None and 4.0 <= start["start_s"] <= 5.0 and 8.0 <= end["end_s"] <= 9.0
+    assert start["at_s"] < end["at_s"] and "T" in start["time"]
+    assert len(summary.events) == 1 and summary.seconds == 20.0
+
+
+def test_webhook_posts_without_blocking_detection(det, signal):
+    server = _Recorder(delay_s=0.3)
+    try:
+        hook = WebhookSink(server.url, timeout_s=5, retries=0)
+        t0 = time.monotonic()
+        hook.handle({"type": "start", "n": 1})
+        hook.handle({"type": "end", "n": 2})
+        assert time.monotonic() - t0 < 0.1  # handed to the background thread
+        hook.close()
+        assert [p["n"] for p in server.posts] == [1, 2] and hook.sent == 2
+        hook = WebhookSink(server.url)
+        _run(det, signal, [hook])
+        assert [p["type"] for p in server.posts[2:]] == ["start", "end"]
+    finally:
+        server.stop()
+
+
+def test_webhook_retries_with_backoff_then_succeeds(tmp_path):
+    server = _Recorder(codes=[500, 503])
+    try:
+        hook = WebhookSink(server.url, retries=3, backoff_s=0.05)
+        t0 = time.monotonic()
+        hook.handle({"type": "start"})
+        hook.close()
+        assert server.hits == 3 and hook.sent == 1 and hook.failed == 0
+        assert time.monotonic() - t0 >= 0.05 + 0.1  # back-off 0.05 s, then 0.1 s
+        hook = WebhookSink(server.url, retries=3, backoff_s=0.01)
+        server.codes = [404]
+        hook.handle({"type": "start"})
+        hook.close()
+        assert server.hits == 4 and hook.failed == 1  # a 4xx is not retried
+    finally:
+        server.stop()
+    dead = WebhookSink(server.url, retries=1, backoff_s=0.01, timeout_s=1)
+    dead.handle({"type": "start"})
+    dead.close()
+    assert dead.failed == 1 and dead.sent == 0
+
+
+def test_webhook_bad_parameters():
+    for kw, name in [({"url": "ftp://x"}, "url"), ({"timeout_s": 0}, "timeout_s"), ({"retries": -1}, "retries"),
+                     ({"backoff_s": -1}, "backoff_s")]:
+        with pytest.raises(ValueError, match=name):
+            WebhookSink(**{"url": "http://127.0.0.1:9/", **kw})
+
+
+@pytest.fixture
+def mosquitto(tmp_path):
+    exe = shutil.which("mosquitto") or (shutil.which("/usr/sbin/mosquitto"))
+    if exe is None:
+        pytest.skip("mosquitto broker not installed (make system-deps, or apt-get install mosquitto)")
+    port = _free_port()
+    conf = tmp_path / "mosquitto.conf"
+    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
+    proc = subprocess.Popen([exe, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(100):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        else:
+            pytest.fail("mosquitto did not start")
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(5)
+
+
+def test_mqtt_frigate_style_topics_on_a_real_broker(det, signal, mosquitto):
+    import paho.mqtt.client as mqtt
+
+    got, subscribed = [], threading.Event()
+    sub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="test-sub")
+    sub.on_connect = lambda c, u, f, rc, p: c.subscribe("screamdetect/#", qos=1)
+    sub.on_subscribe = lambda c, u, mid, rcs, p: subscribed.set()
+    sub.on_message = lambda c, u, m: got.append((m.topic, m.payload.decode()))
+    sub.connect("127.0.0.1", mosquitto)
+    sub.loop_start()
+    try:
+        assert subscribed.wait(5)
+        _run(det, signal, [MqttSink("127.0.0.1", mosquitto, source="cam1")])
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and ("screamdetect/available", "offline") not in got:
+            time.sleep(0.05)
+    finally:
+        sub.disconnect()
+        sub.loop_stop()
+    states = [p for t, p in got if t == "screamdetect/cam1/scream"]
+    events = [json.loads(p) for t, p in got if t == "screamdetect/events"]
+    assert states == ["ON", "OFF"]
+    assert [e["type"] for e in events] == ["start", "end"]
+    assert events[1]["source"] == "cam1" and 8.0 <= events[1]["end_s"] <= 9.0 and events[1]["peak_score"] > 0.99
+    assert ("screamdetect/available", "online") in got and ("screamdetect/available", "offline") in got
+
+
+def test_mqtt_unreachable_broker_is_a_clear_error():
+    with pytest.raises(RuntimeError, match=r"MQTT broker 127.0.0.1:\d+: cannot connect"):
+        MqttSink("127.0.0.1", _free_port())
+    assert parse_host_port("broker.local") == ("broker.local", 1883)
+    assert parse_host_port("10.0.0.2:1884") == ("10.0.0.2", 1884)
+    with pytest.raises(ValueError, match="port"):
+        parse_host_port("host:99999")
+
+
+@pytest.mark.parametrize("fmt", ["wav", "flac"])
+def test_clip_holds_pre_roll_event_and_post_roll(det, signal, tmp_path, fmt):
+    saved = []
+    clips = ClipSaver(tmp_path / "clips", source="cam1", pre_s=1.0, post_s=1.5, fmt=fmt, on_saved=saved.append)
+    summary = _run(det, signal, [], clips=clips, chunk=4096)
+    (ev,) = summary.events
+    (path,) = clips.saved
+    assert path.suffix == f".{fmt}" and path.name.startswith("cam1_")
+    clip = load_audio(path)
+    start, stop = int(round((ev.start_s - 1.0) * SAMPLE_RATE)), int(round((ev.end_s + 1.5) * SAMPLE_RATE))
+    assert clip.size == stop - start  # pre-roll + event + post-roll, to the sample
+    np.testing.assert_allclose(clip, signal[start:stop], atol=1e-4)  # the stream's own audio, burst included
+    burst = slice(int((5.0 - ev.start_s + 1.0) * SAMPLE_RATE), int((8.0 - ev.start_s + 1.0) * SAMPLE_RATE))
+    assert np.sqrt(np.mean(clip[burst] ** 2)) > 10 * np.sqrt(np.mean(clip[: SAMPLE_RATE // 2] ** 2))
+    assert saved[0]["path"] == str(path) and saved[0]["duration_s"] == pytest.approx(clip.size / SAMPLE_RATE)
+
+
+def test_clip_at_stream_end_and_no_overwrite(det, tmp_path):
+    x = scene(8.0, [(6.5, 1.5)])  # the event is still open when the stream ends
+    folder = tmp_path / "clips"
+    for _ in range(2):
+        clips = ClipSaver(folder, source="s", pre_s=0.5, post_s=2.0)
+        (ev,) = _run(det, x, [], clips=clips, source="s").events
+        assert len(clips.saved) == 1
+    files = sorted(folder.iterdir())
+    assert len(files) == 2  # same name stem, second one got a suffix (nothing overwritten)
+    for f in files:  # from start - 0.5 s to the end of the stream (the post-roll is cut short)
+        assert load_audio(f).size == x.size - int(round((ev.start_s - 0.5) * SAMPLE_RATE))
+
+
+def test_ring_buffer_is_bounded():
+    r = AudioRing(10)
+    x = np.arange(37, dtype=np.float32)
+    for i in range(0, 37, 3):
+        r.write_all(x[i: i + 3])
+    np.testing.assert_array_equal(r.read(20, 40), x[27:37])
+    assert r.read(0, 5).size == 0 and r.total == 37
+    r.write_all(np.arange(25, dtype=np.float32))
+    np.testing.assert_array_equal(r.read(0, 100), np.arange(15, 25))
+    with pytest.raises(ValueError, match="capacity"):
+        AudioRing(0)
+    with pytest.raises(ValueError, match="pre_s"):
+        ClipSaver("/tmp", pre_s=-1)
+
+
+def test_a_failing_sink_does_not_stop_detection(det, signal, tmp_path):
+    class Broken(Sink):
+        def handle(self, msg):
+            raise OSError("disk full")
+
+    out = tmp_path / "a.jsonl"
+    summary = _run(det, signal, [Broken(), JsonlSink(out)])
+    assert len(summary.events) == 1 and len(out.read_text().splitlines()) == 2
+
+
+def test_source_failure_closes_the_open_event(det, signal, tmp_path):
+    def dying():
+        yield from iter_chunks(signal[: 7 * SAMPLE_RATE], 1600)
+        raise RuntimeError("stream gave up")
+
+    out = tmp_path / "a.jsonl"
+    summary = run_live(dying(), det, [JsonlSink(out)])
+    assert summary.error == "stream gave up" and len(summary.events) == 1
+    assert [json.loads(x)["type"] for x in out.read_text().splitlines()] == ["start", "end"]

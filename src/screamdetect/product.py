@@ -300,6 +300,9 @@ def train_product(data: str | Path, cfg: ProductConfig, out: str | Path, noise_d
     cal = calibrate(det, val_screams, val_neg, val_noises, cfg, out)
     card["threshold"] = cal["threshold"]
     card["calibration"] = {k: v for k, v in cal.items() if k != "sweep"}
+    # [threshold, false alarms/h, recall] on validation: lets `--max-false-alarms-per-hour` pick a threshold.
+    card["calibration"]["sweep"] = [[r["threshold"], round(r["false_alarms_per_hour"], 3), round(r["recall"], 3)]
+                                    for r in cal["sweep"]]
     print(f"calibrated threshold {cal['threshold']:.2f}: val recall {cal['val_recall']:.3f} at "
           f"{cal['val_false_alarms_per_hour']:.2f} false alarms/h over {cal['scream_free_hours']:.1f} h")
 

@@ -106,3 +106,26 @@ def test_blockwise_file_scan_equals_whole_array(files):
     path = d / "in" / "sub" / "b.flac"
     (r,) = _jsonl(_run([path, "--model", model, "-f", "jsonl", "--scores"]))
     np.testing.assert_allclose(r["scores"], np.round(det.score_windows(load_audio(path)), 4))
+
+
+def test_listen_to_a_file_writes_alerts_and_a_clip(files, tmp_path):
+    d, model = files
+    out, clips = tmp_path / "alerts.jsonl", tmp_path / "clips"
+    res = CliRunner().invoke(app, ["listen", "--source", str(d / "in" / "a.wav"), "--model", str(model),
+                                   "--jsonl", str(out), "--clips", str(clips), "--pre-roll", "1", "--post-roll", "1"])
+    assert res.exit_code == 0, res.output
+    msgs = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [m["type"] for m in msgs] == ["start", "end", "clip"]
+    assert msgs[0]["source"] == "a" and 4.0 <= msgs[0]["start_s"] <= 5.0
+    (clip,) = clips.iterdir()
+    assert msgs[2]["path"] == str(clip)
+    assert msgs[2]["duration_s"] == pytest.approx(msgs[1]["end_s"] - msgs[1]["start_s"] + 2.0, abs=0.01)
+
+
+def test_listen_bad_inputs_are_one_line_errors(files, tmp_path):
+    d, model = files
+    for args, text in [(["--source", str(tmp_path / "nope.wav")], "nope.wav: file not found"),
+                       (["--source", str(d / "in" / "a.wav"), "--threshold", "0"], "--threshold"),
+                       (["--source", str(d / "in" / "a.wav"), "--mqtt", "host:0"], "MQTT port")]:
+        res = CliRunner().invoke(app, ["listen", "--model", str(model), *args])
+        assert res.exit_code == 2 and text in " ".join(res.output.split()) and "Traceback" not in res.output

@@ -24,7 +24,9 @@ def _root() -> None:
 
 def fail(msg: str, code: int = 2) -> None:
     """Print a one-line error (no traceback) and exit."""
-    err.print(f"[red]error:[/red] {msg}", highlight=False)
+    from rich.markup import escape
+
+    err.print(f"[red]error:[/red] {escape(msg)}", highlight=False)  # escaped: paths and hints may hold [...]
     raise typer.Exit(code)
 
 
@@ -152,6 +154,91 @@ def _hms(s: float) -> str:
     h, rem = divmod(s, 3600)
     m, sec = divmod(rem, 60)
     return f"{int(h)}:{int(m):02d}:{sec:04.1f}" if h else f"{int(m)}:{sec:04.1f}"
+
+
+# ---- listen (issue 4) ----------------------------------------------------------------------------------------
+@app.command()
+def listen(source: str = typer.Option(..., "--source", "-s", help="'mic' (or mic:DEVICE), an audio file, or a "
+                                      "URL ffmpeg can open (rtsp://, http://, rtmp://, srt://...)."),
+           realtime: bool = typer.Option(False, "--realtime", help="Replay a file at real speed (as if live)."),
+           jsonl: str = typer.Option("-", "--jsonl", help="JSON-lines alerts: a file (appended to) or - for stdout."),
+           webhook: Optional[str] = typer.Option(None, "--webhook", help="POST each alert as JSON to this URL "
+                                                 "(background thread, retries with back-off)."),
+           mqtt: Optional[str] = typer.Option(None, "--mqtt", help="MQTT broker HOST[:PORT]: publishes "
+                                              "screamdetect/<name>/scream ON/OFF and JSON on screamdetect/events."),
+           name: Optional[str] = typer.Option(None, "--name", help="Source name in alerts, topics and clip "
+                                              "names (default: from the source)."),
+           clips: Optional[Path] = typer.Option(None, "--clips", help="Save a clip per event in this folder."),
+           clip_format: str = typer.Option("wav", "--clip-format", help="wav or flac."),
+           pre_roll: float = typer.Option(2.0, "--pre-roll", help="Seconds of audio kept before an event."),
+           post_roll: float = typer.Option(2.0, "--post-roll", help="Seconds of audio kept after an event."),
+           threshold: Optional[float] = typer.Option(None, "--threshold", "-t", help="Score threshold in (0, 1]; "
+                                                     "default: the model card's."),
+           model: Optional[Path] = typer.Option(None, "--model", "-m", help="ONNX model (card beside it); "
+                                                "default: the shipped model."),
+           retries: int = typer.Option(10, "--retries", help="Reconnection attempts in a row before giving up "
+                                       "on a network stream (back-off 1 s doubling to 30 s)."),
+           threads: int = typer.Option(1, "--threads", help="onnxruntime threads.")):
+    """Detect screams live and raise alerts as they happen (Ctrl-C to stop).
+
+    Alerts are {"type": "start"|"end", "source", "start_s", "end_s", "peak_score", "at_s", "time"} (seconds
+    of stream audio; time = wall clock, UTC), sent to every sink chosen. Network streams that drop are
+    reopened with exponential back-off. The exit status is 1 if the source failed.
+    """
+    import logging
+
+    from .alerts import ClipSaver, JsonlSink, MqttSink, WebhookSink, parse_host_port, run_live
+    from .detector import ModelError, Detector
+    from rich.markup import escape
+
+    from .sources import MicSource, Reconnect, SourceError, import_sounddevice, open_source, safe_name
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    if threshold is not None and not (0.0 < threshold <= 1.0):
+        fail(f"--threshold must be in (0, 1], got {threshold}")
+    if retries < 0:
+        fail(f"--retries must be >= 0, got {retries}")
+    if threads < 1:
+        fail(f"--threads must be >= 1, got {threads}")
+    try:
+        det = Detector.load(model, threshold=threshold, intra_op_threads=threads)
+    except ModelError as e:
+        fail(str(e))
+    try:
+        src = open_source(source, realtime=realtime, reconnect=Reconnect(max_retries=retries),
+                          on_status=lambda m: err.print(f"[yellow]{escape(m)}[/yellow]", highlight=False))
+    except (SourceError, ValueError) as e:
+        fail(str(e))
+    if isinstance(src, MicSource):
+        try:
+            import_sounddevice()
+        except SourceError as e:
+            fail(str(e))
+    src_name = safe_name(name) if name else src.name
+    sinks = []
+    try:
+        sinks.append(JsonlSink(jsonl))
+        if webhook:
+            sinks.append(WebhookSink(webhook))
+        if mqtt:
+            host, port = parse_host_port(mqtt)
+            sinks.append(MqttSink(host, port, source=src_name))
+        saver = None
+        if clips is not None:
+            lookback = det.window_s + det.smoothing.n * det.hop_s + 5.0
+            saver = ClipSaver(clips, source=src_name, pre_s=pre_roll, post_s=post_roll, fmt=clip_format,
+                              lookback_s=lookback, on_saved=sinks[0].handle)
+    except (ValueError, RuntimeError) as e:
+        for s in sinks:
+            s.close()
+        fail(str(e))
+    err.print(f"listening to {source} as '{src_name}' (threshold {det.threshold:.3f}, window {det.window_s} s, "
+              f"hop {det.hop_s} s); Ctrl-C to stop", highlight=False)
+    summary = run_live(src.chunks(), det, sinks, source=src_name, clips=saver)
+    err.print(f"{summary.seconds:.1f} s of audio, {len(summary.events)} event(s)"
+              + (f", {len(summary.clips)} clip(s) in {clips}" if clips else ""), highlight=False)
+    if summary.error:
+        fail(summary.error, code=1)
 
 
 # ---- train / export: the shipped detector (issue 4, lead) ---------------------------------------------------

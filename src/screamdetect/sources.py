@@ -221,7 +221,8 @@ class FfmpegSource(Source):
         if self.stopped:
             return got, None
         if proc.returncode != 0:
-            return got, (tail[-1] if tail else f"ffmpeg exited with status {proc.returncode}")
+            msg = tail[-1] if tail else f"ffmpeg exited with status {proc.returncode}"
+            return got, msg[len(self.url) + 2:] if msg.startswith(self.url + ": ") else msg
         if not got:
             return got, "no audio in the stream"
         return got, None

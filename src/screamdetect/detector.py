@@ -399,9 +399,15 @@ class Detector:
                           n_windows=n, scores=np.concatenate(scores) if keep_scores and scores else
                           (np.zeros(0, np.float32) if keep_scores else None))
 
-    def scan_file(self, path: str | os.PathLike, keep_scores: bool = False, block_s: float = BLOCK_S) -> "ScanResult":
-        """:meth:`scan` over a file read with audio.iter_audio_blocks. Raises AudioError for unusable files."""
-        return self.scan(iter_audio_blocks(path, block_s=block_s), keep_scores=keep_scores)
+    def scan_file(self, path: str | os.PathLike, keep_scores: bool = False, block_s: float = BLOCK_S,
+                  prefetch: bool = True) -> "ScanResult":
+        """:meth:`scan` over a file read with audio.iter_audio_blocks. Raises AudioError for unusable files.
+
+        prefetch: decode the next block in a background thread while this one is scored (decoders release the
+        GIL, so decoding and features overlap on two cores); at most two blocks wait, so memory stays bounded.
+        """
+        blocks = iter_audio_blocks(path, block_s=block_s)
+        return self.scan(_prefetched(blocks) if prefetch else blocks, keep_scores=keep_scores)
 
 
 @dataclass(frozen=True)
@@ -542,6 +548,48 @@ class StreamDetector:
         for s in scores:
             updates += self.tracker.update(float(s), at_s=self.time_s)
         return StreamStep(scores, start_index, updates)
+
+
+def _prefetched(it: Iterator[np.ndarray], depth: int = 2) -> Iterator[np.ndarray]:
+    """Iterate `it` in a background thread, at most `depth` items ahead; its exceptions are re-raised here."""
+    import queue
+    import threading
+
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    done = object()
+    stop = threading.Event()
+
+    def run():
+        try:
+            for item in it:
+                while not stop.is_set():
+                    try:
+                        q.put((item, None), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put((done, None))
+        except BaseException as e:  # handed to the consumer, raised there
+            q.put((done, e))
+
+    t = threading.Thread(target=run, daemon=True, name="prefetch")
+    t.start()
+    try:
+        while True:
+            item, exc = q.get()
+            if item is done:
+                if exc is not None:
+                    raise exc
+                return
+            yield item
+    finally:
+        stop.set()
+        t.join(timeout=5)
+        close = getattr(it, "close", None)
+        if close is not None and not t.is_alive():
+            close()
 
 
 def _merge(steps: list[StreamStep]) -> StreamStep:

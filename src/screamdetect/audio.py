@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -176,10 +177,22 @@ def load_audio(source: AudioSource, sr: int = SAMPLE_RATE) -> np.ndarray:
     sf_error: Exception | None = None
     if use_sf:
         try:
-            data, file_sr = sf.read(sf_source, dtype="float32", always_2d=True)
-            if data.shape[1] > MAX_CHANNELS:
-                raise AudioError(name, f"unsupported channel count {data.shape[1]} "
-                                       f"(1 to {MAX_CHANNELS} are accepted)")
+            with sf.SoundFile(sf_source) as f:
+                if f.channels > MAX_CHANNELS:  # checked before decoding: a mis-parsed file can claim 1000s
+                    raise AudioError(name, f"unsupported channel count {f.channels} "
+                                           f"(1 to {MAX_CHANNELS} are accepted)")
+                expected, file_sr, fmt = f.frames, f.samplerate, f.format
+                try:
+                    data = f.read(dtype="float32", always_2d=True)
+                except (sf.LibsndfileError, RuntimeError) as e:
+                    # The container was recognised but its stream breaks off: corrupt, not a format for
+                    # ffmpeg (which would quietly return the part before the damage).
+                    raise AudioError(name, f"truncated or corrupt {fmt} audio ({_short(e)})") from e
+            # libsndfile returns what it could decode of a cut-off or damaged FLAC/OGG without an error; the
+            # header's frame count tells us (MP3 headers only estimate it, so they are not checked).
+            if fmt != "MP3" and 0 < expected and len(data) < expected:
+                raise AudioError(name, f"truncated or corrupt: decoded {len(data) / file_sr:.2f} s of the "
+                                       f"{expected / file_sr:.2f} s the header announces")
             audio = resample(to_mono(data, name), file_sr, sr)
         except AudioError:
             raise
@@ -199,8 +212,10 @@ def load_audio(source: AudioSource, sr: int = SAMPLE_RATE) -> np.ndarray:
 
 
 def _short(e: Exception) -> str:
+    """The last line of a decoder's message, without libsndfile's "Error opening <object repr>: " prefix."""
     text = str(e).strip().splitlines()
-    return text[-1] if text else type(e).__name__
+    line = text[-1] if text else type(e).__name__
+    return re.sub(r"^Error opening .*?: ", "", line)
 
 
 def audio_duration(path: str | os.PathLike) -> float:
@@ -243,16 +258,30 @@ def iter_audio_blocks(source: str | os.PathLike, block_s: float = BLOCK_S,
                 if f.samplerate != sr else None
             in_block = max(1, int(round(block * f.samplerate / sr)))
             total = 0
+            read_in = 0
+            pending = np.zeros(0, dtype=np.float32)
             while True:
                 try:
                     data = f.read(in_block, dtype="float32", always_2d=True)
                 except (sf.LibsndfileError, RuntimeError) as e:
                     raise AudioError(name, f"corrupt or truncated audio after {total / sr:.1f} s ({_short(e)})") from e
+                read_in += len(data)
                 last = len(data) < in_block
+                if last and f.format != "MP3" and 0 < read_in < f.frames:
+                    raise AudioError(name, f"truncated or corrupt: decoded {read_in / f.samplerate:.2f} s of the "
+                                           f"{f.frames / f.samplerate:.2f} s the header announces")
                 mono = to_mono(data, name)
                 if rs is not None:
-                    mono = rs.resample_chunk(mono, last=last)
-                if mono.size:
+                    # The streaming resampler's output per chunk varies (filter delay): re-cut into exact blocks.
+                    out = rs.resample_chunk(mono, last=last)
+                    if not np.isfinite(out).all():
+                        raise AudioError(name, "audio contains NaN or infinite samples")
+                    pending = np.concatenate([pending, out]) if pending.size else out
+                    while pending.size >= block or (last and pending.size):
+                        total += min(block, pending.size)
+                        yield pending[:block]
+                        pending = pending[block:]
+                elif mono.size:
                     if not np.isfinite(mono).all():
                         raise AudioError(name, "audio contains NaN or infinite samples")
                     total += mono.size

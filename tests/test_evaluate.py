@@ -59,29 +59,30 @@ def test_choose_threshold_f1_known_answer():
     # Sorted: 0.9+ 0.8+ 0.7- 0.6- 0.55+ 0.4+ 0.3- ... Predicting the top 2 gives F1 = 4/6; the top 5 6/9;
     # the top 6 (all 4 screams, 2 false alarms) 8/10, the maximum; the top 7 8/11.
     thr = choose_threshold(Y, P, "f1")
-    assert thr == pytest.approx(0.4)
+    assert thr == pytest.approx(0.35)  # midway between 0.4 (the lowest accepted) and 0.3
     assert clip_metrics(Y, P, thr)["f1"] == pytest.approx(0.8)
 
 
 def test_choose_threshold_youden_and_fixed():
     # Youden J = TPR - FPR: top 2 → 0.5; top 6 (t=0.4) → 1 - 2/6, the maximum.
-    assert choose_threshold(Y, P, "youden") == pytest.approx(0.4)
+    assert choose_threshold(Y, P, "youden") == pytest.approx(0.35)
     # Ties go to the higher threshold: J = 0.5 for the top 1 and for the top 3; F1 prefers the top 3 (0.8 > 0.667).
     y, p = np.array([1, 0, 1, 0]), np.array([0.9, 0.8, 0.7, 0.1])
-    assert choose_threshold(y, p, "youden") == pytest.approx(0.9)
-    assert choose_threshold(y, p, "f1") == pytest.approx(0.7)
+    assert choose_threshold(y, p, "youden") == pytest.approx(0.85)
+    assert choose_threshold(y, p, "f1") == pytest.approx(0.4)
+    assert choose_threshold([1, 1], [0.3, 0.6]) == pytest.approx(0.3)  # accepting all: the lowest score
     assert choose_threshold(Y, P, "fixed", default=0.3) == 0.3
     assert choose_threshold([0, 0, 0], [0.2, 0.9, 0.1], "f1") == 0.5  # no scream in val: undefined → default
 
 
 def test_threshold_chosen_on_validation_is_applied_to_test():
-    """Validation says 0.7 separates the classes; the test metrics use exactly that, not the test's own optimum."""
+    """Validation puts the cut at 0.6; the test metrics use exactly that, not the test's own optimum."""
     y_val, p_val = np.array([0, 0, 1, 1]), np.array([0.2, 0.5, 0.7, 0.95])
     thr = choose_threshold(y_val, p_val)
-    assert thr == pytest.approx(0.7)
-    y_test, p_test = np.array([0, 1, 1]), np.array([0.1, 0.6, 0.9])  # the test optimum would be <= 0.6
+    assert thr == pytest.approx(0.6)
+    y_test, p_test = np.array([0, 1, 1]), np.array([0.1, 0.55, 0.9])  # the test optimum would be <= 0.55
     m = clip_metrics(y_test, p_test, thr)
-    assert m["threshold"] == pytest.approx(0.7) and m["recall"] == pytest.approx(0.5)
+    assert m["threshold"] == pytest.approx(0.6) and m["recall"] == pytest.approx(0.5)
 
 
 def test_bad_inputs_raise_value_errors():

@@ -369,6 +369,134 @@ def evaluate_events_cmd(
     print(json.dumps(res, indent=1))
 
 
+# ---- study / deploy-study (issue 3) --------------------------------------------------------------------------
+def _study_config(config: Optional[Path], models: Optional[str], conditions: Optional[str], epochs: Optional[int],
+                  clip_s: Optional[float]):
+    """The StudyConfig from --config (default: configs/study.yaml when present, else the built-in defaults, which
+    are the same) with the command-line overrides applied. Exits with a one-line error on a bad setting."""
+    from dataclasses import replace
+
+    from .study import StudyConfig
+
+    if config is None and Path("configs/study.yaml").is_file():
+        config = Path("configs/study.yaml")
+    if config is not None and not config.is_file():
+        fail(f"{config}: config file not found")
+    try:
+        cfg = StudyConfig.from_yaml(config) if config else StudyConfig()
+        changes: dict = {}
+        if models:
+            changes["models"] = tuple(m.strip() for m in models.split(",") if m.strip())
+        if conditions:
+            changes["conditions"] = tuple(c.strip() for c in conditions.split(",") if c.strip())
+        if epochs is not None:
+            changes["train"] = {**cfg.train, "epochs": epochs}
+        if clip_s is not None:
+            changes["clip_s"] = clip_s
+        return replace(cfg, **changes) if changes else cfg
+    except ValueError as e:
+        fail(f"{'--config ' + str(config) + ': ' if config else ''}{e}" if config and str(config) not in str(e)
+             else str(e))
+
+
+def _cache(cache_dir: Optional[Path]):
+    from .data import FeatureCache
+
+    return FeatureCache(cache_dir) if cache_dir else FeatureCache()
+
+
+@app.command()
+def study(data: Path = typer.Argument(..., help="Dataset folder (class folders or manifest.csv) or a manifest CSV; "
+                                      "PATH::source=a,b keeps the clips of those manifest sources."),
+          config: Optional[Path] = typer.Option(None, "--config", "-c", help="Study YAML: configs/seed.yaml "
+                                                "reproduces the study (10 s clips, seed augmentation); default "
+                                                "configs/study.yaml (our corrected defaults)."),
+          out: Path = typer.Option(Path("runs/study"), "--out", "-o", help="Study folder: split.csv, one run "
+                                   "folder per model/condition, summary.csv/md, report.html."),
+          models: Optional[str] = typer.Option(None, help="Comma-separated subset of svm,fnn,cnn,cnn_reg,cnn_f1,"
+                                               "resnet."),
+          conditions: Optional[str] = typer.Option(None, help="Comma-separated subset of baseline,augmentation,"
+                                                   "class_weights,both (the SVM runs on baseline only)."),
+          epochs: Optional[int] = typer.Option(None, help="Maximum epochs of every deep model (overrides config)."),
+          clip_s: Optional[float] = typer.Option(None, "--clip-s", help="Pad/trim every clip to this many seconds "
+                                                 "(overrides config)."),
+          noise: Optional[Path] = typer.Option(None, help="Noise bank folder for augmentation (default: DATA/noise)."),
+          cache_dir: Optional[Path] = typer.Option(None, help="Feature cache folder (default: "
+                                                   "$SCREAMDETECT_CACHE/features or ~/.cache/screamdetect/features)."),
+          rerun: bool = typer.Option(False, help="Fit runs again even when OUT holds their metrics.json.")):
+    """Run the study's grid: SVM on baseline, and fnn, cnn, cnn_reg, cnn_f1, resnet each under baseline /
+    augmentation / class weights / both.
+
+    Clips are padded or trimmed to clip_s (the same rule for both classes), turned into the shared log-mel (cached
+    on disk), and only the TRAIN split is augmented. Each run's threshold is chosen on the validation split and
+    applied to the test split. Writes per run metrics.json, classification_report.txt, confusion/curves/PR/ROC
+    PNGs and config.yaml; then summary.csv, summary.md and report.html in OUT. A file that cannot be decoded is
+    reported and skipped. Re-running with the same OUT and config reuses finished runs.
+    """
+    from .data import DatasetError
+    from .study import StudyError, run_grid
+
+    cfg = _study_config(config, models, conditions, epochs, clip_s)
+    try:
+        run_grid(str(data), cfg, out, cache=_cache(cache_dir), noise_dir=noise, rerun=rerun,
+                 log=lambda m: err.print(m, highlight=False, markup=False, soft_wrap=True))
+    except (StudyError, DatasetError) as e:
+        fail(str(e))
+    except ValueError as e:
+        fail(f"study: {e}")
+
+
+@app.command("deploy-study")
+def deploy_study(
+        data_a: str = typer.Argument(..., help="Dataset A (the one the deployed model comes from); PATH or "
+                                     "PATH::source=a,b."),
+        data_b: Optional[str] = typer.Argument(None, help="Dataset B (the deployment site). Omit it to split one "
+                                               "DATA_A by --a-sources / --b-sources."),
+        a_sources: Optional[str] = typer.Option(None, help="Keep only these manifest sources in A (comma-separated)."),
+        b_sources: Optional[str] = typer.Option(None, help="Keep only these manifest sources in B (comma-separated)."),
+        fraction: float = typer.Option(0.30, help="Phase D: share of B's TRAIN split added to A's training data "
+                                       "(stratified by class; the share actually used is reported)."),
+        models: str = typer.Option("svm,cnn_reg", help="Comma-separated models to run in every phase."),
+        condition: str = typer.Option("both", help="baseline, augmentation, class_weights or both."),
+        phases: str = typer.Option("A,B,C,D", help="Comma-separated subset of the phases A,B,C,D."),
+        config: Optional[Path] = typer.Option(None, "--config", "-c", help="Study YAML (default configs/study.yaml)."),
+        out: Path = typer.Option(Path("runs/deploy"), "--out", "-o", help="Output folder."),
+        epochs: Optional[int] = typer.Option(None, help="Maximum epochs of deep models (overrides config)."),
+        clip_s: Optional[float] = typer.Option(None, "--clip-s", help="Clip length in seconds (overrides config)."),
+        noise: Optional[Path] = typer.Option(None, help="Noise bank folder (default: DATA/noise)."),
+        cache_dir: Optional[Path] = typer.Option(None, help="Feature cache folder."),
+        rerun: bool = typer.Option(False, help="Fit runs again even when OUT holds their metrics.json.")):
+    """Cross-dataset "deployment" phases: A) train and test on B; B) train on A, test on B (zero-shot); C) train
+    on B, test on A; D) train on A plus FRACTION of B's training split, test on B's test split.
+
+    Each dataset gets its own group-aware split. Thresholds come from the phase's validation data (never from its
+    test split). Example on one corpus, by source:
+    screamdetect deploy-study ../shared/corpus --a-sources emogator,us8k --b-sources student
+    """
+    from .data import DatasetError
+    from .study import StudyError, run_deploy
+
+    def csv_list(s: Optional[str]):
+        return tuple(v.strip() for v in s.split(",") if v.strip()) if s else None
+
+    if data_b is None:
+        if not (a_sources and b_sources) and "::" not in data_a:
+            fail("give DATA_B, or one DATA_A with --a-sources and --b-sources to split it by source")
+        data_b = data_a.split("::", 1)[0]
+    if not 0.0 <= fraction <= 1.0:
+        fail(f"--fraction must be in [0, 1], got {fraction}")
+    cfg = _study_config(config, None, None, epochs, clip_s)
+    try:
+        run_deploy(data_a, data_b, cfg, out, fraction=fraction, models=csv_list(models), condition=condition,
+                   phases=csv_list(phases), sources_a=csv_list(a_sources), sources_b=csv_list(b_sources),
+                   cache=_cache(cache_dir), noise_dir=noise, rerun=rerun,
+                   log=lambda m: err.print(m, highlight=False, markup=False, soft_wrap=True))
+    except (StudyError, DatasetError) as e:
+        fail(str(e))
+    except ValueError as e:
+        fail(f"deploy-study: {e}")
+
+
 def main() -> None:
     app()
 

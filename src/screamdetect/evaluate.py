@@ -119,8 +119,9 @@ def choose_threshold(y_val, p_val, rule: str = "f1", default: float = 0.5) -> fl
     """The decision threshold, chosen on the VALIDATION split (never on test).
 
     rule "f1": the threshold maximising the scream-class F1 on validation; "youden": the one maximising
-    TPR − FPR; "fixed": `default`. Candidate thresholds are the distinct validation scores (a clip is a scream when
-    p >= threshold); ties go to the highest threshold (fewest alarms). When validation has no scream (or, for
+    TPR − FPR; "fixed": `default`. The candidates are the cuts between distinct validation scores (a clip is a
+    scream when p >= threshold); the chosen cut lies midway between the lowest validation score it accepts and the
+    next lower one (or at the lowest score when it accepts all). Ties go to the highest cut (fewest alarms). When validation has no scream (or, for
     "youden", no non-scream) the rule is undefined and `default` is returned.
     Returns a float in [0, 1].
     """
@@ -145,7 +146,10 @@ def choose_threshold(y_val, p_val, rule: str = "f1", default: float = 0.5) -> fl
     else:
         score = tp / n_pos - fp / n_neg
     best = int(np.argmax(score))  # first maximum = highest threshold
-    return float(np.clip(s_sorted[last[best]], 0.0, 1.0))
+    lo = s_sorted[last[best]]
+    # Midway to the next lower validation score: the same validation decisions, with a margin on both sides.
+    thr = (lo + s_sorted[last[best + 1]]) / 2 if best + 1 < last.size else lo
+    return float(np.clip(thr, 0.0, 1.0))
 
 
 def summary_row(m: dict) -> dict:

@@ -86,3 +86,113 @@ def html_page(title: str, sections: list[tuple[str, str]], intro: str = "") -> s
         parts.append(f"<h2>{html.escape(heading)}</h2>\n{body}")
     parts.append("</body></html>")
     return "\n".join(parts)
+
+
+# ---- study figures (grid and cross-dataset phases) -----------------------------------------------------------
+
+def plot_confusion(cm, title: str = "", labels: tuple[str, str] = ("not scream", "scream")):
+    """Confusion matrix figure. cm: 2×2 counts [[tn, fp], [fn, tp]] (rows = truth, columns = prediction)."""
+    import numpy as np
+
+    cm = np.asarray(cm)
+    fig, ax = plt().subplots(figsize=(3.6, 3.2))
+    ax.imshow(cm, cmap="Blues")
+    for i in range(2):
+        for j in range(2):
+            ax.text(j, i, str(int(cm[i, j])), ha="center", va="center",
+                    color="white" if cm[i, j] > cm.max() / 2 else "black", fontsize=12)
+    ax.set_xticks([0, 1], labels)
+    ax.set_yticks([0, 1], labels)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title, fontsize=9)
+    return fig
+
+
+def plot_history(history: dict, title: str = "", best_epoch: int | None = None):
+    """Loss and accuracy curves per epoch (train and validation; validation F1 of the scream class dashed).
+
+    history: {"loss", "val_loss", "acc", "val_acc", "val_f1"} lists of floats (NaN where absent).
+    """
+    fig, (a1, a2) = plt().subplots(1, 2, figsize=(8, 3))
+    ep = list(range(1, len(history.get("loss", [])) + 1))
+    a1.plot(ep, history.get("loss", []), label="train")
+    a1.plot(ep, history.get("val_loss", []), label="val")
+    a1.set_title("loss", fontsize=9)
+    a2.plot(ep, history.get("acc", []), label="train acc")
+    a2.plot(ep, history.get("val_acc", []), label="val acc")
+    if history.get("val_f1"):
+        a2.plot(ep, history["val_f1"], "--", label="val F1 (scream)")
+    a2.set_title("accuracy", fontsize=9)
+    a2.set_ylim(0, 1.02)
+    for a in (a1, a2):
+        a.set_xlabel("epoch")
+        if best_epoch is not None and best_epoch >= 0:
+            a.axvline(best_epoch + 1, color="grey", lw=0.8, ls=":")
+        a.legend(fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    return fig
+
+
+def plot_pr(pr: dict, ap: float, title: str = "", prevalence: float | None = None):
+    """Precision-recall curve of the scream class. pr: {"precision": [...], "recall": [...]}; ap: average precision."""
+    fig, ax = plt().subplots(figsize=(3.8, 3.2))
+    if pr.get("recall"):
+        ax.step(pr["recall"], pr["precision"], where="post", label=f"AP {ap:.3f}")
+    if prevalence is not None:
+        ax.axhline(prevalence, color="grey", lw=0.8, ls=":", label=f"chance {prevalence:.3f}")
+    ax.set_xlabel("recall")
+    ax.set_ylabel("precision")
+    ax.set_xlim(0, 1.02)
+    ax.set_ylim(0, 1.02)
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7)
+    return fig
+
+
+def plot_roc(roc: dict, auc: float, title: str = ""):
+    """ROC curve. roc: {"fpr": [...], "tpr": [...]}; auc: area under it."""
+    fig, ax = plt().subplots(figsize=(3.8, 3.2))
+    if roc.get("fpr"):
+        ax.plot(roc["fpr"], roc["tpr"], label=f"AUC {auc:.3f}")
+    ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls=":")
+    ax.set_xlabel("false positive rate")
+    ax.set_ylabel("true positive rate")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7)
+    return fig
+
+
+def plot_summary_bars(rows: list[dict], label_key: str = "run", metrics: tuple[str, ...] = ("f1", "ap", "recall")):
+    """Grouped horizontal bars comparing runs. rows: dicts with `label_key` and the metric keys (floats)."""
+    import numpy as np
+
+    n = len(rows)
+    fig, ax = plt().subplots(figsize=(8, 0.32 * n * len(metrics) / 2 + 1.5))
+    y = np.arange(n)
+    h = 0.8 / len(metrics)
+    for k, m in enumerate(metrics):
+        vals = [float(r.get(m, float("nan"))) for r in rows]
+        ax.barh(y + k * h, np.nan_to_num(vals), height=h, label=m)
+    ax.set_yticks(y + h * (len(metrics) - 1) / 2, [str(r[label_key]) for r in rows], fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1)
+    ax.legend(fontsize=7, loc="lower right")
+    ax.set_title("test split, threshold chosen on validation", fontsize=9)
+    return fig
+
+
+def study_report_html(title: str, intro: str, summary_rows: list[dict], columns: list[str], summary_png: bytes | None,
+                      runs: list[tuple[str, str, list[bytes]]], extra_sections: list[tuple[str, str]] = ()) -> str:
+    """One self-contained page comparing all runs: the summary table and chart, then each run's figures.
+
+    runs: (heading, html note, [PNG bytes]) per run.
+    """
+    body = table_html(summary_rows, columns)
+    if summary_png:
+        body += img_tag(summary_png, "summary")
+    sections = [("Summary", body), *extra_sections]
+    for heading, note, pngs in runs:
+        sections.append((heading, f"<p class='note'>{note}</p><div class='grid'>"
+                         + "".join(img_tag(p, heading) for p in pngs) + "</div>"))
+    return html_page(title, sections, intro)

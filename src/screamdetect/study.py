@@ -1,0 +1,835 @@
+"""The study as one command: the model × condition grid and the cross-dataset ("deployment") phases.
+
+`screamdetect study DATA --config configs/seed.yaml --out runs/study` runs :func:`run_grid`:
+
+1. discover DATA, make (or reuse) the group-aware split, written to OUT/split.csv;
+2. load every clip, pad or trim it to `clip_s` seconds (zero padding at the end, the same rule for both classes),
+   compute the log-mel with the shared front-end (features.log_mel) and cache it on disk (data.FeatureCache, keyed
+   by the file's content, clip_s and the front-end; augmented copies also by the preset, copy index, seed and
+   noise bank), so a second run reads features instead of computing them;
+3. augment the TRAIN split only (augment.py, `seed` or `robust` preset, noise from the bank's train pieces); copies
+   keep their source clip's label and group; validation and test clips are never augmented;
+4. fit each (model, condition): SVM on baseline, every deep model under baseline / augmentation / class weights /
+   both. Class weights are balanced weights computed on the training data as fed (after augmentation when on);
+5. choose the threshold on VALIDATION (evaluate.choose_threshold), apply it to TEST, write per run metrics.json,
+   classification_report.txt, confusion.png, curves.png (loss & accuracy), pr.png, roc.png, history.json,
+   scores.csv, model.pt (deep models), config.yaml; then OUT/summary.csv, summary.md and report.html.
+
+`screamdetect deploy-study DATA_A DATA_B` runs :func:`run_deploy` (phases A-D, see there). A dataset argument may
+carry a source filter: ``path::source=a,b`` keeps the clips whose manifest `source` is a or b.
+
+Arrays: log-mel windows are float32 (n, n_mels, n_frames) in dB with n_frames = round(clip_s / frontend.hop_s);
+labels int64 (n,) 0/1.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import math
+import os
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+
+import numpy as np
+
+from .audio import SAMPLE_RATE, AudioError, load_audio, pad_or_trim
+from .data import (SPLITS, Clip, Dataset, DatasetError, FeatureCache, SplitSpec, discover, file_digest,
+                   load_or_make_split, split_counts)
+from .features import FrontEnd, log_mel
+
+CONDITIONS = ("baseline", "augmentation", "class_weights", "both")
+ALL_MODELS = ("svm", "fnn", "cnn", "cnn_reg", "cnn_f1", "resnet")
+FEATURE_VERSION = "study-logmel/1"  # bump when the feature recipe changes: old cache entries then miss
+
+
+class StudyError(ValueError):
+    """A study that cannot run as asked (the message says why and what to do)."""
+
+
+def uses_augmentation(condition: str) -> bool:
+    return condition in ("augmentation", "both")
+
+
+def uses_class_weights(condition: str) -> bool:
+    return condition in ("class_weights", "both")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# configuration
+
+@dataclass(frozen=True)
+class StudyConfig:
+    """Everything that defines a study run (stored as config.yaml in every run folder).
+
+    clip_s: every clip is zero-padded at the end or cut to this many seconds. frontend: the shared log-mel
+    settings. augment: "seed" (the study's scheme) or "robust"; aug_copies: augmented copies per training clip.
+    models / conditions: the grid (SVM runs on the baseline condition only, whatever `conditions` says, unless
+    svm_conditions lists more). train: TrainConfig overrides for every deep model (epochs, batch_size, patience,
+    lr, ...). model_params: {model name: hyperparameters}. threshold_rule: evaluate.choose_threshold rule, applied
+    on validation. split: {train, val, test, seed} fractions of the group-aware split. noise_dir: noise bank (None =
+    DATA/noise). seed: model initialisation and augmentation.
+    """
+
+    clip_s: float = 3.0
+    frontend: FrontEnd = field(default_factory=lambda: FrontEnd(n_mels=64, win_s=0.025, hop_s=0.010))
+    augment: str = "robust"
+    aug_copies: int = 1
+    models: tuple[str, ...] = ALL_MODELS
+    conditions: tuple[str, ...] = CONDITIONS
+    svm_conditions: tuple[str, ...] = ("baseline",)
+    train: dict = field(default_factory=dict)
+    model_params: dict = field(default_factory=dict)
+    threshold_rule: str = "f1"
+    split: dict = field(default_factory=lambda: {"train": 0.8, "val": 0.1, "test": 0.1, "seed": 0})
+    noise_dir: str | None = None
+    seed: int = 0
+
+    def __post_init__(self):
+        from .augment import PRESETS
+        from .evaluate import THRESHOLD_RULES
+        from .train import TRAIN_FIELDS
+
+        if not (self.clip_s > 0 and math.isfinite(self.clip_s)):
+            raise ValueError(f"clip_s must be a positive number of seconds, got {self.clip_s}")
+        if self.n_frames < 1:
+            raise ValueError(f"clip_s ({self.clip_s}) is shorter than one front-end hop ({self.frontend.hop_s} s)")
+        if self.augment not in PRESETS:
+            raise ValueError(f"augment must be one of {PRESETS}, got {self.augment!r}")
+        if self.aug_copies < 1:
+            raise ValueError(f"aug_copies must be >= 1, got {self.aug_copies}")
+        bad = [m for m in self.models if m not in ALL_MODELS]
+        if bad or not self.models:
+            raise ValueError(f"models: unknown model {bad[0] if bad else '(none given)'}; choose from {ALL_MODELS}")
+        for key in ("conditions", "svm_conditions"):
+            vals = getattr(self, key)
+            bad = [c for c in vals if c not in CONDITIONS]
+            if bad or not vals:
+                raise ValueError(f"{key}: unknown condition {bad[0] if bad else '(none given)'}; choose from "
+                                 f"{CONDITIONS}")
+        unknown = sorted(set(self.train) - TRAIN_FIELDS)
+        if unknown:
+            raise ValueError(f"train: unknown training setting {unknown[0]!r} (accepted: {sorted(TRAIN_FIELDS)})")
+        for k in ("class_weight", "seed", "progress"):
+            if k in self.train:
+                raise ValueError(f"train.{k} is set by the study itself (condition / seed / progress); remove it")
+        bad = [m for m in self.model_params if m not in ALL_MODELS]
+        if bad:
+            raise ValueError(f"model_params: unknown model {bad[0]!r}; choose from {ALL_MODELS}")
+        if self.threshold_rule not in THRESHOLD_RULES:
+            raise ValueError(f"threshold_rule must be one of {THRESHOLD_RULES}, got {self.threshold_rule!r}")
+        self.split_spec  # validates the fractions
+
+    @property
+    def n_frames(self) -> int:
+        """Frames of one clip's log-mel as the models see it."""
+        return int(round(self.clip_s / self.frontend.hop_s))
+
+    @property
+    def n_samples(self) -> int:
+        return int(round(self.clip_s * SAMPLE_RATE))
+
+    @property
+    def split_spec(self) -> SplitSpec:
+        s = dict(self.split)
+        unknown = sorted(set(s) - {"train", "val", "test", "seed"})
+        if unknown:
+            raise ValueError(f"split: unknown key {unknown[0]!r} (accepted: train, val, test, seed)")
+        return SplitSpec(**s)
+
+    def grid(self) -> list[tuple[str, str]]:
+        """The (model, condition) runs, in report order."""
+        out = []
+        for m in self.models:
+            for c in (self.svm_conditions if m == "svm" else self.conditions):
+                out.append((m, c))
+        return out
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["frontend"] = self.frontend.to_dict()
+        d["models"] = list(self.models)
+        d["conditions"] = list(self.conditions)
+        d["svm_conditions"] = list(self.svm_conditions)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "StudyConfig":
+        """From a parsed YAML mapping. An unknown key is a ValueError naming it."""
+        if not isinstance(d, dict):
+            raise ValueError(f"a study config must be a mapping of settings, got {type(d).__name__}")
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"unknown setting {unknown[0]!r} (accepted: {sorted(names)})")
+        d = dict(d)
+        if "frontend" in d:
+            fe = d["frontend"] or {}
+            bad = sorted(set(fe) - set(FrontEnd.__dataclass_fields__))
+            if bad:
+                raise ValueError(f"frontend: unknown setting {bad[0]!r} (accepted: "
+                                 f"{sorted(FrontEnd.__dataclass_fields__)})")
+            d["frontend"] = FrontEnd(**fe)
+        for k in ("models", "conditions", "svm_conditions"):
+            if k in d:
+                v = d[k]
+                d[k] = tuple(v.split(",")) if isinstance(v, str) else tuple(v)
+        for k in ("train", "model_params", "split"):
+            if k in d and d[k] is None:
+                d[k] = {}
+        if "split" in d:
+            d["split"] = {"train": 0.8, "val": 0.1, "test": 0.1, "seed": 0, **d["split"]}
+        return cls(**d)
+
+    @classmethod
+    def from_yaml(cls, path: str | os.PathLike) -> "StudyConfig":
+        import yaml
+
+        path = Path(path)
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except (OSError, yaml.YAMLError) as e:
+            raise ValueError(f"{path}: cannot read the config ({e})") from e
+        try:
+            return cls.from_dict(raw)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{path}: {e}") from e
+
+    def key(self) -> str:
+        return hashlib.sha1(json.dumps(self.to_dict(), sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+    def to_yaml(self) -> str:
+        import yaml
+
+        return yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=None)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# datasets with a source filter
+
+def parse_data_spec(spec: str | os.PathLike) -> tuple[Path, tuple[str, ...] | None]:
+    """"path" → (path, None); "path::source=a,b" → (path, ("a", "b"))."""
+    s = str(spec)
+    if "::" not in s:
+        return Path(s), None
+    path, filt = s.split("::", 1)
+    key, _, vals = filt.partition("=")
+    if key.strip() != "source" or not vals.strip():
+        raise StudyError(f"{spec}: a dataset filter must read PATH::source=a,b (got {filt!r})")
+    return Path(path), tuple(v.strip() for v in vals.split(",") if v.strip())
+
+
+def load_dataset(spec: str | os.PathLike, sources: tuple[str, ...] | None = None) -> Dataset:
+    """discover() a dataset, keeping only the clips of `sources` (from the spec's ::source= or the argument)."""
+    path, spec_sources = parse_data_spec(spec)
+    ds = discover(path)
+    keep = sources or spec_sources
+    if keep:
+        known = sorted({c.source for c in ds.clips})
+        bad = [s for s in keep if s not in known]
+        if bad:
+            raise StudyError(f"{path}: no clip has source {bad[0]!r} (sources: {', '.join(known)})")
+        ds = ds.subset(lambda c: c.source in keep)
+    return ds
+
+
+# --------------------------------------------------------------------------------------------------------------
+# features
+
+@dataclass
+class Features:
+    """Log-mel features of one dataset's split clips, plus augmented copies of the TRAIN split.
+
+    X[split]: float32 (n, n_mels, n_frames) dB; y[split]: int64 (n,); clips[split]: the Clip of each row.
+    X_aug / y_aug / aug_src: augmented TRAIN copies (float32 (m, n_mels, n_frames), int64 (m,), and the index of
+    each copy's source row in X["train"]); empty when augmentation was not asked for. skipped: (path, reason) of
+    clips that could not be used.
+    """
+
+    X: dict[str, np.ndarray]
+    y: dict[str, np.ndarray]
+    clips: dict[str, list[Clip]]
+    X_aug: np.ndarray
+    y_aug: np.ndarray
+    aug_src: np.ndarray
+    skipped: list[tuple[str, str]]
+    aug_info: dict = field(default_factory=dict)
+
+    def counts(self) -> dict:
+        out = {s: {"clips": int(len(self.y[s])), "scream": int(self.y[s].sum()),
+                   "not_scream": int(len(self.y[s]) - self.y[s].sum()),
+                   "groups": len({c.group for c in self.clips[s]})} for s in SPLITS}
+        out["train_augmented_copies"] = {"clips": int(len(self.y_aug)), "scream": int(self.y_aug.sum())}
+        return out
+
+
+def _bank_key(bank) -> str:
+    h = hashlib.sha1()
+    for name, p in zip(bank.names, bank.pieces):
+        h.update(f"{name}:{p.size}:{float(np.sum(p[:: max(1, p.size // 97)])):.6f};".encode())
+    return h.hexdigest()[:12]
+
+
+def _mel(wave: np.ndarray, cfg: StudyConfig) -> np.ndarray:
+    """float32 (n_samples,) → float32 (n_mels, n_frames): the shared log-mel of the clip, first n_frames frames."""
+    return np.ascontiguousarray(log_mel(wave, frontend=cfg.frontend)[:, : cfg.n_frames])
+
+
+def compute_features(splits: dict[str, list[Clip]], cfg: StudyConfig, cache: FeatureCache | None = None,
+                     augment: bool = True, noise_bank=None, progress: bool = True, log=print) -> Features:
+    """Load, pad/trim, (augment TRAIN) and log-mel every clip of `splits`, through the feature cache.
+
+    A clip that cannot be decoded is reported through `log` and left out (with its augmented copies); it is listed
+    in `skipped`. Augmented copy c of a clip draws from an RNG seeded by (cfg.seed, c, the file's content hash), so
+    it does not depend on which other clips are in the run; a copy to which nothing applied (drop_unchanged) is
+    cached as "none" and not emitted.
+    """
+    from .augment import augment_clip, get_preset
+
+    cache = cache or FeatureCache()
+    base = {"v": FEATURE_VERSION, "clip_s": cfg.clip_s, "frontend": cfg.frontend.to_dict()}
+    spec = get_preset(cfg.augment)
+    if augment and noise_bank is None and (spec.p_noise_scream > 0 or spec.p_noise_other > 0):
+        raise StudyError(f"augmentation preset {spec.name!r} adds background noise: a noise bank is needed "
+                         "(DATA/noise, or --noise / noise_dir in the config)")
+    aug_base = {**base, "augment": spec.to_dict(), "seed": cfg.seed,
+                "bank": _bank_key(noise_bank) if noise_bank is not None else None}
+    shape = (cfg.frontend.n_mels, cfg.n_frames)
+
+    X: dict[str, list] = {s: [] for s in SPLITS}
+    y: dict[str, list] = {s: [] for s in SPLITS}
+    kept: dict[str, list[Clip]] = {s: [] for s in SPLITS}
+    Xa, ya, src = [], [], []
+    skipped: list[tuple[str, str]] = []
+    total = sum(len(v) for v in splits.values())
+    bar = None
+    if progress and total:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        bar = Progress(TextColumn("features"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                       transient=True)
+        bar.start()
+        task = bar.add_task("features", total=total)
+    try:
+        for split in SPLITS:
+            for clip in splits.get(split, []):
+                wave_memo: list[np.ndarray] = []
+
+                def wave(path: str) -> np.ndarray:
+                    if not wave_memo:
+                        wave_memo.append(pad_or_trim(load_audio(path), cfg.n_samples).astype(np.float32))
+                    return wave_memo[0]
+
+                try:
+                    mel = cache.get(clip.path, base, lambda p: _mel(wave(p), cfg))
+                    copies = []
+                    if augment and split == "train":
+                        digest = int(file_digest(clip.path)[:12], 16)
+                        for c in range(cfg.aug_copies):
+                            def make_copy(p, c=c):
+                                rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, c, digest]))
+                                x, info = augment_clip(wave(p), clip.label, spec, noise_bank, rng)
+                                if spec.drop_unchanged and not info["changed"]:
+                                    return np.zeros((0, 0), np.float32)
+                                return _mel(x, cfg)
+                            copies.append(cache.get(clip.path, {**aug_base, "copy": c}, make_copy))
+                except (AudioError, OSError) as e:
+                    reason = e.cause if isinstance(e, AudioError) else str(e)
+                    skipped.append((clip.path, reason))
+                    log(f"skipped {clip.path}: {reason}")
+                    if bar is not None:
+                        bar.advance(task)
+                    continue
+                if mel.shape != shape:
+                    raise StudyError(f"cached features of {clip.path} have shape {mel.shape}, expected {shape}: "
+                                     "delete the feature cache")
+                row = len(X[split])
+                X[split].append(mel)
+                y[split].append(clip.label)
+                kept[split].append(clip)
+                for m in copies:
+                    if m.size:
+                        Xa.append(m)
+                        ya.append(clip.label)
+                        src.append(row)
+                if bar is not None:
+                    bar.advance(task)
+    finally:
+        if bar is not None:
+            bar.stop()
+    stack = lambda a: np.stack(a).astype(np.float32) if a else np.zeros((0, *shape), np.float32)  # noqa: E731
+    feats = Features({s: stack(X[s]) for s in SPLITS}, {s: np.asarray(y[s], np.int64) for s in SPLITS}, kept,
+                     stack(Xa), np.asarray(ya, np.int64), np.asarray(src, np.int64), skipped)
+    feats.aug_info = {"preset": spec.name, "copies_per_clip": cfg.aug_copies if augment else 0,
+                      "emitted": int(len(ya)), "emitted_scream": int(np.sum(ya)) if ya else 0}
+    return feats
+
+
+def noise_bank_for(ds: Dataset, cfg: StudyConfig, noise_dir: str | os.PathLike | None = None, log=print):
+    """The TRAIN pieces of the noise bank (explicit dir, else config's noise_dir, else DATA/noise), or None."""
+    from .augment import NoiseBank
+
+    d = noise_dir or cfg.noise_dir
+    if d is None:
+        cand = Path(ds.root) / "noise"
+        d = cand if cand.is_dir() else None
+    if d is None:
+        return None
+    try:
+        bank = NoiseBank.from_dir(d, split="train", seed=cfg.split_spec.seed)
+    except (ValueError, AudioError) as e:
+        raise StudyError(f"noise bank {d}: {e}") from e
+    log(f"noise bank {d}: {bank.summary()['pieces']} train pieces, {bank.duration_s / 60:.1f} min")
+    return bank
+
+
+# --------------------------------------------------------------------------------------------------------------
+# one run
+
+@dataclass
+class TrainingData:
+    """The arrays of one run: what is fed to fit (train, after augmentation), validation, test."""
+
+    X_train: np.ndarray
+    y_train: np.ndarray
+    X_val: np.ndarray
+    y_val: np.ndarray
+    X_test: np.ndarray
+    y_test: np.ndarray
+    test_paths: list[str] = field(default_factory=list)
+    val_paths: list[str] = field(default_factory=list)
+    notes: dict = field(default_factory=dict)
+
+
+def training_data(f: Features, condition: str) -> TrainingData:
+    """Train = the original TRAIN clips (+ their augmented copies under augmentation conditions); val/test as is."""
+    Xtr, ytr = f.X["train"], f.y["train"]
+    if uses_augmentation(condition):
+        if len(f.y_aug) == 0 and len(ytr):
+            raise StudyError("condition needs augmented copies but none were computed")
+        Xtr = np.concatenate([Xtr, f.X_aug])
+        ytr = np.concatenate([ytr, f.y_aug])
+    return TrainingData(Xtr, ytr, f.X["val"], f.y["val"], f.X["test"], f.y["test"],
+                        [c.path for c in f.clips["test"]], [c.path for c in f.clips["val"]])
+
+
+def make_study_model(name: str, condition: str, cfg: StudyConfig, progress: bool):
+    """A fresh model of the grid: the config's hyperparameters, class weights on or off by condition."""
+    from .models import make_model
+
+    params = make_params(name, condition, cfg)
+    if name != "svm":
+        params["progress"] = progress
+    return make_model(name, (cfg.frontend.n_mels, cfg.n_frames), seed=cfg.seed, **params)
+
+
+def run_one(name: str, condition: str, data: TrainingData, cfg: StudyConfig, run_dir: Path,
+            progress: bool = True, log=print, extra: dict | None = None) -> dict:
+    """Fit one model under one condition, choose the threshold on validation, evaluate on test, write the run
+    folder. Returns the metrics dict (also written as run_dir/metrics.json)."""
+    import yaml
+
+    from .evaluate import choose_threshold, clip_metrics, summary_row
+    from .train import class_weights, format_class_weights
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(f"# effective study config (model {name}, condition {condition})\n"
+                                         + cfg.to_yaml())
+    for what, yy in (("train", data.y_train), ("val", data.y_val), ("test", data.y_test)):
+        if len(yy) == 0:
+            raise StudyError(f"{name}/{condition}: the {what} split holds no usable clip")
+    if data.y_train.min() == data.y_train.max():
+        raise StudyError(f"{name}/{condition}: the training data hold only one class "
+                         f"({'scream' if data.y_train[0] else 'not_scream'})")
+    cw = class_weights(data.y_train)  # on the training data AS FED
+    use_cw = uses_class_weights(condition)
+    if use_cw:
+        log(f"class weights {name}/{condition}: {format_class_weights(cw)}")
+    model = make_study_model(name, condition, cfg, progress)
+    t0 = time.perf_counter()
+    model.fit(data.X_train, data.y_train, data.X_val, data.y_val)
+    fit_s = time.perf_counter() - t0
+    p_val = model.predict_proba(data.X_val)
+    p_test = model.predict_proba(data.X_test)
+    thr = choose_threshold(data.y_val, p_val, cfg.threshold_rule)
+    m_test = clip_metrics(data.y_test, p_test, thr, curves=True)
+    m_val = clip_metrics(data.y_val, p_val, thr)
+    m_05 = clip_metrics(data.y_test, p_test, 0.5)
+    history = getattr(model, "history_", {}) or {}
+    metrics = {
+        "model": name, "condition": condition, "split": "test", "threshold_rule": cfg.threshold_rule,
+        "threshold_chosen_on": "val", "threshold": thr,
+        "test": {k: v for k, v in m_test.items() if k not in ("pr", "roc", "report")},
+        "val": {k: v for k, v in m_val.items() if k != "report"},
+        "test_at_0.5": summary_row(m_05),
+        "train_fed": {"clips": int(len(data.y_train)), "scream": int(data.y_train.sum()),
+                      "not_scream": int(len(data.y_train) - data.y_train.sum())},
+        "class_weights_used": use_cw,
+        "class_weights": {str(k): v for k, v in cw.items()},
+        "class_weights_printed": format_class_weights(cw),
+        "epochs_run": len(history.get("loss", [])) or None,
+        "best_epoch": getattr(model, "best_epoch_", None),
+        "n_params": getattr(model, "n_params_", None),
+        "fit_seconds": round(fit_s, 2),
+        "params": model.get_params(),
+        "config_key": cfg.key(),
+        **(extra or {}),
+    }
+    (run_dir / "metrics.json").write_text(json.dumps(_jsonable(metrics), indent=1))
+    (run_dir / "curves.json").write_text(json.dumps({"pr": m_test["pr"], "roc": m_test["roc"]}))
+    (run_dir / "classification_report.txt").write_text(
+        f"{name} / {condition} — test split, threshold {thr:.4f} (chosen on val by {cfg.threshold_rule})\n\n"
+        + m_test["report"])
+    (run_dir / "history.json").write_text(json.dumps(_jsonable(history), indent=1))
+    with open(run_dir / "scores.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["split", "path", "label", "p_scream"])
+        for split, paths, yy, pp in (("val", data.val_paths, data.y_val, p_val),
+                                     ("test", data.test_paths, data.y_test, p_test)):
+            for i in range(len(yy)):
+                w.writerow([split, paths[i] if i < len(paths) else "", int(yy[i]), f"{float(pp[i]):.6f}"])
+    if hasattr(model, "module_"):
+        import torch
+
+        torch.save({"model": name, "input_shape": (cfg.frontend.n_mels, cfg.n_frames),
+                    "model_params": make_params(name, condition, cfg),
+                    "state_dict": model.module_.state_dict()}, run_dir / "model.pt")
+    write_run_figures(metrics, m_test, history, run_dir)
+    return metrics
+
+
+def make_params(name: str, condition: str, cfg: StudyConfig) -> dict:
+    """The make_model hyperparameters of a run (what rebuilds its module from model.pt)."""
+    params = dict(cfg.model_params.get(name, {}) or {})
+    if name == "svm":
+        params["class_weight"] = "balanced" if uses_class_weights(condition) else None
+    else:
+        params.update(cfg.train)
+        params["class_weight"] = uses_class_weights(condition)
+        params["progress"] = False
+    return params
+
+
+def write_run_figures(metrics: dict, m_test: dict, history: dict, run_dir: Path) -> None:
+    from . import report
+
+    title = f"{metrics['model']} / {metrics['condition']}"
+    t = metrics["test"]
+    report.save_fig(report.plot_confusion(t["confusion"], f"{title} (test, thr {metrics['threshold']:.2f})"),
+                    run_dir / "confusion.png")
+    if history.get("loss"):
+        report.save_fig(report.plot_history(history, title, metrics.get("best_epoch")), run_dir / "curves.png")
+    prev = t["n_pos"] / t["n"] if t["n"] else None
+    report.save_fig(report.plot_pr(m_test["pr"], t["ap"], f"{title} PR (test)", prev), run_dir / "pr.png")
+    report.save_fig(report.plot_roc(m_test["roc"], t["roc_auc"], f"{title} ROC (test)"), run_dir / "roc.png")
+
+
+def _jsonable(o):
+    if isinstance(o, dict):
+        return {str(k): _jsonable(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_jsonable(v) for v in o]
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating, float)):
+        v = float(o)
+        return None if math.isnan(v) else v
+    if isinstance(o, np.ndarray):
+        return _jsonable(o.tolist())
+    return o
+
+
+# --------------------------------------------------------------------------------------------------------------
+# summary, report
+
+SUMMARY_COLUMNS = ["run", "model", "condition", "train_clips", "train_screams", "class_weights", "epochs",
+                   "threshold", "precision", "recall", "f1", "ap", "roc_auc", "accuracy", "tp", "fp", "fn",
+                   "fit_s"]
+
+
+def summary_row(m: dict, run: str) -> dict:
+    t = m["test"]
+    return {"run": run, "model": m["model"], "condition": m["condition"],
+            "train_clips": m["train_fed"]["clips"], "train_screams": m["train_fed"]["scream"],
+            "class_weights": m["class_weights_printed"] if m.get("class_weights_used") else "-",
+            "epochs": m.get("epochs_run") or "-", "threshold": float(m["threshold"]),
+            **{k: float("nan") if t.get(k) is None else float(t[k])
+               for k in ("precision", "recall", "f1", "ap", "roc_auc", "accuracy")},
+            "tp": t["tp"], "fp": t["fp"], "fn": t["fn"], "fit_s": float(m["fit_seconds"])}
+
+
+def write_summary(rows: list[dict], out: Path, title: str, intro: str, columns: list[str] | None = None,
+                  extra_sections: list[tuple[str, str]] = ()) -> None:
+    """summary.csv, summary.md and report.html (all runs compared, each run's PNGs embedded) in `out`."""
+    from . import report
+
+    columns = columns or SUMMARY_COLUMNS
+    with open(out / "summary.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore")
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in r.items()})
+    (out / "summary.md").write_text(f"# {title}\n\n{intro}\n\n" + report.table_markdown(rows, columns))
+    png = report.fig_to_png_bytes(report.plot_summary_bars(rows)) if rows else None
+    runs = []
+    for r in rows:
+        d = out / r["run"]
+        pngs = [(d / f).read_bytes() for f in ("confusion.png", "curves.png", "pr.png", "roc.png")
+                if (d / f).is_file()]
+        rep = (d / "classification_report.txt").read_text() if (d / "classification_report.txt").is_file() else ""
+        import html as _html
+
+        note = (f"train fed: {r['train_clips']} clips ({r['train_screams']} screams); class weights "
+                f"{r['class_weights']}; threshold {r['threshold']:.3f} (chosen on val)"
+                f"<pre>{_html.escape(rep)}</pre>")
+        runs.append((r["run"], note, pngs))
+    (out / "report.html").write_text(report.study_report_html(title, intro, rows, columns, png, runs,
+                                                              list(extra_sections)))
+
+
+def _check_out(out: Path, cfg: StudyConfig, kind: str) -> None:
+    """Refuse to mix two different studies in one folder (nothing the user has is overwritten silently)."""
+    marker = out / "study.json"
+    if marker.is_file():
+        try:
+            prev = json.loads(marker.read_text())
+        except (OSError, ValueError):
+            prev = {}
+        if prev.get("config_key") != cfg.key() or prev.get("kind") != kind:
+            raise StudyError(f"{out} holds a {prev.get('kind', 'different')} study made with another config "
+                             f"(key {prev.get('config_key')}, now {cfg.key()}); choose another --out")
+    elif out.exists() and any(out.iterdir()):
+        raise StudyError(f"{out} exists and is not a study folder; choose another --out (nothing was overwritten)")
+    out.mkdir(parents=True, exist_ok=True)
+    marker.write_text(json.dumps({"kind": kind, "config_key": cfg.key()}))
+
+
+def _cached_run(run_dir: Path, cfg: StudyConfig, rerun: bool) -> dict | None:
+    f = run_dir / "metrics.json"
+    if rerun or not f.is_file():
+        return None
+    try:
+        m = json.loads(f.read_text())
+    except (OSError, ValueError):
+        return None
+    return m if m.get("config_key") == cfg.key() else None
+
+
+# --------------------------------------------------------------------------------------------------------------
+# the grid
+
+def run_grid(data: str | os.PathLike, cfg: StudyConfig, out: str | os.PathLike, cache: FeatureCache | None = None,
+             noise_dir: str | os.PathLike | None = None, progress: bool = True, rerun: bool = False,
+             log=print) -> list[dict]:
+    """Run the grid on one dataset. Returns the summary rows (one per run). Runs whose metrics.json exists with
+    the same config are reused (rerun=True fits them again); see the module docstring for the files written."""
+    out = Path(out)
+    t_start = time.perf_counter()
+    ds = load_dataset(data)
+    _check_out(out, cfg, "grid")
+    (out / "config.yaml").write_text("# effective study config\n" + cfg.to_yaml())
+    splits = load_or_make_split(ds, out / "split.csv", cfg.split_spec)
+    log(f"dataset {ds.root}: {ds.summary()['clips']} clips; split {json.dumps(split_counts(splits))}")
+    need_aug = any(uses_augmentation(c) for _, c in cfg.grid())
+    bank = noise_bank_for(ds, cfg, noise_dir, log) if need_aug else None
+    t0 = time.perf_counter()
+    feats = compute_features(splits, cfg, cache, augment=need_aug, noise_bank=bank, progress=progress, log=log)
+    feat_s = time.perf_counter() - t0
+    counts = feats.counts()
+    log(f"features in {feat_s:.1f} s: {json.dumps(counts)}")
+    timing = {"features_s": round(feat_s, 1), "runs": {}}
+    rows = []
+    grid = cfg.grid()
+    for i, (name, cond) in enumerate(grid, 1):
+        run = f"{name}__{cond}"
+        run_dir = out / run
+        m = _cached_run(run_dir, cfg, rerun)
+        if m is None:
+            log(f"[{i}/{len(grid)}] {name} / {cond}")
+            m = run_one(name, cond, training_data(feats, cond), cfg, run_dir, progress=progress, log=log)
+            timing["runs"][run] = m["fit_seconds"]
+        else:
+            log(f"[{i}/{len(grid)}] {name} / {cond}: done before, reusing {run_dir / 'metrics.json'}")
+        t = m["test"]
+        log(f"    test: F1 {t['f1']:.3f}  P {t['precision']:.3f}  R {t['recall']:.3f}  AP "
+            f"{_fmt(t['ap'])}  (threshold {m['threshold']:.3f} from val; fit {m['fit_seconds']:.0f} s)")
+        rows.append(summary_row(m, run))
+    timing["total_s"] = round(time.perf_counter() - t_start, 1)
+    meta = {"dataset": ds.summary(), "licenses": ds.licenses, "counts": counts, "skipped": feats.skipped,
+            "augmentation": feats.aug_info, "timing": timing, "config": cfg.to_dict()}
+    (out / "study_meta.json").write_text(json.dumps(_jsonable(meta), indent=1))
+    c = counts
+    intro = (f"Dataset {ds.root} ({ds.summary()['clips']} clips). Test split: {c['test']['clips']} clips "
+             f"({c['test']['scream']} screams, {c['test']['groups']} groups); val {c['val']['clips']} "
+             f"({c['val']['scream']} screams); train {c['train']['clips']} ({c['train']['scream']} screams) + "
+             f"{c['train_augmented_copies']['clips']} augmented copies ({cfg.augment} preset). clip_s "
+             f"{cfg.clip_s}, {cfg.frontend.n_mels} mels, {cfg.frontend.win_s * 1000:g} ms / "
+             f"{cfg.frontend.hop_s * 1000:g} ms. Thresholds chosen on validation ({cfg.threshold_rule}), metrics on "
+             f"test. Skipped files: {len(feats.skipped)}. Wall time {timing['total_s']:.0f} s.")
+    write_summary(rows, out, "Scream-detection study: model × condition grid", intro)
+    log(f"wrote {out / 'summary.md'}, {out / 'summary.csv'}, {out / 'report.html'}")
+    return rows
+
+
+def _fmt(v) -> str:
+    return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.3f}"
+
+
+# --------------------------------------------------------------------------------------------------------------
+# cross-dataset phases
+
+PHASES = {
+    "A": "train on B, test on B",
+    "B": "train on A, test on B (zero-shot)",
+    "C": "train on B, test on A",
+    "D": "train on A + a fraction of B's train split, test on B",
+}
+
+
+def sample_fraction(y: np.ndarray, fraction: float, seed: int = 0) -> np.ndarray:
+    """Row indices of a stratified random sample: round(fraction · n_c) rows of each class c, sorted.
+
+    y: int 0/1 (n,). fraction in [0, 1]. A class with at least one row gets at least one when fraction > 0.
+    """
+    if not 0.0 <= fraction <= 1.0:
+        raise ValueError(f"fraction must be in [0, 1], got {fraction}")
+    rng = np.random.default_rng(seed)
+    picked = []
+    for c in (0, 1):
+        idx = np.flatnonzero(np.asarray(y) == c)
+        k = int(round(fraction * idx.size))
+        if fraction > 0 and idx.size:
+            k = max(k, 1)
+        picked.append(rng.choice(idx, size=k, replace=False) if k else np.zeros(0, np.int64))
+    return np.sort(np.concatenate(picked)).astype(np.int64)
+
+
+def _subset_features(f: Features, split_rows: dict[str, np.ndarray]) -> Features:
+    """Rows of `f` per split (train rows also select their augmented copies)."""
+    X = {s: f.X[s][split_rows[s]] for s in SPLITS}
+    y = {s: f.y[s][split_rows[s]] for s in SPLITS}
+    clips = {s: [f.clips[s][i] for i in split_rows[s]] for s in SPLITS}
+    remap = {int(old): new for new, old in enumerate(split_rows["train"])}
+    keep = np.array([int(s) in remap for s in f.aug_src], dtype=bool)
+    src = np.array([remap[int(s)] for s in f.aug_src[keep]], np.int64)
+    return Features(X, y, clips, f.X_aug[keep], f.y_aug[keep], src, f.skipped, f.aug_info)
+
+
+def _concat_features(a: Features, b: Features) -> Features:
+    X = {s: np.concatenate([a.X[s], b.X[s]]) for s in SPLITS}
+    y = {s: np.concatenate([a.y[s], b.y[s]]) for s in SPLITS}
+    clips = {s: a.clips[s] + b.clips[s] for s in SPLITS}
+    src = np.concatenate([a.aug_src, b.aug_src + len(a.y["train"])])
+    return Features(X, y, clips, np.concatenate([a.X_aug, b.X_aug]), np.concatenate([a.y_aug, b.y_aug]), src,
+                    a.skipped + b.skipped, a.aug_info)
+
+
+def phase_data(phase: str, fa: Features, fb: Features, condition: str, fraction: float, seed: int = 0
+               ) -> tuple[TrainingData, dict]:
+    """The training/validation/test arrays of one phase, and its bookkeeping (what was used, counted).
+
+    Validation always comes from the data the phase may learn from: A and C use B's / A's own val split... see
+    PHASES. Phase D: A's train + a stratified `fraction` of B's TRAIN split (with their augmented copies under
+    augmentation conditions), validated on A's val + the same fraction of B's val, tested on B's TEST split.
+    """
+    empty = {s: np.zeros(0, np.int64) for s in SPLITS}
+    if phase == "A":
+        train, test, note = fb, fb, {"train": "B", "val": "B", "test": "B"}
+    elif phase == "B":
+        train, test, note = fa, fb, {"train": "A", "val": "A", "test": "B"}
+    elif phase == "C":
+        train, test, note = fb, fa, {"train": "B", "val": "B", "test": "A"}
+    elif phase == "D":
+        rows_tr = sample_fraction(fb.y["train"], fraction, seed)
+        rows_va = sample_fraction(fb.y["val"], fraction, seed + 1)
+        part = _subset_features(fb, {**empty, "train": rows_tr, "val": rows_va})
+        train = _concat_features(fa, part)
+        test = fb
+        n_b = len(fb.y["train"])
+        note = {"train": f"A + {len(rows_tr)}/{n_b} of B's train split", "val": f"A + {len(rows_va)}/"
+                f"{len(fb.y['val'])} of B's val split", "test": "B",
+                "b_fraction_asked": fraction, "b_train_used": int(len(rows_tr)), "b_train_total": int(n_b),
+                "b_fraction_used": (len(rows_tr) / n_b) if n_b else 0.0,
+                "b_train_used_screams": int(fb.y["train"][rows_tr].sum()),
+                "b_val_used": int(len(rows_va)), "b_train_paths": [fb.clips["train"][i].path for i in rows_tr]}
+    else:
+        raise ValueError(f"phase must be one of {tuple(PHASES)}, got {phase!r}")
+    td = training_data(train, condition)
+    td.X_test, td.y_test = test.X["test"], test.y["test"]
+    td.test_paths = [c.path for c in test.clips["test"]]
+    td.notes = note
+    return td, note
+
+
+def run_deploy(data_a: str | os.PathLike, data_b: str | os.PathLike, cfg: StudyConfig, out: str | os.PathLike,
+               fraction: float = 0.30, models: tuple[str, ...] = ("svm", "cnn_reg"), condition: str = "both",
+               phases: tuple[str, ...] = tuple(PHASES), sources_a: tuple[str, ...] | None = None,
+               sources_b: tuple[str, ...] | None = None, cache: FeatureCache | None = None,
+               noise_dir: str | os.PathLike | None = None, progress: bool = True, rerun: bool = False,
+               log=print) -> list[dict]:
+    """The cross-dataset phases A-D (see PHASES) for each model under one condition.
+
+    Each dataset gets its own group-aware split (OUT/split_A.csv, OUT/split_B.csv). A dataset may be the same
+    folder filtered by source (sources_a / sources_b or the PATH::source=... syntax); the two must not share a
+    clip. Writes a run folder per (phase, model) and OUT/summary.csv, summary.md, report.html.
+    """
+    if condition not in CONDITIONS:
+        raise ValueError(f"condition must be one of {CONDITIONS}, got {condition!r}")
+    bad = [p for p in phases if p not in PHASES]
+    if bad or not phases:
+        raise ValueError(f"phases: unknown phase {bad[0] if bad else '(none given)'}; choose from {tuple(PHASES)}")
+    bad = [m for m in models if m not in ALL_MODELS]
+    if bad or not models:
+        raise ValueError(f"models: unknown model {bad[0] if bad else '(none given)'}; choose from {ALL_MODELS}")
+    if not 0.0 <= fraction <= 1.0:
+        raise ValueError(f"fraction must be in [0, 1], got {fraction}")
+    out = Path(out)
+    t_start = time.perf_counter()
+    ds_a = load_dataset(data_a, sources_a)
+    ds_b = load_dataset(data_b, sources_b)
+    shared = {c.path for c in ds_a.clips} & {c.path for c in ds_b.clips}
+    if shared:
+        raise StudyError(f"datasets A and B share {len(shared)} clips (e.g. {sorted(shared)[0]}); give disjoint "
+                         "datasets or source filters")
+    cfg = replace(cfg, models=tuple(models), conditions=(condition,), svm_conditions=(condition,))
+    _check_out(out, cfg, f"deploy(fraction={fraction})")
+    (out / "config.yaml").write_text("# effective study config\n" + cfg.to_yaml())
+    need_aug = uses_augmentation(condition)
+    feats = {}
+    for tag, ds in (("A", ds_a), ("B", ds_b)):
+        splits = load_or_make_split(ds, out / f"split_{tag}.csv", cfg.split_spec)
+        log(f"dataset {tag} = {ds.root} [{', '.join(sorted({c.source for c in ds.clips}))}]: "
+            f"{json.dumps(split_counts(splits))}")
+        bank = noise_bank_for(ds, cfg, noise_dir, log) if need_aug else None
+        feats[tag] = compute_features(splits, cfg, cache, augment=need_aug, noise_bank=bank, progress=progress,
+                                      log=log)
+    rows = []
+    runs = [(p, m) for p in phases for m in models]
+    for i, (phase, name) in enumerate(runs, 1):
+        run = f"phase{phase}__{name}"
+        td, note = phase_data(phase, feats["A"], feats["B"], condition, fraction, cfg.seed)
+        m = _cached_run(out / run, cfg, rerun)
+        if m is None:
+            log(f"[{i}/{len(runs)}] phase {phase} ({PHASES[phase]}), {name} / {condition}")
+            m = run_one(name, condition, td, cfg, out / run, progress=progress, log=log,
+                        extra={"phase": phase, "phase_description": PHASES[phase], "data": note})
+        t = m["test"]
+        log(f"    test: F1 {t['f1']:.3f}  P {t['precision']:.3f}  R {t['recall']:.3f}  AP {_fmt(t['ap'])}")
+        row = {"phase": phase, "description": PHASES[phase], **summary_row(m, run),
+               "test_clips": t["n"], "test_screams": t["n_pos"],
+               "b_fraction_used": note.get("b_fraction_used", "-")}
+        rows.append(row)
+    cols = ["run", "phase", "description", "model", "train_clips", "train_screams", "b_fraction_used",
+            "test_clips", "test_screams", "threshold", "precision", "recall", "f1", "ap", "roc_auc", "fit_s"]
+    intro = (f"A = {ds_a.root} [{', '.join(sorted({c.source for c in ds_a.clips}))}] ({len(ds_a)} clips, "
+             f"{int(ds_a.labels.sum())} screams); B = {ds_b.root} [{', '.join(sorted({c.source for c in ds_b.clips}))}]"
+             f" ({len(ds_b)} clips, {int(ds_b.labels.sum())} screams). Condition {condition}; phase D adds "
+             f"{fraction:.0%} (asked) of B's train split, the fraction used is in the table. Thresholds chosen on "
+             f"the phase's validation data, metrics on the test split named in the description. Wall time "
+             f"{time.perf_counter() - t_start:.0f} s.")
+    write_summary(rows, out, "Cross-dataset deployment phases", intro, cols)
+    log(f"wrote {out / 'summary.md'}, {out / 'summary.csv'}, {out / 'report.html'}")
+    return rows

@@ -433,9 +433,9 @@ class StreamStep:
 class StreamDetector:
     """Streaming scores and events from chunks of any size, equal to Detector.score_windows on the whole signal.
 
-    Keeps only the samples the next frames need (< MIN_SEG_FRAMES hops + one FFT) and the frames the next window needs
-    (< one window + one hop): a bounded buffer whatever the stream length; chunks larger than 30 s are processed
-    in pieces. Call :meth:`process` with each chunk and :meth:`finish` at the end of the stream.
+    Keeps only the samples the next frames need (< one window + MIN_SEG_FRAMES hops + one FFT + one chunk) and the
+    frames the next window needs (< one window + one hop): a bounded buffer whatever the stream length; chunks
+    larger than 30 s are processed in pieces. Call :meth:`process` with each chunk and :meth:`finish` at the end of the stream.
     """
 
     def __init__(self, detector: Detector):
@@ -482,7 +482,9 @@ class StreamDetector:
         self._buf = np.concatenate([self._buf, chunk]) if self._buf.size else chunk.copy()
         self.samples_seen += chunk.size
         last = (self.samples_seen - self._need_right) // self._hop  # last frame whose samples have all arrived
-        self._frames_upto(last, final=False)
+        # Frames are computed only once the next window can be completed (fewer, larger log-mel calls).
+        if last >= self._next_window * self.det.hop_frames + self.det.window_frames - 1:
+            self._frames_upto(last, final=False)
         return self._windows(final=False)
 
     def finish(self) -> StreamStep:

@@ -1,0 +1,94 @@
+"""Benchmark: CPU cost of live detection per stream, feeding 0.1 s chunks at a simulated real-time rate.
+
+Run: .venv/bin/python bench/bench_live.py [--model PATH] [--seconds 60] [--chunk-s 0.1] [--streams 1] [--speed 1]
+
+Each of --streams StreamDetectors (one shared onnxruntime session, one thread) gets a chunk every --chunk-s
+seconds of wall-clock time (divided by --speed; 1 = real time), from corpus audio (../shared/corpus, or a
+synthetic scene), and its alerts go through the live loop's JSON-lines sink (to /dev/null). Reported: process
+CPU time (user + system, all threads) per second of audio per stream, as % of one core (target <= 2 %), and the
+time to process one chunk (median, p95, max). --model: as bench_scan.py (default: the shipped model, else the
+band-energy test model, whose inference is nearly free).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "src"))
+sys.path.insert(0, str(REPO / "bench"))
+
+from bench_scan import corpus_flac, resolve_model  # noqa: E402
+from screamdetect.alerts import JsonlSink, alert_message  # noqa: E402
+from screamdetect.audio import SAMPLE_RATE, load_audio  # noqa: E402
+from screamdetect.detector import Detector  # noqa: E402
+
+
+def cpu_s() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", help="ONNX model (card beside it); default: the shipped model")
+    ap.add_argument("--seconds", type=float, default=60.0, help="seconds of audio per stream")
+    ap.add_argument("--chunk-s", type=float, default=0.1, help="chunk length in seconds")
+    ap.add_argument("--streams", type=int, default=1, help="streams processed side by side in this process")
+    ap.add_argument("--speed", type=float, default=1.0, help="pace: 1 = real time, 10 = ten times faster")
+    args = ap.parse_args()
+    if args.seconds <= 0 or args.chunk_s <= 0 or args.streams < 1 or args.speed <= 0:
+        ap.error("--seconds, --chunk-s, --speed must be positive and --streams >= 1")
+
+    with tempfile.TemporaryDirectory() as tmpdir:
+        tmp = Path(tmpdir)
+        model, desc = resolve_model(args.model, tmp)
+        det = Detector.load(model, intra_op_threads=1)
+        src = corpus_flac(tmp / "live.flac", args.seconds)
+        audio = load_audio(tmp / "live.flac")
+    print(f"model: {desc}: {model}\naudio: {args.seconds:g} s of {src}; chunks of {args.chunk_s} s; "
+          f"{args.streams} stream(s); pace {args.speed:g}x real time")
+
+    chunk = int(round(args.chunk_s * SAMPLE_RATE))
+    sink = JsonlSink(os.devnull)
+    streams = [det.stream() for _ in range(args.streams)]
+    det.score_windows(audio[: 2 * SAMPLE_RATE])  # warm-up
+    n_chunks = -(-audio.size // chunk)
+    per_chunk = []
+    events = 0
+    t0, c0 = time.perf_counter(), cpu_s()
+    for i in range(n_chunks):
+        piece = audio[i * chunk: (i + 1) * chunk]
+        for sd in streams:
+            ts = time.perf_counter()
+            for u in sd.process(piece).updates:
+                sink.handle(alert_message(u, "bench"))
+                events += u.kind == "end"
+            per_chunk.append(time.perf_counter() - ts)
+        wait = t0 + (i + 1) * args.chunk_s / args.speed - time.perf_counter()
+        if wait > 0:
+            time.sleep(wait)
+    wall, cpu = time.perf_counter() - t0, cpu_s() - c0
+    for sd in streams:
+        events += sum(u.kind == "end" for u in sd.finish().updates)
+    sink.close()
+    audio_s = audio.size / SAMPLE_RATE
+    ms = np.array(per_chunk) * 1e3
+    print(f"wall {wall:.1f} s, process CPU {cpu:.2f} s for {args.streams} x {audio_s:.0f} s of audio "
+          f"({events} events)")
+    print(f"CPU per stream: {100 * cpu / (audio_s * args.streams):.2f} % of one core "
+          f"(target <= 2 %; load average {os.getloadavg()[0]:.1f})")
+    print(f"time per {args.chunk_s} s chunk: median {np.median(ms):.2f} ms, p95 {np.percentile(ms, 95):.2f} ms, "
+          f"max {ms.max():.2f} ms")
+
+
+if __name__ == "__main__":
+    main()

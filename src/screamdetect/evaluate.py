@@ -12,8 +12,12 @@ to the test split (:func:`clip_metrics`), so test data never tunes anything.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
+
+from .audio import SAMPLE_RATE
 
 THRESHOLD_RULES = ("f1", "youden", "fixed")
 CLASS_NAMES = ("not_scream", "scream")
@@ -159,3 +163,161 @@ def summary_row(m: dict) -> dict:
 
 
 # ---- event-level metrics (lead)
+#
+# A scene's ground truth (scenes.GroundTruth: start_s, end_s, snr_db) is matched against detected events; false
+# alarms per hour are counted on scream-free scenes only; latency is the time from a scream's onset to the moment
+# a streaming detector would raise its alert.
+
+
+@dataclass(frozen=True)
+class EventMatch:
+    """One ground-truth scream and what the detector made of it. latency_s: alert time − onset (None if missed)."""
+
+    gt_start_s: float
+    gt_end_s: float
+    snr_db: float
+    detected: bool
+    latency_s: float | None
+
+
+def match_events(truth: Sequence, detections: Sequence, tolerance_s: float = 1.0) -> tuple[list[EventMatch], int]:
+    """Match detections to ground-truth screams of one scene.
+
+    truth: objects with start_s, end_s, snr_db. detections: objects with start_s, end_s and optionally alert_s
+    (when the alert was raised; defaults to start_s). A detection matches a scream when it overlaps
+    [start_s − tolerance_s, end_s + tolerance_s]; each detection matches at most one scream (the first it overlaps).
+    Returns (one EventMatch per scream, number of detections that matched no scream = false alarms).
+    """
+    if tolerance_s < 0:
+        raise ValueError(f"tolerance_s must be >= 0, got {tolerance_s}")
+    used = [False] * len(detections)
+    out = []
+    for gt in sorted(truth, key=lambda g: g.start_s):
+        hit = None
+        for j, d in enumerate(detections):
+            if not used[j] and d.start_s <= gt.end_s + tolerance_s and d.end_s >= gt.start_s - tolerance_s:
+                hit = j
+                break
+        if hit is None:
+            out.append(EventMatch(gt.start_s, gt.end_s, gt.snr_db, False, None))
+        else:
+            used[hit] = True
+            d = detections[hit]
+            alert = getattr(d, "alert_s", None)
+            alert = d.start_s if alert is None else alert
+            out.append(EventMatch(gt.start_s, gt.end_s, gt.snr_db, True, float(alert - gt.start_s)))
+    # Detections overlapping an already matched scream (a split event) are not false alarms.
+    spurious = 0
+    for j, d in enumerate(detections):
+        if used[j]:
+            continue
+        if not any(d.start_s <= g.end_s + tolerance_s and d.end_s >= g.start_s - tolerance_s for g in truth):
+            spurious += 1
+    return out, spurious
+
+
+def event_metrics(matches: Sequence[EventMatch], false_alarms: int, scream_free_hours: float) -> dict:
+    """Event recall per SNR, false alarms per hour (on scream-free audio), alert latency (median, p95) in s."""
+    by_snr: dict[float, list[EventMatch]] = {}
+    for m in matches:
+        by_snr.setdefault(m.snr_db, []).append(m)
+    lat = np.array([m.latency_s for m in matches if m.detected], dtype=float)
+    return {
+        "events": len(matches),
+        "event_recall": float(np.mean([m.detected for m in matches])) if matches else float("nan"),
+        "recall_by_snr": {f"{snr:g}": float(np.mean([m.detected for m in ms])) for snr, ms in sorted(by_snr.items())},
+        "events_by_snr": {f"{snr:g}": len(ms) for snr, ms in sorted(by_snr.items())},
+        "false_alarms": int(false_alarms),
+        "scream_free_hours": float(scream_free_hours),
+        "false_alarms_per_hour": float(false_alarms / scream_free_hours) if scream_free_hours > 0 else float("nan"),
+        "latency_median_s": float(np.median(lat)) if lat.size else float("nan"),
+        "latency_p95_s": float(np.percentile(lat, 95)) if lat.size else float("nan"),
+    }
+
+
+def detect_with_alerts(detector, audio: np.ndarray) -> list:
+    """Events of a whole signal with the time each alert would be raised when streaming (`alert_s`).
+
+    Replays the detector's own smoothing (EventTracker) over its window scores: the "start" update's at_s is
+    the stream time at which the alert fires.
+    """
+    from types import SimpleNamespace
+
+    scores = detector.score_windows(audio)
+    tr = detector.tracker()
+    starts: dict[float, float] = {}
+    for s in scores:
+        for u in tr.update(float(s)):
+            if u.kind == "start":
+                starts[u.start_s] = u.at_s
+    tr.finish(audio.size / SAMPLE_RATE)
+    return [SimpleNamespace(start_s=e.start_s, end_s=e.end_s, peak_score=e.peak_score,
+                            alert_s=starts.get(e.start_s, e.start_s)) for e in tr.events]
+
+
+def evaluate_events(detector, data, out_dir=None, noise_dir=None, split_file=None, split_spec=None,
+                    scene_spec=None, repeats: int = 3, free_hours: float = 1.0, tolerance_s: float = 1.0,
+                    write_scenes: bool = True) -> dict:
+    """Event-level evaluation of a detector on long scenes built from the TEST split only.
+
+    Scenes: test-split screams inserted at every SNR of `scene_spec.snrs_db` (`repeats` times each, in different
+    backgrounds) over noise beds of the TEST noise pieces with test-split non-screams scattered over them; plus
+    `free_hours` of scream-free scenes for false alarms per hour. Scenes and their ground truth (JSON beside each
+    FLAC) are written to out_dir/scenes when `write_scenes`. `detector` needs score_windows() and tracker()
+    (screamdetect.Detector) or a detect_with_alerts-compatible object. Returns the metrics dict.
+    """
+    from pathlib import Path
+
+    from rich.progress import track
+
+    from . import scenes as sc
+    from .data import SplitSpec, discover, load_or_make_split
+
+    ds = discover(data)
+    split_spec = split_spec or SplitSpec()
+    out_dir = Path(out_dir) if out_dir else None
+    split_file = Path(split_file) if split_file else (out_dir / "split.csv" if out_dir else Path("runs/split.csv"))
+    splits = load_or_make_split(ds, split_file, split_spec)
+    noise_dir = Path(noise_dir) if noise_dir else Path(ds.root) / "noise"
+    test_noise = sc.load_many(sc.noise_split(noise_dir, seed=split_spec.seed)["test"])
+    test = splits["test"]
+    screams = [(c.path, a) for c, a in zip([c for c in test if c.label == 1],
+                                           sc.load_many([c.path for c in test if c.label == 1]))]
+    negatives = sc.load_many([c.path for c in test if c.label == 0], max_s=15.0)
+    spec = scene_spec or sc.SceneSpec()
+    run = getattr(detector, "detect_with_alerts", None) or (lambda a: detect_with_alerts(detector, a))
+    matches: list[EventMatch] = []
+    spurious_in_event_scenes = 0
+    event_scene_s = 0.0
+    scene_list = list(sc.event_scenes(screams, negatives, test_noise, spec, repeats=repeats))
+    for scene in track(scene_list, description="event scenes", transient=True):
+        det = run(scene.audio)
+        m, fa = match_events(scene.events, det, tolerance_s)
+        matches += m
+        spurious_in_event_scenes += fa
+        event_scene_s += scene.duration_s
+        if out_dir is not None and write_scenes:
+            sc.write_scene(scene, out_dir / "scenes")
+    free = 0
+    free_s = 0.0
+    fspec = sc.SceneSpec(duration_s=300.0, seed=spec.seed + 101)
+    n_free = max(1, int(np.ceil(free_hours * 3600 / fspec.duration_s)))
+    for scene in track(sc.scream_free_scenes(negatives, test_noise, free_hours, fspec), total=n_free,
+                       description="scream-free scenes", transient=True):
+        free += len(run(scene.audio))
+        free_s += scene.duration_s
+    result = event_metrics(matches, free, free_s / 3600)
+    result.update({
+        "false_alarms_in_event_scenes": spurious_in_event_scenes,
+        "event_scene_hours": event_scene_s / 3600,
+        "test_screams": len(screams), "test_negatives": len(negatives), "test_noise_pieces": len(test_noise),
+        "repeats": repeats, "tolerance_s": tolerance_s, "snrs_db": list(spec.snrs_db),
+        "threshold": float(getattr(detector, "threshold", float("nan"))),
+        "split": f"test split of {ds.root} ({split_file})",
+    })
+    if out_dir is not None:
+        import json
+
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "event_metrics.json").write_text(json.dumps(result, indent=1))
+    return result

@@ -1,0 +1,44 @@
+"""Event metrics: matching, recall per SNR, false alarms per hour, latency — known answers."""
+
+from types import SimpleNamespace as E
+
+import numpy as np
+import pytest
+
+from screamdetect.evaluate import event_metrics, match_events
+
+
+def gt(s, e, snr):
+    return E(start_s=s, end_s=e, snr_db=snr)
+
+
+def test_match_events_hits_misses_and_false_alarms():
+    truth = [gt(10, 12, 0.0), gt(30, 31, 10.0), gt(50, 52, 10.0)]
+    det = [E(start_s=9.5, end_s=12.5, alert_s=10.6), E(start_s=20, end_s=21),  # false alarm
+           E(start_s=50.2, end_s=51, alert_s=50.9), E(start_s=51.5, end_s=52.2)]  # a split event, not a FA
+    m, fa = match_events(truth, det, tolerance_s=1.0)
+    assert [x.detected for x in m] == [True, False, True]
+    assert m[0].latency_s == pytest.approx(0.6) and m[2].latency_s == pytest.approx(0.9)
+    assert fa == 1
+
+
+def test_tolerance_decides_a_near_miss():
+    truth = [gt(10, 11, 5.0)]
+    det = [E(start_s=11.8, end_s=12.5)]
+    assert not match_events(truth, det, tolerance_s=0.5)[0][0].detected
+    assert match_events(truth, det, tolerance_s=1.0)[0][0].detected
+    with pytest.raises(ValueError, match="tolerance_s"):
+        match_events(truth, det, tolerance_s=-1)
+
+
+def test_event_metrics_by_snr_and_rate():
+    truth = [gt(i * 10, i * 10 + 1, snr) for i, snr in enumerate([0, 0, 10, 10])]
+    det = [E(start_s=0.2, end_s=1, alert_s=0.5), E(start_s=20, end_s=21, alert_s=20.25),
+           E(start_s=30, end_s=31, alert_s=31.0)]
+    m, _ = match_events(truth, det)
+    r = event_metrics(m, false_alarms=3, scream_free_hours=2.0)
+    assert r["recall_by_snr"] == {"0": 0.5, "10": 1.0}
+    assert r["event_recall"] == 0.75
+    assert r["false_alarms_per_hour"] == 1.5
+    assert r["latency_median_s"] == pytest.approx(0.5)
+    assert r["latency_p95_s"] == pytest.approx(np.percentile([0.5, 0.25, 1.0], 95))

@@ -1,0 +1,96 @@
+"""The product pipeline's pieces: window slicing (same as the detector), training windows, calibration, export."""
+
+import json
+
+import numpy as np
+import pytest
+
+from _models import TEST_FRONTEND, background, burst, write_band_energy_model
+from screamdetect.audio import SAMPLE_RATE
+from screamdetect.detector import Detector
+from screamdetect.features import log_mel
+from screamdetect.product import ProductConfig, Smoothing, calibrate, frame_windows
+
+CFG = ProductConfig(frontend=TEST_FRONTEND, window_s=1.0, hop_s=0.25, calib_hours=0.05,
+                    smoothing=Smoothing(k=2, n=3, hold_s=0.5, refractory_s=1.0))
+
+
+def test_frame_windows_are_the_detectors_windows(tmp_path):
+    det = Detector.load(write_band_energy_model(tmp_path))
+    x = background(7.3, seed=1)
+    x[SAMPLE_RATE * 3: SAMPLE_RATE * 4] += burst(1.0)
+    wins = frame_windows(log_mel(x, frontend=CFG.frontend), CFG)
+    assert wins.shape[1:] == (CFG.frontend.n_mels, CFG.window_frames)
+    np.testing.assert_allclose(det.run_windows(wins), det.score_windows(x), atol=1e-6)
+
+
+def test_config_validation_and_round_trip():
+    with pytest.raises(ValueError, match="hop_s"):
+        ProductConfig(window_s=1.0, hop_s=2.0)
+    with pytest.raises(ValueError, match="pos_copies"):
+        ProductConfig(pos_copies=0)
+    with pytest.raises(ValueError, match="unknown config keys"):
+        ProductConfig.from_dict({"windw_s": 1.0})
+    assert ProductConfig.from_dict(CFG.to_dict()) == CFG
+
+
+def test_window_maker_keeps_the_scream_and_never_touches_inputs(corpus):
+    pytest.importorskip("audiomentations")
+    from screamdetect.augment import NoiseBank
+    from screamdetect.data import Clip
+    from screamdetect.product import WindowMaker
+
+    nb = NoiseBank.from_dir(corpus / "noise", split="train")
+    wm = WindowMaker(CFG, nb)
+    quiet = np.zeros(SAMPLE_RATE * 3, dtype=np.float32)
+    quiet[SAMPLE_RATE: SAMPLE_RATE + SAMPLE_RATE // 2] = burst(0.5)  # a 0.5 s "scream" in 3 s of silence
+    before = quiet.copy()
+    clips = [Clip("p.wav", 1, "g1"), Clip("n.wav", 0, "g2")]
+    X, y, g = wm.make(clips, [quiet, quiet], augment=True, seed=0)
+    assert np.array_equal(quiet, before)
+    assert X.dtype == np.float32 and X.shape[1:] == (CFG.frontend.n_mels, CFG.window_frames)
+    assert set(g[y == 1]) == {"g1"} and set(g[y == 0]) == {"g2"}
+    assert (y == 0).sum() <= CFG.neg_windows * CFG.neg_copies
+    # every positive window holds the burst: its high bands are far louder than the negatives' median window
+    hi = X[:, 40:, :].max(axis=(1, 2))
+    assert (y == 1).sum() >= CFG.pos_copies
+    X2, y2, _ = wm.make(clips, [quiet, quiet], augment=True, seed=0)
+    assert np.array_equal(X, X2) and np.array_equal(y, y2)
+    assert hi[y == 1].min() > np.median(hi[y == 0]) - 40  # sanity: bursts are present in positive windows
+
+
+def test_calibration_meets_the_false_alarm_target(tmp_path):
+    det = Detector.load(write_band_energy_model(tmp_path))
+    rng = np.random.default_rng(0)
+    screams = [burst(1.0 + 0.2 * i, amp=0.3) for i in range(5)]
+    negatives = [background(2.0, seed=i) for i in range(5)]
+    noises = [(0.003 * rng.standard_normal(20 * SAMPLE_RATE)).astype(np.float32)]
+    cal = calibrate(det, screams, negatives, noises, CFG, out_dir=tmp_path)
+    assert cal["target_met"] and cal["val_false_alarms_per_hour"] <= CFG.target_false_alarms_per_hour
+    assert cal["val_recall"] >= 0.6  # loud chirps at 10 dB SNR: the band-energy model finds most
+    assert 0 < cal["threshold"] < 1
+    # the chosen threshold is the lowest meeting the target (best recall first, then the lowest threshold)
+    sweep = json.loads((tmp_path / "calibration.json").read_text())["sweep"]
+    ok = [r for r in sweep if r["false_alarms_per_hour"] <= CFG.target_false_alarms_per_hour]
+    best = max(r["recall"] for r in ok)
+    assert cal["val_recall"] == best
+    assert cal["threshold"] == min(r["threshold"] for r in ok if r["recall"] == best)
+    # and a stricter target never gives a lower threshold
+    strict = calibrate(det, screams, negatives, noises, ProductConfig(**{**CFG.__dict__,
+                       "target_false_alarms_per_hour": 0.0}))
+    assert strict["threshold"] >= cal["threshold"]
+
+
+def test_export_matches_torch_and_writes_a_card(tmp_path):
+    pytest.importorskip("torch")
+    from screamdetect.export import check_onnx_matches, export_onnx, write_card
+    from screamdetect.models import make_model
+
+    m = make_model("cnn_reg", (32, 40), channels=(4, 8), dense=8, epochs=1, progress=False)
+    module = m.make_module().eval()
+    path = export_onnx(module, 32, 40, tmp_path / "m.onnx")
+    x = np.random.default_rng(0).normal(-50, 20, size=(5, 32, 40)).astype(np.float32)
+    assert check_onnx_matches(module, path, x) < 1e-4
+    card = write_card({"frontend": {"n_mels": 32}, "window_s": 1.0}, path)
+    d = json.loads(card.read_text())
+    assert d["format"] == "screamdetect-card/1" and d["onnx_input"] == "logmel" and d["window_s"] == 1.0

@@ -1,0 +1,68 @@
+"""Scenes: noise split by piece, scream insertion at a known SNR and time, scream-free audio."""
+
+import numpy as np
+import pytest
+
+from conftest import sine
+from screamdetect import scenes
+from screamdetect.audio import SAMPLE_RATE
+
+
+def test_active_region_finds_the_loud_part():
+    x = np.zeros(3 * SAMPLE_RATE, dtype=np.float32)
+    x[SAMPLE_RATE: 2 * SAMPLE_RATE] = sine(1000, 1.0)
+    a0, a1 = scenes.active_region(x)
+    assert abs(a0 - SAMPLE_RATE) <= 320 and abs(a1 - 2 * SAMPLE_RATE) <= 320
+
+
+@pytest.mark.parametrize("snr", [0.0, 10.0, 20.0])
+def test_insert_scream_hits_the_snr(rng, snr):
+    bg = (0.01 * rng.standard_normal(10 * SAMPLE_RATE)).astype(np.float32)
+    before = bg.copy()
+    s = sine(1500, 1.0, amp=0.2)
+    s0, s1 = scenes.insert_scream(bg, s, 2 * SAMPLE_RATE, snr)
+    assert (s0, s1) == (2 * SAMPLE_RATE, 3 * SAMPLE_RATE) or abs(s0 - 2 * SAMPLE_RATE) < 400
+    added = bg - before
+    p_s = np.mean(added[s0:s1].astype(np.float64) ** 2)
+    p_b = np.mean(before[s0:s1].astype(np.float64) ** 2)
+    assert 10 * np.log10(p_s / p_b) == pytest.approx(snr, abs=0.1)
+
+
+def test_event_scenes_hold_every_scream_at_every_snr(rng):
+    screams = [(f"s{i}", sine(800 + 100 * i, 1.0, amp=0.3)) for i in range(3)]
+    noises = [(0.02 * rng.standard_normal(20 * SAMPLE_RATE)).astype(np.float32)]
+    spec = scenes.SceneSpec(duration_s=30.0, snrs_db=(0.0, 10.0), min_gap_s=4.0, seed=3)
+    out = list(scenes.event_scenes(screams, [], noises, spec, repeats=2))
+    events = [e for s in out for e in s.events]
+    assert len(events) == 3 * 2 * 2
+    assert sorted({e.snr_db for e in events}) == [0.0, 10.0]
+    for s in out:
+        assert s.audio.dtype == np.float32 and np.abs(s.audio).max() <= 1.0
+        for e in s.events:
+            assert 0 <= e.start_s < e.end_s <= s.duration_s
+    # deterministic for a seed
+    again = list(scenes.event_scenes(screams, [], noises, spec, repeats=2))
+    assert all(np.array_equal(a.audio, b.audio) for a, b in zip(out, again))
+
+
+def test_scream_free_scenes_cover_the_hours(rng):
+    noises = [(0.02 * rng.standard_normal(5 * SAMPLE_RATE)).astype(np.float32)]
+    spec = scenes.SceneSpec(duration_s=20.0, min_gap_s=2.0)
+    out = list(scenes.scream_free_scenes([sine(300, 0.5)], noises, hours=60 / 3600, spec=spec))
+    assert len(out) == 3 and all(not s.events for s in out)
+    assert sum(s.duration_s for s in out) == pytest.approx(60.0)
+
+
+def test_noise_split_is_disjoint_and_covers_the_bank(corpus):
+    sp = scenes.noise_split(corpus / "noise")
+    all_pieces = [p for v in sp.values() for p in v]
+    assert len(all_pieces) == len(set(all_pieces)) == len(list((corpus / "noise").glob("*.flac")))
+    assert sp["val"] and sp["test"] and len(sp["train"]) > len(sp["test"])
+    assert sp == scenes.noise_split(corpus / "noise")
+
+
+def test_scene_spec_rejects_bad_values():
+    with pytest.raises(ValueError, match="duration_s"):
+        scenes.SceneSpec(duration_s=5.0, min_gap_s=3.0)
+    with pytest.raises(ValueError, match="clips_per_minute"):
+        scenes.SceneSpec(clips_per_minute=-1)

@@ -33,9 +33,58 @@ def fail(msg: str, code: int = 2) -> None:
 # ---- eda (issue 2) -------------------------------------------------------------------------------------------
 @app.command()
 def eda(data: Path = typer.Argument(..., help="Dataset folder (class folders or manifest.csv) or a manifest CSV."),
-        out: Path = typer.Option(Path("runs/eda"), "--out", "-o", help="Output folder (features.csv, report.html).")):
-    """Exploratory data analysis: the study's 17 features per clip, plots, and an HTML report."""
-    fail("eda: not implemented yet")
+        out: Path = typer.Option(Path("runs/eda"), "--out", "-o", help="Output folder: features.csv, errors.csv, "
+                                 "split.csv, figures/, report.html, eda.json. Must be new, empty, or an earlier "
+                                 "eda output (nothing else is ever overwritten)."),
+        jobs: int = typer.Option(2, "--jobs", "-j", help="Worker processes extracting features."),
+        split_file: Optional[Path] = typer.Option(None, "--split-file", help="Reuse this split CSV (default: "
+                                                  "OUT/split.csv, made if absent)."),
+        seed: int = typer.Option(0, help="Seed of a new 80/10/10 group-aware split.")):
+    """Exploratory data analysis: the study's 17 features per clip, plots, and an HTML report.
+
+    Every clip is decoded and described (duration, max amplitude, sample rate, ZCR, MFCC, chroma, mel power,
+    spectral centroid/bandwidth/roll-off/flux/contrast/flatness, RMS, energy) in parallel. A clip that cannot be
+    decoded is reported (errors.csv, and at the end here) and skipped. report.html shows class balance,
+    durations, per-class feature distributions, the mean log-mel per class, class counts per split and the
+    features that separate the classes most. Exit status 1 if any clip failed.
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
+        TimeRemainingColumn
+
+    from .data import DatasetError, SplitSpec
+    from .eda import EdaOptions, OutputDirError, run_eda
+
+    if jobs < 1:
+        fail(f"--jobs must be >= 1, got {jobs}")
+    progress = Progress(TextColumn("features"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                        TimeRemainingColumn(), TextColumn("{task.fields[failed]} failed"), console=err,
+                        transient=False)
+    task = None
+    failures: list[str] = []
+
+    def on_start(n: int) -> None:
+        nonlocal task
+        progress.start()
+        task = progress.add_task("eda", total=n, failed=0)
+
+    def on_done(path: str, error: Optional[str]) -> None:
+        if error is not None:
+            failures.append(f"{path}: {error}")
+            progress.console.print(f"skipped {path}: {error}", highlight=False, markup=False)
+        progress.update(task, advance=1, failed=len(failures))
+
+    try:
+        summary = run_eda(data, out, EdaOptions(workers=jobs, split=SplitSpec(seed=seed)), split_file=split_file,
+                          on_start=on_start, on_done=on_done)
+    except (DatasetError, OutputDirError) as e:
+        progress.stop()
+        fail(str(e))
+    finally:
+        progress.stop()
+    err.print(f"{summary['decoded']} of {summary['clips']} clips described ({summary['screams']} screams), "
+              f"{summary['failed']} failed, in {summary['wall_s']:.0f} s", highlight=False)
+    Console(highlight=False).print(f"report: {out / 'report.html'}\nfeatures: {out / 'features.csv'}")
+    raise typer.Exit(1 if summary["failed"] else 0)
 
 
 # ---- detect (issue 4) ----------------------------------------------------------------------------------------

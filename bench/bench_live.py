@@ -26,10 +26,11 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "src"))
 sys.path.insert(0, str(REPO / "bench"))
 
-from bench_scan import corpus_flac, resolve_model  # noqa: E402
-from screamdetect.alerts import JsonlSink, alert_message  # noqa: E402
-from screamdetect.audio import SAMPLE_RATE, load_audio  # noqa: E402
-from screamdetect.detector import Detector  # noqa: E402
+from bench_scan import corpus_flac, resolve_model
+
+from screamdetect.alerts import JsonlSink, alert_message
+from screamdetect.audio import SAMPLE_RATE, load_audio
+from screamdetect.detector import Detector
 
 
 def cpu_s() -> float:
@@ -57,7 +58,7 @@ def main() -> None:
     print(f"model: {desc}: {model}\naudio: {args.seconds:g} s of {src}; chunks of {args.chunk_s} s; "
           f"{args.streams} stream(s); pace {args.speed:g}x real time")
 
-    chunk = int(round(args.chunk_s * SAMPLE_RATE))
+    chunk = round(args.chunk_s * SAMPLE_RATE)
     sink = JsonlSink(os.devnull)
     streams = [det.stream() for _ in range(args.streams)]
     det.score_windows(audio[: 2 * SAMPLE_RATE])  # warm-up

@@ -32,8 +32,8 @@ import soundfile as sf
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from screamdetect.audio import SAMPLE_RATE, load_audio  # noqa: E402
-from screamdetect.detector import DEFAULT_MODEL, Detector, expand_paths, scan_paths  # noqa: E402
+from screamdetect.audio import SAMPLE_RATE, load_audio
+from screamdetect.detector import DEFAULT_MODEL, Detector, expand_paths, scan_paths
 
 CORPUS = Path(os.environ.get("SCREAMDETECT_CORPUS", REPO.parent / "shared" / "corpus"))
 
@@ -59,7 +59,8 @@ def corpus_flac(path: Path, seconds: float, seed: int = 0) -> str:
         bursts = [(float(t), 1.5) for t in rng.uniform(0, seconds - 2, int(seconds / 30))]
         sf.write(path, scene(seconds, bursts, seed=seed), SAMPLE_RATE, subtype="PCM_16")
         return "synthetic scene (corpus not found)"
-    rows = list(csv.DictReader(open(CORPUS / "manifest.csv", newline="")))
+    with open(CORPUS / "manifest.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
     rnd = random.Random(seed)
     need = int(seconds * SAMPLE_RATE)
     with sf.SoundFile(path, "w", SAMPLE_RATE, 1, subtype="PCM_16") as f:

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from screamdetect.audio import SAMPLE_RATE
-from screamdetect.features import FrontEnd, mel_to_hz, hz_to_mel
+from screamdetect.features import FrontEnd, hz_to_mel, mel_to_hz
 
 CARD_FORMAT = "screamdetect-card/1"
 HIGH_HZ = 2000.0  # bands centred above this count as "scream" energy
@@ -56,7 +56,7 @@ def write_band_energy_model(folder: str | Path, stem: str = "band_energy", fe: F
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    n_frames = int(round(window_s / fe.hop_s))
+    n_frames = round(window_s / fe.hop_s)
     lo = high_band(fe)
     init = [
         helper.make_tensor("starts", TensorProto.INT64, [1], [lo]),
@@ -109,7 +109,7 @@ def band_energy_module(fe: FrontEnd = TEST_FRONTEND, a: float = A, b: float = B_
 def background(dur_s: float, seed: int = 0, level: float = 0.003) -> np.ndarray:
     """Quiet background: a 200 Hz hum plus faint white noise, float32. Scores low."""
     rng = np.random.default_rng(seed)
-    n = int(round(dur_s * SAMPLE_RATE))
+    n = round(dur_s * SAMPLE_RATE)
     t = np.arange(n) / SAMPLE_RATE
     x = 0.02 * np.sin(2 * np.pi * 200 * t) + level * rng.standard_normal(n)
     return x.astype(np.float32)
@@ -117,7 +117,7 @@ def background(dur_s: float, seed: int = 0, level: float = 0.003) -> np.ndarray:
 
 def burst(dur_s: float, amp: float = 0.3, f0: float = 2500.0, f1: float = 5000.0) -> np.ndarray:
     """A linear chirp from f0 to f1 Hz (a scream stand-in) with 10 ms fades, float32."""
-    n = int(round(dur_s * SAMPLE_RATE))
+    n = round(dur_s * SAMPLE_RATE)
     t = np.arange(n) / SAMPLE_RATE
     phase = 2 * np.pi * (f0 * t + (f1 - f0) * t ** 2 / (2 * max(dur_s, 1e-9)))
     x = amp * np.sin(phase)
@@ -133,7 +133,7 @@ def scene(dur_s: float, bursts: list[tuple[float, float]], seed: int = 0, amp: f
     """Background of dur_s seconds with chirp bursts added at (start_s, length_s), float32."""
     x = background(dur_s, seed)
     for start, length in bursts:
-        i = int(round(start * SAMPLE_RATE))
+        i = round(start * SAMPLE_RATE)
         b = burst(length, amp)
         x[i: i + b.size] += b[: x.size - i]
     return x

@@ -14,12 +14,19 @@ import time
 import numpy as np
 import pytest
 
-from screamdetect.alerts import (AudioRing, ClipSaver, JsonlSink, MqttSink, Sink, WebhookSink, parse_host_port,
-                                 run_live)
+from _models import scene, write_band_energy_model
+from screamdetect.alerts import (
+    AudioRing,
+    ClipSaver,
+    JsonlSink,
+    MqttSink,
+    Sink,
+    WebhookSink,
+    parse_host_port,
+    run_live,
+)
 from screamdetect.audio import SAMPLE_RATE, load_audio
 from screamdetect.detector import Detector, iter_chunks
-
-from _models import scene, write_band_energy_model
 
 
 @pytest.fixture(scope="module")
@@ -204,7 +211,7 @@ def test_clip_holds_pre_roll_event_and_post_roll(det, signal, tmp_path, fmt):
     (path,) = clips.saved
     assert path.suffix == f".{fmt}" and path.name.startswith("cam1_")
     clip = load_audio(path)
-    start, stop = int(round((ev.start_s - 1.0) * SAMPLE_RATE)), int(round((ev.end_s + 1.5) * SAMPLE_RATE))
+    start, stop = round((ev.start_s - 1.0) * SAMPLE_RATE), round((ev.end_s + 1.5) * SAMPLE_RATE)
     assert clip.size == stop - start  # pre-roll + event + post-roll, to the sample
     np.testing.assert_allclose(clip, signal[start:stop], atol=1e-4)  # the stream's own audio, burst included
     burst = slice(int((5.0 - ev.start_s + 1.0) * SAMPLE_RATE), int((8.0 - ev.start_s + 1.0) * SAMPLE_RATE))
@@ -222,7 +229,7 @@ def test_clip_at_stream_end_and_no_overwrite(det, tmp_path):
     files = sorted(folder.iterdir())
     assert len(files) == 2  # same name stem, second one got a suffix (nothing overwritten)
     for f in files:  # from start - 0.5 s to the end of the stream (the post-roll is cut short)
-        assert load_audio(f).size == x.size - int(round((ev.start_s - 0.5) * SAMPLE_RATE))
+        assert load_audio(f).size == x.size - round((ev.start_s - 0.5) * SAMPLE_RATE)
 
 
 def test_ring_buffer_is_bounded():

@@ -10,10 +10,9 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from _models import background, scene, write_band_energy_model
 from screamdetect.audio import write_audio
 from screamdetect.cli import app
-
-from _models import background, scene, write_band_energy_model
 
 
 @pytest.fixture(scope="module")

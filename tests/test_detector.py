@@ -9,11 +9,10 @@ import sys
 import numpy as np
 import pytest
 
-from screamdetect.audio import SAMPLE_RATE
-from screamdetect.detector import (Detector, Event, EventTracker, ModelError, Smoothing, events_from_scores)
-from screamdetect.features import log_mel
-
 from _models import background, reference_scores, scene, write_band_energy_model
+from screamdetect.audio import SAMPLE_RATE
+from screamdetect.detector import Detector, Event, EventTracker, ModelError, Smoothing, events_from_scores
+from screamdetect.features import log_mel
 
 
 @pytest.fixture(scope="module")

@@ -13,12 +13,19 @@ import time
 import numpy as np
 import pytest
 
+from _models import scene, write_band_energy_model
 from screamdetect.audio import SAMPLE_RATE, load_audio, write_audio
 from screamdetect.detector import Detector
-from screamdetect.sources import (FfmpegSource, FileSource, MicSource, Reconnect, SourceError, is_url, open_source,
-                                  source_name)
-
-from _models import scene, write_band_energy_model
+from screamdetect.sources import (
+    FfmpegSource,
+    FileSource,
+    MicSource,
+    Reconnect,
+    SourceError,
+    is_url,
+    open_source,
+    source_name,
+)
 
 needs_ffmpeg = pytest.mark.skipif(shutil.which("ffmpeg") is None,
                                   reason="ffmpeg not installed (make system-deps, or apt-get install ffmpeg)")

@@ -5,10 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from _models import background, scene, write_band_energy_model
 from screamdetect.audio import SAMPLE_RATE, write_audio
 from screamdetect.detector import Detector, iter_chunks
-
-from _models import background, scene, write_band_energy_model
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +30,7 @@ def _stream_scores(det, x, chunk):
 @pytest.mark.parametrize("chunk_s", [1.0, 0.37, 4096 / SAMPLE_RATE, 30.0, 0.1, 100.0])
 def test_any_chunk_size_gives_the_whole_signal_scores(det, signal, chunk_s):
     want = det.score_windows(signal)
-    got, sd = _stream_scores(det, signal, max(1, int(round(chunk_s * SAMPLE_RATE))))
+    got, sd = _stream_scores(det, signal, max(1, round(chunk_s * SAMPLE_RATE)))
     np.testing.assert_array_equal(got, want)
     assert sd.events == det.detect(signal)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from importlib import import_module
 
-__all__ = ["Detector", "StreamDetector", "Event", "load_audio", "AudioError", "SAMPLE_RATE", "__version__"]
+__all__ = ["SAMPLE_RATE", "AudioError", "Detector", "Event", "StreamDetector", "__version__", "load_audio"]
 
 _LAZY = {
     "Detector": "detector", "StreamDetector": "detector", "Event": "detector", "Smoothing": "detector",

@@ -70,7 +70,7 @@ class JsonlSink(Sink):
         else:
             Path(self.target).parent.mkdir(parents=True, exist_ok=True)
             try:
-                self._f = open(self.target, "a", encoding="utf-8")
+                self._f = open(self.target, "a", encoding="utf-8")  # noqa: SIM115 - open for the sink's life
             except OSError as e:
                 raise ValueError(f"{self.target}: cannot open for appending ({e.strerror})") from e
 
@@ -327,7 +327,7 @@ class ClipSaver:
             self._stop_at = None
         elif update.kind == "end" and self._rec is not None:
             self._event = (update.start_s, update.end_s)
-            self._stop_at = int(round((update.end_s + self.post_s) * SAMPLE_RATE))
+            self._stop_at = round((update.end_s + self.post_s) * SAMPLE_RATE)
             if self.ring.total >= self._stop_at:
                 self._write()
 
@@ -407,7 +407,7 @@ def run_live(chunks: Iterable[np.ndarray], detector: Detector, sinks: list[Sink]
                 dispatch(sd.process(chunk).updates)
         except KeyboardInterrupt:
             pass
-        except Exception as e:  # the source failed (e.g. gave up reconnecting): close events, report
+        except (RuntimeError, OSError, ValueError) as e:  # the source failed (SourceError, AudioError, I/O)
             error = str(e)
         dispatch(sd.finish().updates)
     finally:

@@ -69,7 +69,7 @@ class Smoothing:
                 raise ValueError(f"smoothing {name} must be a finite number of seconds >= 0, got {v!r}")
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Smoothing":
+    def from_dict(cls, d: dict) -> Smoothing:
         unknown = set(d) - set(cls.__dataclass_fields__)
         if unknown:
             raise ValueError(f"unknown smoothing keys: {sorted(unknown)} (known: k, n, hold_s, refractory_s)")
@@ -233,8 +233,8 @@ class Detector:
                              "would depend on the rest of the signal)")
         if self.frontend.sample_rate != SAMPLE_RATE:
             raise ModelError(f"{name}: card sample_rate {self.frontend.sample_rate} != {SAMPLE_RATE}")
-        self.window_frames = int(round(self.window_s / self.frontend.hop_s))
-        self.hop_frames = int(round(self.hop_s / self.frontend.hop_s))
+        self.window_frames = round(self.window_s / self.frontend.hop_s)
+        self.hop_frames = round(self.hop_s / self.frontend.hop_s)
         if self.window_frames < 1 or self.hop_frames < 1:
             raise ModelError(f"{name}: window_s and hop_s must be at least one front-end hop "
                              f"({self.frontend.hop_s} s), got {self.window_s}, {self.hop_s}")
@@ -270,7 +270,7 @@ class Detector:
     # ---- construction ----------------------------------------------------------------------------------------
     @classmethod
     def load(cls, path: str | os.PathLike | None = None, *, threshold: float | None = None,
-             intra_op_threads: int | None = None) -> "Detector":
+             intra_op_threads: int | None = None) -> Detector:
         """Load an ONNX model and its card (same stem, .json). path None = the shipped default model.
 
         Raises ModelError naming the file when the model or card is missing or invalid.
@@ -312,7 +312,7 @@ class Detector:
     @smoothing.setter
     def smoothing(self, value: Smoothing) -> None:
         if not isinstance(value, Smoothing):
-            raise ValueError(f"smoothing must be a Smoothing, got {type(value).__name__}")
+            raise TypeError(f"smoothing must be a Smoothing, got {type(value).__name__}")
         self._smoothing = value
 
     @property
@@ -370,10 +370,10 @@ class Detector:
         return events_from_scores(scores, self.threshold, self.smoothing, self.window_s, self.hop_s,
                                   audio.size / SAMPLE_RATE)
 
-    def stream(self) -> "StreamDetector":
+    def stream(self) -> StreamDetector:
         return StreamDetector(self)
 
-    def scan(self, blocks: Iterable[np.ndarray], keep_scores: bool = False) -> "ScanResult":
+    def scan(self, blocks: Iterable[np.ndarray], keep_scores: bool = False) -> ScanResult:
         """Score a signal given as consecutive blocks (float32 mono at SAMPLE_RATE), in bounded memory.
 
         Scores equal score_windows on the concatenated signal. keep_scores: keep the timeline (n_windows floats).
@@ -400,7 +400,7 @@ class Detector:
                           (np.zeros(0, np.float32) if keep_scores else None))
 
     def scan_file(self, path: str | os.PathLike, keep_scores: bool = False, block_s: float = BLOCK_S,
-                  prefetch: bool = True) -> "ScanResult":
+                  prefetch: bool = True) -> ScanResult:
         """:meth:`scan` over a file read with audio.iter_audio_blocks. Raises AudioError for unusable files.
 
         prefetch: decode the next block in a background thread while this one is scored (decoders release the
@@ -573,7 +573,7 @@ def _prefetched(it: Iterator[np.ndarray], depth: int = 2) -> Iterator[np.ndarray
                 if stop.is_set():
                     return
             q.put((done, None))
-        except BaseException as e:  # handed to the consumer, raised there
+        except BaseException as e:  # noqa: BLE001 - handed to the consumer and raised there
             q.put((done, e))
 
     t = threading.Thread(target=run, daemon=True, name="prefetch")
@@ -633,8 +633,8 @@ def expand_paths(paths: Iterable[str | os.PathLike]) -> list[tuple[str, str | No
         if path.is_dir():
             found = sorted(str(f) for f in path.rglob("*") if f.suffix.lower() in AUDIO_EXTENSIONS and f.is_file())
             if not found:
-                out.append((str(p), "folder holds no audio files (extensions: "
-                                    f"{', '.join(sorted(AUDIO_EXTENSIONS))})"))
+                exts = ", ".join(sorted(AUDIO_EXTENSIONS))
+                out.append((str(p), f"folder holds no audio files (extensions: {exts})"))
             out.extend((f, None) for f in found)
         else:
             out.append((str(p), None))

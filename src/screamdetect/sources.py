@@ -89,7 +89,7 @@ class Source:
 def _chunk_samples(chunk_s: float) -> int:
     if not chunk_s > 0:
         raise ValueError(f"chunk_s must be positive seconds, got {chunk_s!r}")
-    return max(1, int(round(chunk_s * SAMPLE_RATE)))
+    return max(1, round(chunk_s * SAMPLE_RATE))
 
 
 class FileSource(Source):
@@ -261,10 +261,10 @@ class MicSource(Source):
             rate = SAMPLE_RATE
             try:
                 sd.check_input_settings(device=self.device, channels=1, samplerate=SAMPLE_RATE, dtype="float32")
-            except Exception:  # device cannot record at 16 kHz: record at its own rate and resample
+            except (ValueError, sd.PortAudioError):  # cannot record at 16 kHz: use the device's rate, resample
                 rate = int(sd.query_devices(self.device, "input")["default_samplerate"])
             rs = soxr.ResampleStream(rate, SAMPLE_RATE, 1, dtype="float32") if rate != SAMPLE_RATE else None
-            blocksize = int(round(self.chunk * rate / SAMPLE_RATE))
+            blocksize = round(self.chunk * rate / SAMPLE_RATE)
 
             def callback(indata, frames, time_info, status):
                 try:

@@ -100,10 +100,11 @@ def detect(paths: list[Path] = typer.Argument(..., help="Audio files and/or fold
            jobs: int = typer.Option(0, "--jobs", "-j", help="Worker processes (0 = one per CPU core).")):
     """Find screams in audio files: one result per input, in input order.
 
-    Each window of the model's length (every hop) is scored; events are runs of high scores after the card's
-    smoothing. jsonl lines are {"path", "duration_s", "max_score", "events": [{"start_s", "end_s",
-    "peak_score"}]} or {"path", "error"}. Long files are read in blocks (bounded memory). The exit status is 1
-    if any input failed, after all the others were processed.
+    Windows of the model's length are scored every hop; events are runs of high scores after smoothing.
+
+    jsonl: {"path", "duration_s", "max_score", "events": [{"start_s", "end_s", "peak_score"}]} or {"path", "error"}
+
+    Long files are read in blocks (bounded memory). Exit status 1 if any input failed, after all the others.
     """
     import json
     import os
@@ -230,9 +231,11 @@ def listen(source: str = typer.Option(..., "--source", "-s", help="'mic' (or mic
            threads: int = typer.Option(1, "--threads", help="onnxruntime threads.")):
     """Detect screams live and raise alerts as they happen (Ctrl-C to stop).
 
-    Alerts are {"type": "start"|"end", "source", "start_s", "end_s", "peak_score", "at_s", "time"} (seconds
-    of stream audio; time = wall clock, UTC), sent to every sink chosen. Network streams that drop are
-    reopened with exponential back-off. The exit status is 1 if the source failed.
+    Alerts: {"type": "start"|"end", "source", "start_s", "end_s", "peak_score", "at_s", "time"} to every sink.
+
+    start_s, end_s, at_s: seconds of stream audio; time: wall clock (UTC) when the alert was sent.
+
+    Network streams that drop are reopened with exponential back-off. Exit status 1 if the source failed.
     """
     import logging
 

@@ -102,7 +102,9 @@ def detect(paths: list[Path] = typer.Argument(..., help="Audio files and/or fold
 
     Windows of the model's length are scored every hop; events are runs of high scores after smoothing.
 
-    jsonl: {"path", "duration_s", "max_score", "events": [{"start_s", "end_s", "peak_score"}]} or {"path", "error"}
+    jsonl, one line per input: {"path", "duration_s", "max_score", "events": [{"start_s", "end_s", "peak_score"}]}
+
+    or, for an input that failed: {"path", "error"}
 
     Long files are read in blocks (bounded memory). Exit status 1 if any input failed, after all the others.
     """

@@ -41,6 +41,7 @@ demo: setup system-deps
 bench: setup
 	$(BIN)/python bench/bench_features.py
 	$(BIN)/python bench/bench_scan.py
+	$(BIN)/python bench/bench_live.py --seconds 60
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -87,6 +87,15 @@ def test_scan_file_in_blocks_equals_whole_array(det, signal, tmp_path):
     assert res.max_score == pytest.approx(float(res.scores.max()))
 
 
+def test_long_signals_scored_block_by_block_equal_the_one_log_mel(det):
+    from screamdetect.detector import WHOLE_MAX_S
+    from screamdetect.features import log_mel
+
+    x = scene(2.5 * WHOLE_MAX_S + 0.123, [(30.0, 2.0), (100.0, 3.0)])
+    np.testing.assert_array_equal(det.score_windows(x), det.score_mel(log_mel(x, frontend=det.frontend)))
+    assert len(det.detect(x)) == 2
+
+
 def test_process_after_finish_is_an_error(det):
     sd = det.stream()
     sd.process(background(1.0))

@@ -35,6 +35,7 @@ INPUT_NAME = "logmel"
 OUTPUT_NAME = "scream_prob"
 DEFAULT_MODEL = Path(__file__).resolve().parent / "assets" / "default.onnx"
 BATCH_WINDOWS = 256  # windows per onnxruntime call: large enough to amortise the call, small in memory
+WHOLE_MAX_S = 60.0  # score_windows computes the log-mel of longer signals block by block (same result)
 STREAM_PIECE_S = 30.0  # a chunk larger than this is processed in pieces, so memory stays bounded
 # BLAS computes the mel projection of very few frames by another path (last-bit differences), so the streaming
 # log-mel is always computed over at least this many frames (adding past context) to equal the whole-signal one.
@@ -358,9 +359,12 @@ class Detector:
         """One score per window of window_s seconds every hop_s seconds of float32 mono audio at SAMPLE_RATE.
 
         audio: shape (n_samples,). Returns float32 (n_windows,) in [0, 1]; window i starts at i·hop_s seconds.
-        The log-mel is computed once over the whole signal; use :meth:`scan` for long files.
+        The log-mel is computed once, over the whole signal; a signal longer than WHOLE_MAX_S (60 s) goes through
+        the streaming path block by block (bit-identical scores, bounded memory, faster: cache-sized arrays).
         """
         audio = _check_audio(audio)
+        if audio.size > WHOLE_MAX_S * SAMPLE_RATE:
+            return self.scan(iter_chunks(audio, int(BLOCK_S * SAMPLE_RATE)), keep_scores=True).scores
         return self.score_mel(log_mel(audio, frontend=self.frontend))
 
     def detect(self, audio: np.ndarray) -> list[Event]:

@@ -146,7 +146,7 @@ def detect(paths: list[Path] = typer.Argument(..., help="Audio files and/or fold
     writer = None
     with progress:
         task = progress.add_task("scan", total=len(items))
-        for r in all_results():
+        for r in _interrupt_ends(all_results()):
             failed += "error" in r
             if fmt == "jsonl":
                 print(json.dumps(r), flush=True)
@@ -161,6 +161,13 @@ def detect(paths: list[Path] = typer.Argument(..., help="Audio files and/or fold
         if failed:
             err.print(f"[red]{failed} of {len(items)} input(s) failed[/red]")
     raise typer.Exit(1 if failed else 0)
+
+
+def _interrupt_ends(results):
+    try:
+        yield from results
+    except KeyboardInterrupt:
+        fail("interrupted", code=130)
 
 
 def _csv_writer(scores: bool):

@@ -710,7 +710,18 @@ def scan_paths(items: list[tuple[str, str | None]], model: str | os.PathLike | N
             else:
                 os.environ[k] = v
     with ex:
-        yield from _interleave(items, ex.map(_work, [(p, keep_scores) for p in todo], chunksize=1))
+        futures = [(p, ex.submit(_work, (p, keep_scores))) for p in todo]
+        yield from _interleave(items, (_result(p, f) for p, f in futures))
+
+
+def _result(path: str, future) -> dict:
+    from concurrent.futures.process import BrokenProcessPool
+
+    try:
+        return future.result()
+    except BrokenProcessPool:
+        return {"path": path, "error": "the worker process scanning this file died (a crash in a decoder?); "
+                                       "retry it with --jobs 1"}
 
 
 def _interleave(items: list[tuple[str, str | None]], results: Iterator[dict]) -> Iterator[dict]:

@@ -26,7 +26,8 @@ def det(model_path):
 
 
 def test_importing_detector_does_not_import_torch():
-    code = "import sys, screamdetect, screamdetect.detector; assert 'torch' not in sys.modules, 'torch imported'"
+    code = ("import sys, screamdetect, screamdetect.detector, screamdetect.sources, screamdetect.alerts; "
+            "screamdetect.Detector; assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
 
 

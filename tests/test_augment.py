@@ -233,3 +233,29 @@ def test_noise_bank_of_the_corpus_uses_only_training_pieces(corpus):
     assert not set(bank.names) & {p.name for p in split["test"] + split["val"]}
     assert len(set(bank.categories)) >= 5
     assert all(p.dtype == np.float32 for p in bank.pieces)
+
+
+@pytest.mark.corpus
+def test_presets_on_real_corpus_clips(corpus, corpus_subset):
+    """Real clips and the real noise bank: screams all get noise under `seed`, lengths/labels/groups kept."""
+    from screamdetect.audio import load_audio
+    from screamdetect.data import discover
+
+    clips = discover(corpus_subset).clips[:3] + [c for c in discover(corpus_subset).clips if c.label == 0][:3]
+    waves = [load_audio(c.path) for c in clips]
+    labels = np.array([c.label for c in clips])
+    groups = np.array([c.group for c in clips], dtype=object)
+    bank = NoiseBank.from_dir(corpus / "noise", split="train")
+    for preset in ("seed", "robust"):
+        W, Y, G, S, infos = augment_dataset(waves, labels, groups, preset, bank, copies=2, seed=0, return_info=True)
+        np.testing.assert_array_equal(Y, labels[S])
+        np.testing.assert_array_equal(G, groups[S])
+        assert all(w.dtype == np.float32 and w.size == waves[s].size for w, s in zip(W, S))
+        if preset == "seed":
+            assert sum(1 for d in infos if labels[d["source"]] == 1 and d["noise"]) == 2 * int(labels.sum())
+        for k, d in enumerate(infos):
+            if d["noise"] and preset == "robust" and d["gain_db"] is None and d["filter"] is None and not d["shift"]:
+                src = waves[d["source"]]
+                resid = W[len(waves) + k] / d["peak_scale"] - src
+                snr = 10 * np.log10(np.mean(src.astype(np.float64) ** 2) / np.mean(resid.astype(np.float64) ** 2))
+                assert -0.01 <= snr <= 30.01

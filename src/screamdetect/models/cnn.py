@@ -12,7 +12,7 @@ from typing import ClassVar
 from ..train import InputNorm, TorchClassifier
 
 
-def build_cnn(n_mels: int, n_frames: int, channels: tuple[int, ...] = (16, 32, 64), dense: int = 64,
+def build_cnn(n_mels: int, n_frames: int, channels: tuple[int, ...] = (8, 16, 32, 64), dense: int = 64,
               dropout: float = 0.0, batch_norm: bool = False):
     """nn.Module: (batch, n_mels, n_frames) dB → logits (batch,).
 
@@ -68,7 +68,7 @@ class CNNClassifier(TorchClassifier):
     """make_model("cnn"): plain conv net (no batch norm, no dropout, no weight decay)."""
 
     name = "cnn"
-    ARCH_DEFAULTS: ClassVar[dict] = {"channels": (16, 32, 64), "dense": 64, "dropout": 0.0, "batch_norm": False}
+    ARCH_DEFAULTS: ClassVar[dict] = {"channels": (8, 16, 32, 64), "dense": 64, "dropout": 0.0, "batch_norm": False}
     TRAIN_DEFAULTS: ClassVar[dict] = {"epochs": 20, "lr": 1e-3}
 
     def _validate_arch(self) -> None:

@@ -43,10 +43,10 @@ def main() -> None:
     settings = [FrontEnd(), FrontEnd(n_mels=64, win_s=0.032, hop_s=0.016, fmin=50.0, fmax=7600.0)]
     print(f"clip: {args.seconds:g} s of noise at {SAMPLE_RATE} Hz, {args.repeat} runs each, median")
     for fe in settings:
-        def ours():
+        def ours(fe=fe):
             return log_mel(y, frontend=fe)
 
-        def ref():
+        def ref(fe=fe):
             m = librosa.feature.melspectrogram(y=y, sr=SAMPLE_RATE, n_fft=fe.fft_size, hop_length=fe.hop_length,
                                                win_length=fe.win_length, n_mels=fe.n_mels, fmin=fe.fmin,
                                                fmax=fe.fmax, center=True, pad_mode="constant", power=2.0)

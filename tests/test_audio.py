@@ -10,10 +10,18 @@ import tracemalloc
 import numpy as np
 import pytest
 import soundfile as sf
-from conftest import sine
 
-from screamdetect.audio import (SAMPLE_RATE, AudioError, iter_audio_blocks, load_audio, pad_or_trim, resample,
-                                window_starts, write_audio)
+from conftest import sine
+from screamdetect.audio import (
+    SAMPLE_RATE,
+    AudioError,
+    iter_audio_blocks,
+    load_audio,
+    pad_or_trim,
+    resample,
+    window_starts,
+    write_audio,
+)
 
 needs_ffmpeg = pytest.mark.skipif(shutil.which("ffmpeg") is None,
                                   reason="ffmpeg not installed (make system-deps, or apt-get install -y ffmpeg)")

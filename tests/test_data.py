@@ -8,11 +8,21 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import sine
 
-from screamdetect.data import (SPLITS, Clip, DatasetError, FeatureCache, SplitSpec, discover, load_or_make_split,
-                               read_split, split_clips, split_counts)
+from conftest import sine
 from screamdetect.audio import write_audio
+from screamdetect.data import (
+    SPLITS,
+    Clip,
+    DatasetError,
+    FeatureCache,
+    SplitSpec,
+    discover,
+    load_or_make_split,
+    read_split,
+    split_clips,
+    split_counts,
+)
 
 
 def _wav(path: Path, freq: float = 440.0) -> Path:
@@ -77,7 +87,7 @@ def test_manifest_minimal_columns_group_defaults_to_path(tmp_path):
 
 
 def test_manifest_bad_label_names_the_line(tmp_path):
-    m = _write_manifest(tmp_path / "manifest.csv", [{"path": "a.wav", "label": "1"}, {"path": "b.wav", "label": "maybe"}])
+    _write_manifest(tmp_path / "manifest.csv", [{"path": "a.wav", "label": "1"}, {"path": "b.wav", "label": "maybe"}])
     with pytest.raises(DatasetError, match=r"manifest.csv:3: label 'maybe' is not 0/1"):
         discover(tmp_path)
 

@@ -8,14 +8,22 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import sine
 from typer.testing import CliRunner
 
+from conftest import sine
 from screamdetect.audio import SAMPLE_RATE, write_audio
 from screamdetect.cli import app
 from screamdetect.data import SplitSpec, discover
-from screamdetect.eda import (EdaOptions, OutputDirError, auc, check_out_dir, extract, run_eda, separation_table,
-                              split_count_rows)
+from screamdetect.eda import (
+    EdaOptions,
+    OutputDirError,
+    auc,
+    check_out_dir,
+    extract,
+    run_eda,
+    separation_table,
+    split_count_rows,
+)
 
 pytest.importorskip("librosa", reason="the EDA needs the [train] extra (librosa, matplotlib)")
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import sine
 
+from conftest import sine
 from screamdetect.audio import SAMPLE_RATE
 from screamdetect.features import EDA_SCALARS, FrontEnd, eda_features, log_mel, mel_filterbank
 

@@ -13,7 +13,7 @@ import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO, Union
+from typing import BinaryIO
 
 import numpy as np
 import soundfile as sf
@@ -31,7 +31,7 @@ AUDIO_EXTENSIONS = SOUNDFILE_EXTENSIONS | frozenset(
     {".m4a", ".aac", ".webm", ".mp4", ".mkv", ".mov", ".avi", ".wma", ".amr", ".3gp", ".mka", ".caf"}
 )
 
-AudioSource = Union[str, os.PathLike, bytes, bytearray, BinaryIO]
+AudioSource = str | os.PathLike | bytes | bytearray | BinaryIO
 
 
 class AudioError(ValueError):
@@ -242,7 +242,7 @@ def iter_audio_blocks(source: str | os.PathLike, block_s: float = BLOCK_S,
     _check_path(path)
     if _wav_truncated(path):
         raise AudioError(name, "truncated file: the WAV header promises more data than the file holds")
-    block = int(round(block_s * sr))
+    block = round(block_s * sr)
     if path.suffix.lower() in SOUNDFILE_EXTENSIONS or path.suffix == "":
         try:
             f = sf.SoundFile(str(path))
@@ -256,7 +256,7 @@ def iter_audio_blocks(source: str | os.PathLike, block_s: float = BLOCK_S,
                 raise AudioError(name, f"unsupported channel count {f.channels} (1 to {MAX_CHANNELS} are accepted)")
             rs = soxr.ResampleStream(f.samplerate, sr, 1, dtype="float32", quality="HQ") \
                 if f.samplerate != sr else None
-            in_block = max(1, int(round(block * f.samplerate / sr)))
+            in_block = max(1, round(block * f.samplerate / sr))
             total = 0
             read_in = 0
             pending = np.zeros(0, dtype=np.float32)

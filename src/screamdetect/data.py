@@ -72,7 +72,7 @@ class Dataset:
     def labels(self) -> np.ndarray:
         return np.array([c.label for c in self.clips], dtype=np.int64)
 
-    def subset(self, keep: Callable[[Clip], bool]) -> "Dataset":
+    def subset(self, keep: Callable[[Clip], bool]) -> Dataset:
         clips = [c for c in self.clips if keep(c)]
         return Dataset(self.root, clips, self.layout, dict(Counter(c.license for c in clips if c.license)))
 

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from .audio import SAMPLE_RATE, AudioError, load_audio
-from .data import SPLITS, Clip, Dataset, SplitSpec, discover, load_or_make_split, split_counts
+from .data import SPLITS, Dataset, SplitSpec, discover, load_or_make_split, split_counts
 from .features import EDA_SCALARS, FrontEnd, eda_features, log_mel
 
 MARKER = "eda.json"  # its presence marks a folder as earlier EDA output, which may be overwritten
@@ -99,7 +99,7 @@ def clip_features(path: str, frontend: FrontEnd) -> tuple[dict[str, float], np.n
     except (sf.LibsndfileError, RuntimeError):
         pass  # ffmpeg formats: keep the decoded rate
     mel = log_mel(audio, frontend=frontend)
-    n_img = int(round(MEL_IMAGE_S / frontend.hop_s))
+    n_img = round(MEL_IMAGE_S / frontend.hop_s)
     return feats, mel.mean(axis=1).astype(np.float32), mel[:, :n_img].copy()
 
 
@@ -134,7 +134,7 @@ def extract(ds: Dataset, assign: dict[str, str], opts: EdaOptions = EdaOptions()
     feats: dict[str, dict] = {}
     errors: dict[str, str] = {}
     prof: dict[int, list[np.ndarray]] = {0: [], 1: []}
-    n_img = int(round(MEL_IMAGE_S / opts.frontend.hop_s))
+    n_img = round(MEL_IMAGE_S / opts.frontend.hop_s)
     img_sum = {k: np.zeros((opts.frontend.n_mels, n_img)) for k in (0, 1)}
     img_cnt = {k: np.zeros(n_img) for k in (0, 1)}
 

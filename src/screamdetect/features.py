@@ -49,11 +49,11 @@ class FrontEnd:
 
     @property
     def win_length(self) -> int:
-        return int(round(self.win_s * self.sample_rate))
+        return round(self.win_s * self.sample_rate)
 
     @property
     def hop_length(self) -> int:
-        return int(round(self.hop_s * self.sample_rate))
+        return round(self.hop_s * self.sample_rate)
 
     @property
     def fft_size(self) -> int:
@@ -67,7 +67,7 @@ class FrontEnd:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "FrontEnd":
+    def from_dict(cls, d: dict) -> FrontEnd:
         return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
 
     def key(self) -> str:

@@ -118,6 +118,49 @@ def peak_memory(model: Path, path: Path) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def speed(args, det: Detector, model: Path, tmp: Path) -> None:
+    flac = tmp / "scan.flac"
+    src = corpus_flac(flac, args.minutes * 60)
+    dur = sf.info(str(flac)).duration
+    print(f"\n1. speed: {dur / 60:.1f} min FLAC of {src}")
+    best, best_cpu = float("inf"), float("inf")
+    for _ in range(args.repeat):
+        t0, c0 = time.perf_counter(), time.process_time()
+        res = det.scan_file(flac)
+        best, best_cpu = min(best, time.perf_counter() - t0), min(best_cpu, time.process_time() - c0)
+    print(f"  one process (decode + features + model, block by block): {best:.2f} s  "
+          f"= {dur / best:,.0f}x real time  ({res.n_windows} windows, {len(res.events)} events)")
+    print(f"  CPU time {best_cpu:.2f} s = {dur / best_cpu:,.0f}x real time per busy core (independent of other "
+          f"load on the machine; load average now {os.getloadavg()[0]:.1f})")
+    copies = []
+    for i in range(args.copies):
+        p = tmp / f"copy{i}.flac"
+        os.link(flac, p)
+        copies.append(str(p))
+    t0 = time.perf_counter()
+    out = list(scan_paths(expand_paths(copies), model=model, jobs=args.jobs))
+    t_pool = time.perf_counter() - t0
+    assert all("error" not in r for r in out), out
+    print(f"  process pool, {args.copies} files, {args.jobs} jobs (incl. worker start-up): {t_pool:.2f} s "
+          f"= {args.copies * dur / t_pool:,.0f}x real time")
+
+
+def memory(args, model: Path, tmp: Path) -> None:
+    print("\n2. peak memory (VmHWM of a fresh process scanning the file block by block; tracemalloc peak)")
+    short, long_ = tmp / "short.flac", tmp / "long.flac"
+    synthetic_flac(short, 60.0)
+    t0 = time.perf_counter()
+    synthetic_flac(long_, args.hours * 3600)
+    print(f"  built a {args.hours:g} h synthetic FLAC ({long_.stat().st_size / 1e6:.0f} MB) in "
+          f"{time.perf_counter() - t0:.0f} s")
+    for name, path in (("1 minute", short), (f"{args.hours:g} hours", long_)):
+        m = peak_memory(model, path)
+        print(f"  {name:>9}: peak RSS {m['hwm_kb'] / 1024:6.1f} MB (after loading the model and a warm-up "
+              f"{m['after_load_kb'] / 1024:.1f} MB); peak of numpy/Python allocations during the scan "
+              f"{m['traced_peak_b'] / 1e6:.1f} MB; {m['seconds']:.1f} s = "
+              f"{m['duration_s'] / m['seconds']:,.0f}x real time; {m['events']} events")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", help="ONNX model (card beside it); default: the shipped model")
@@ -126,6 +169,7 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="worker processes for the pool test")
     ap.add_argument("--repeat", type=int, default=3, help="timed single-process runs (best reported)")
     ap.add_argument("--hours", type=float, default=8.0, help="length of the long file of the memory test")
+    ap.add_argument("--skip-speed", action="store_true", help="skip the speed test")
     ap.add_argument("--skip-memory", action="store_true", help="skip the memory test")
     ap.add_argument("--tmp", help="folder for the generated audio (default: a temporary folder, deleted)")
     args = ap.parse_args()
@@ -136,52 +180,10 @@ def main() -> None:
         det = Detector.load(model)
         print(f"model: {model_desc}: {model}")
         print(f"  window {det.window_s} s, hop {det.hop_s} s, {det.frontend.n_mels} mels; cores: {os.cpu_count()}")
-
-        flac = tmp / "scan.flac"
-        src = corpus_flac(flac, args.minutes * 60)
-        dur = sf.info(str(flac)).duration
-        print(f"\n1. speed: {dur / 60:.1f} min FLAC of {src}")
-        best, best_cpu = float("inf"), float("inf")
-        for _ in range(args.repeat):
-            t0, c0 = time.perf_counter(), time.process_time()
-            res = det.scan_file(flac)
-            best, best_cpu = min(best, time.perf_counter() - t0), min(best_cpu, time.process_time() - c0)
-        print(f"  one process (decode + features + model, blocks of 60 s): {best:.2f} s  "
-              f"= {dur / best:,.0f}x real time  ({res.n_windows} windows, {len(res.events)} events)")
-        print(f"  CPU time {best_cpu:.2f} s = {dur / best_cpu:,.0f}x real time per busy core (independent of other "
-              f"load on the machine; load average now {os.getloadavg()[0]:.1f})")
-        t0 = time.perf_counter()
-        det.score_windows(load_audio(flac))
-        t_whole = time.perf_counter() - t0
-        print(f"  one process, whole array (load_audio + score_windows): {t_whole:.2f} s = {dur / t_whole:,.0f}x")
-        copies = []
-        for i in range(args.copies):
-            p = tmp / f"copy{i}.flac"
-            os.link(flac, p)
-            copies.append(str(p))
-        items = expand_paths(copies)
-        t0 = time.perf_counter()
-        out = list(scan_paths(items, model=model, jobs=args.jobs))
-        t_pool = time.perf_counter() - t0
-        assert all("error" not in r for r in out), out
-        print(f"  process pool, {args.copies} files, {args.jobs} jobs (incl. worker start-up): {t_pool:.2f} s "
-              f"= {args.copies * dur / t_pool:,.0f}x real time")
-
-        if args.skip_memory:
-            return
-        print("\n2. peak memory (VmHWM of a fresh process scanning the file in 60 s blocks; tracemalloc peak)")
-        short, long_ = tmp / "short.flac", tmp / "long.flac"
-        synthetic_flac(short, 60.0)
-        t0 = time.perf_counter()
-        synthetic_flac(long_, args.hours * 3600)
-        print(f"  built a {args.hours:g} h synthetic FLAC ({long_.stat().st_size / 1e6:.0f} MB) in "
-              f"{time.perf_counter() - t0:.0f} s")
-        for name, path in (("1 minute", short), (f"{args.hours:g} hours", long_)):
-            m = peak_memory(model, path)
-            print(f"  {name:>9}: peak RSS {m['hwm_kb'] / 1024:6.1f} MB (after loading the model and a warm-up "
-                  f"{m['after_load_kb'] / 1024:.1f} MB); peak of numpy/Python allocations during the scan "
-                  f"{m['traced_peak_b'] / 1e6:.1f} MB; {m['seconds']:.1f} s = "
-                  f"{m['duration_s'] / m['seconds']:,.0f}x real time; {m['events']} events")
+        if not args.skip_speed:
+            speed(args, det, model, tmp)
+        if not args.skip_memory:
+            memory(args, model, tmp)
 
 
 if __name__ == "__main__":

@@ -35,6 +35,7 @@ INPUT_NAME = "logmel"
 OUTPUT_NAME = "scream_prob"
 DEFAULT_MODEL = Path(__file__).resolve().parent / "assets" / "default.onnx"
 BATCH_WINDOWS = 256  # windows per onnxruntime call: large enough to amortise the call, small in memory
+SCAN_BLOCK_S = 20.0  # block length of file scanning, seconds (1.3 MB of float32 per block)
 WHOLE_MAX_S = 60.0  # score_windows computes the log-mel of longer signals block by block (same result)
 STREAM_PIECE_S = 30.0  # a chunk larger than this is processed in pieces, so memory stays bounded
 # BLAS computes the mel projection of very few frames by another path (last-bit differences), so the streaming
@@ -403,12 +404,13 @@ class Detector:
                           n_windows=n, scores=np.concatenate(scores) if keep_scores and scores else
                           (np.zeros(0, np.float32) if keep_scores else None))
 
-    def scan_file(self, path: str | os.PathLike, keep_scores: bool = False, block_s: float = BLOCK_S,
+    def scan_file(self, path: str | os.PathLike, keep_scores: bool = False, block_s: float = SCAN_BLOCK_S,
                   prefetch: bool = True) -> ScanResult:
         """:meth:`scan` over a file read with audio.iter_audio_blocks. Raises AudioError for unusable files.
 
         prefetch: decode the next block in a background thread while this one is scored (decoders release the
-        GIL, so decoding and features overlap on two cores); at most two blocks wait, so memory stays bounded.
+        GIL, so decoding and features overlap on two cores); at most one block waits, so memory stays bounded
+        (about three blocks of block_s seconds in flight).
         """
         blocks = iter_audio_blocks(path, block_s=block_s)
         return self.scan(_prefetched(blocks) if prefetch else blocks, keep_scores=keep_scores)
@@ -556,7 +558,7 @@ class StreamDetector:
         return StreamStep(scores, start_index, updates)
 
 
-def _prefetched(it: Iterator[np.ndarray], depth: int = 2) -> Iterator[np.ndarray]:
+def _prefetched(it: Iterator[np.ndarray], depth: int = 1) -> Iterator[np.ndarray]:
     """Iterate `it` in a background thread, at most `depth` items ahead; its exceptions are re-raised here."""
     import queue
     import threading

@@ -59,6 +59,10 @@ def test_events_emitted_as_they_happen(det):
     # onset known within two windows of the burst onset, well before the burst is over
     assert start.end_s is None and 5.0 <= start.at_s <= 6.6
     assert end.at_s > 8.0 and end.event == det.detect(x)[0]
+    # the times are those of the audio, not of the chunking
+    sd = det.stream()
+    other = [u for c in iter_chunks(x, 4096 * 3 + 1) for u in sd.process(c).updates] + sd.finish().updates
+    assert other == ups
 
 
 def test_state_stays_bounded(det):

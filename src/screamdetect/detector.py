@@ -99,7 +99,8 @@ class EventUpdate:
     """A change of event state while streaming.
 
     kind: "start" (end_s is None, peak_score so far) or "end" (the final event). at_s: the stream time, in
-    seconds of audio fed, at which the update became known (its latency is at_s - start_s).
+    seconds of audio, from which the update could be known (all samples of the deciding window had arrived;
+    the same whatever the chunk sizes; a live emitter adds at most one chunk).
     """
 
     kind: str
@@ -553,8 +554,11 @@ class StreamDetector:
             self._mel = self._mel[:, keep - self._mel_start:].copy()
             self._mel_start = keep
         updates: list[EventUpdate] = []
-        for s in scores:
-            updates += self.tracker.update(float(s), at_s=self.time_s)
+        for j, s in enumerate(scores):
+            # The update is known once the window's last frame could be computed: independent of chunk sizes.
+            last_frame = (start_index + j) * H + W - 1
+            known = min(self.samples_seen, last_frame * self._hop + max(self._need_right, 0))
+            updates += self.tracker.update(float(s), at_s=known / SAMPLE_RATE)
         return StreamStep(scores, start_index, updates)
 
 

@@ -33,7 +33,7 @@ from .features import EDA_SCALARS, FrontEnd, eda_features, log_mel
 MARKER = "eda.json"  # its presence marks a folder as earlier EDA output, which may be overwritten
 OUTPUT_FILES = ("features.csv", "errors.csv", "report.html", MARKER)
 META_COLUMNS = ("path", "label", "group", "source", "category", "split")
-MEL_IMAGE_S = 2.0  # the mean log-mel image shows each clip's first seconds
+MEL_IMAGE_S = 1.5  # the mean log-mel image: the first seconds of every clip at least this long
 LOG_SCALE = frozenset({"energy", "rms", "max_amplitude", "spectral_flatness", "duration_s"})
 CLASS_NAMES = {1: "scream", 0: "not scream"}
 CLASS_COLORS = {1: "#d62728", 0: "#1f77b4"}
@@ -88,7 +88,7 @@ def clip_features(path: str, frontend: FrontEnd) -> tuple[dict[str, float], np.n
     """Decode one clip and compute its EDA features, mean log-mel profile and first-seconds log-mel image.
 
     Returns (features, profile float32 (n_mels,) dB = the clip's log-mel averaged over time,
-    image float32 (n_mels, n_frames <= MEL_IMAGE_S / hop_s) dB). Raises AudioError for unusable audio.
+    image float32 (n_mels, MEL_IMAGE_S / hop_s) dB, or None for a shorter clip). Raises AudioError.
     """
     import soundfile as sf
 
@@ -100,7 +100,8 @@ def clip_features(path: str, frontend: FrontEnd) -> tuple[dict[str, float], np.n
         pass  # ffmpeg formats: keep the decoded rate
     mel = log_mel(audio, frontend=frontend)
     n_img = round(MEL_IMAGE_S / frontend.hop_s)
-    return feats, mel.mean(axis=1).astype(np.float32), mel[:, :n_img].copy()
+    image = mel[:, :n_img].copy() if mel.shape[1] >= n_img else None
+    return feats, mel.mean(axis=1).astype(np.float32), image
 
 
 def _job(path: str, frontend: FrontEnd):
@@ -115,7 +116,8 @@ def _job(path: str, frontend: FrontEnd):
 @dataclass
 class EdaResult:
     """rows: one dict per decoded clip (META_COLUMNS + features); errors: (path, cause) for the others;
-    profiles/images: {label: per-band mean (n_mels,) dB} / {label: mean (n_mels, frames) dB}."""
+    profiles/images: {label: per-band mean (n_mels,) dB} / {label: mean (n_mels, frames) dB} of the first
+    MEL_IMAGE_S seconds over the image_counts[label] clips at least that long."""
 
     rows: list[dict]
     errors: list[tuple[str, str]]
@@ -123,6 +125,7 @@ class EdaResult:
     profile_q: dict[int, tuple[np.ndarray, np.ndarray]]
     images: dict[int, np.ndarray]
     split_counts: dict[str, dict[str, int]]
+    image_counts: dict[int, int] = field(default_factory=dict)
     wall_s: float = 0.0
 
 
@@ -136,7 +139,7 @@ def extract(ds: Dataset, assign: dict[str, str], opts: EdaOptions = EdaOptions()
     prof: dict[int, list[np.ndarray]] = {0: [], 1: []}
     n_img = round(MEL_IMAGE_S / opts.frontend.hop_s)
     img_sum = {k: np.zeros((opts.frontend.n_mels, n_img)) for k in (0, 1)}
-    img_cnt = {k: np.zeros(n_img) for k in (0, 1)}
+    img_cnt = {k: 0 for k in (0, 1)}
 
     def collect(path, res, error):
         if error is not None:
@@ -146,8 +149,9 @@ def extract(ds: Dataset, assign: dict[str, str], opts: EdaOptions = EdaOptions()
             c = by_path[path]
             feats[path] = f
             prof[c.label].append(profile)
-            img_sum[c.label][:, : image.shape[1]] += image
-            img_cnt[c.label][: image.shape[1]] += 1
+            if image is not None:  # one population for every frame: clips covering the whole image
+                img_sum[c.label] += image
+                img_cnt[c.label] += 1
         if on_done:
             on_done(path, error)
 
@@ -173,13 +177,14 @@ def extract(ds: Dataset, assign: dict[str, str], opts: EdaOptions = EdaOptions()
             stack = np.stack(prof[k])
             profiles[k] = stack.mean(axis=0)
             profile_q[k] = (np.percentile(stack, 25, axis=0), np.percentile(stack, 75, axis=0))
-            with np.errstate(invalid="ignore", divide="ignore"):
-                images[k] = img_sum[k] / img_cnt[k][None, :]
+            if img_cnt[k]:
+                images[k] = img_sum[k] / img_cnt[k]
+    image_counts = dict(img_cnt)
     ok = [c for c in ds.clips if c.path in feats]
     splits = {s: [c for c in ok if assign.get(c.path) == s] for s in SPLITS}
     order = {p: i for i, p in enumerate(paths)}
     return EdaResult(rows, sorted(errors.items(), key=lambda kv: order[kv[0]]), profiles, profile_q,
-                     images, split_counts(splits), time.perf_counter() - t0)
+                     images, split_counts(splits), image_counts, time.perf_counter() - t0)
 
 
 def _rel(path: str, root: str) -> str:
@@ -271,13 +276,14 @@ def plot_class_balance(rows: list[dict]):
 
 
 def plot_feature_hists(rows: list[dict], cols: list[str], ncols: int = 4):
-    """Per-class density histograms of each feature; log-x for energy, rms, amplitude, flatness, duration."""
+    """Per-class histograms (fraction of each class per bin) of each feature; log-x for energy, rms, amplitude,
+    flatness and duration."""
     from .report import plt
 
     p = plt()
     nrows = math.ceil(len(cols) / ncols)
     fig, axes = p.subplots(nrows, ncols, figsize=(3.4 * ncols, 2.6 * nrows), squeeze=False)
-    for ax, col in zip(axes.flat, cols):
+    for ax, col in zip(axes.flat, cols):  # y: fraction of the class's clips per bin
         data = _by_class(rows, col)
         allv = np.concatenate(list(data.values()))
         if allv.size and allv.min() == allv.max():  # e.g. sample_rate of a corpus stored at one rate
@@ -296,7 +302,8 @@ def plot_feature_hists(rows: list[dict], cols: list[str], ncols: int = 4):
         for k in (0, 1):
             v = data[k][data[k] > 0] if log else data[k]
             if v.size:
-                ax.hist(v, bins=bins, density=True, alpha=0.55, color=CLASS_COLORS[k], label=CLASS_NAMES[k])
+                ax.hist(v, bins=bins, weights=np.full(v.size, 1 / v.size), alpha=0.55, color=CLASS_COLORS[k],
+                        label=CLASS_NAMES[k])  # fraction of the class per bin (also right on log-x)
         ax.set_title(col + (" (log)" if log else ""), fontsize=9)
         ax.tick_params(labelsize=7)
         ax.set_yticks([])
@@ -317,10 +324,11 @@ def plot_duration(rows: list[dict]):
     bins = np.linspace(0, max(1.0, float(np.percentile(allv, 99.5))) if allv.size else 1.0, 50)
     for k in (0, 1):
         if data[k].size:
-            ax.hist(np.clip(data[k], 0, bins[-1]), bins=bins, density=True, alpha=0.55, color=CLASS_COLORS[k],
+            ax.hist(np.clip(data[k], 0, bins[-1]), bins=bins, weights=np.full(data[k].size, 1 / data[k].size),
+                    alpha=0.55, color=CLASS_COLORS[k],
                     label=f"{CLASS_NAMES[k]} (median {np.median(data[k]):.2f} s)")
     ax.set_xlabel("clip duration (s)")
-    ax.set_ylabel("density")
+    ax.set_ylabel("fraction of the class")
     ax.set_title("duration per class")
     ax.legend()
     fig.tight_layout()
@@ -333,7 +341,8 @@ def plot_mean_log_mel(res: EdaResult, frontend: FrontEnd):
 
     p = plt()
     labels = [k for k in (1, 0) if k in res.profiles]
-    fig, axes = p.subplots(1, 1 + len(labels), figsize=(4.5 + 3.8 * len(labels), 3.6), squeeze=False,
+    img_labels = [k for k in labels if k in res.images]
+    fig, axes = p.subplots(1, 1 + len(img_labels), figsize=(4.5 + 3.8 * len(img_labels), 3.6), squeeze=False,
                            layout="constrained")
     ax = axes[0, 0]
     bands = np.arange(frontend.n_mels)
@@ -345,15 +354,16 @@ def plot_mean_log_mel(res: EdaResult, frontend: FrontEnd):
     ax.set_ylabel("mean log-mel (dB)")
     ax.set_title("mean log-mel per class (IQR shaded)")
     ax.legend()
-    vals = np.concatenate([res.images[k][np.isfinite(res.images[k])] for k in labels]) if labels else np.zeros(1)
-    vmin, vmax = np.percentile(vals, [2, 99.5]) if vals.size else (0, 1)
-    for ax, k in zip(axes[0, 1:], labels):
+    if not img_labels:
+        return fig
+    vmin, vmax = np.percentile(np.concatenate([res.images[k].ravel() for k in img_labels]), [2, 99.5])
+    for ax, k in zip(axes[0, 1:], img_labels):
         im = ax.imshow(res.images[k], origin="lower", aspect="auto", vmin=vmin, vmax=vmax, cmap="magma",
                        extent=(0, res.images[k].shape[1] * frontend.hop_s, 0, frontend.n_mels))
-        ax.set_title(f"{CLASS_NAMES[k]}: mean of first {MEL_IMAGE_S:g} s")
+        ax.set_title(f"{CLASS_NAMES[k]}: first {MEL_IMAGE_S:g} s (n={res.image_counts.get(k, 0)})")
         ax.set_xlabel("time (s)")
         ax.set_ylabel("mel band")
-    fig.colorbar(im, ax=axes[0, 1:].tolist(), label="dB") if labels else None
+    fig.colorbar(im, ax=axes[0, 1:].tolist(), label="dB")
     return fig
 
 
@@ -442,7 +452,7 @@ def run_eda(data: str | os.PathLike, out: str | os.PathLike, opts: EdaOptions = 
         sections.append(("Duration per class", img_tag(png, "duration histogram per class")))
         png = save_fig(plot_feature_hists(res.rows, [c for c in EDA_SCALARS if c in cols]), figs / "features.png")
         sections.append(("Per-class distributions of the scalar features",
-                         "<p class='note'>Densities per class; energy, RMS, max amplitude, flatness and duration "
+                         "<p class='note'>Fraction of each class per bin; energy, RMS, max amplitude, flatness and duration "
                          "on log-x. mfcc / chroma are the means of their 13 / 12 coefficients.</p>"
                          + img_tag(png, "feature distributions")))
         if res.profiles:
@@ -450,7 +460,7 @@ def run_eda(data: str | os.PathLike, out: str | os.PathLike, opts: EdaOptions = 
             sections.append(("Mean log-mel per class",
                              f"<p class='note'>The shared front-end ({opts.frontend.n_mels} mels, "
                              f"{opts.frontend.win_s * 1e3:g} ms window, {opts.frontend.hop_s * 1e3:g} ms hop). "
-                             "Right: frame-wise mean over the clips long enough to cover the frame.</p>"
+                             f"Right: mean log-mel of the first {MEL_IMAGE_S:g} s of every clip at least that long.</p>"
                              + img_tag(png, "mean log-mel per class")))
         png = save_fig(plot_split_counts(res.split_counts), figs / "split_counts.png")
         sections.append(("Class counts per split",

@@ -276,12 +276,14 @@ def train_product(data: str | Path, cfg: ProductConfig, out: str | Path, noise_d
 
     import torch
 
+    # The full architecture (registry defaults included), so the file rebuilds itself whatever defaults become.
+    arch = {k: list(v) if isinstance(v, tuple) else v for k, v in model.get_params()["arch"].items()}
     torch.save({"model": cfg.model, "input_shape": (cfg.frontend.n_mels, cfg.window_frames),
-                "model_params": cfg.model_params, "state_dict": model.module_.state_dict()}, out / "model.pt")
+                "model_params": arch, "state_dict": model.module_.state_dict()}, out / "model.pt")
     onnx_path = export_onnx(model.module_, cfg.frontend.n_mels, cfg.window_frames, out / "model.onnx")
     onnx_err = check_onnx_matches(model.module_, onnx_path, Xv[:64])
     card = {
-        "architecture": cfg.model, "model_params": cfg.model_params, "frontend": cfg.frontend.to_dict(),
+        "architecture": cfg.model, "model_params": arch, "n_params": int(getattr(model, "n_params_", 0)), "frontend": cfg.frontend.to_dict(),
         "window_s": cfg.window_s, "hop_s": cfg.hop_s, "threshold": 0.5,
         "target_false_alarms_per_hour": cfg.target_false_alarms_per_hour,
         "smoothing": asdict(cfg.smoothing),

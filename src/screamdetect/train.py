@@ -189,7 +189,8 @@ def fit_module(module, X: np.ndarray, y: np.ndarray, X_val: np.ndarray | None = 
 
     X: float32 (n, n_mels, n_frames) dB; y: 0/1 (n,). X_val/y_val: the validation split (needed for
     checkpoint="f1"; without it the last epoch is kept and the val_* entries are NaN).
-    Returns the history: {"loss", "val_loss", "acc", "val_acc", "val_f1", "seconds"} per-epoch lists plus
+    Returns the history: {"loss", "val_loss", "acc", "val_acc", "val_f1", "seconds", "cpu_seconds"} per-epoch
+    lists (seconds = wall time, cpu_seconds = this process's CPU time, train + validation) plus
     "best_epoch" (0-based), "stopped_early" (bool) and "class_weights" ({0: w0, 1: w1} or None). The module
     ends in eval mode with the weights of the best epoch.
     """
@@ -217,7 +218,7 @@ def fit_module(module, X: np.ndarray, y: np.ndarray, X_val: np.ndarray | None = 
     opt = torch.optim.Adam(module.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     Xt = torch.from_numpy(X)
     yt = torch.from_numpy(y)
-    hist: dict = {"loss": [], "val_loss": [], "acc": [], "val_acc": [], "val_f1": [], "seconds": []}
+    hist: dict = {"loss": [], "val_loss": [], "acc": [], "val_acc": [], "val_f1": [], "seconds": [], "cpu_seconds": []}
     best_score, best_state, best_epoch, since_best = -math.inf, None, -1, 0
     stopped_early = False
     thr_logit = math.log(config.threshold / (1 - config.threshold))
@@ -233,7 +234,7 @@ def fit_module(module, X: np.ndarray, y: np.ndarray, X_val: np.ndarray | None = 
         task = progress.add_task(desc, total=config.epochs * n_batches, info="")
     try:
         for epoch in range(config.epochs):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             module.train()
             order = rng.permutation(X.shape[0])
             tot_loss, tot_correct = 0.0, 0
@@ -266,6 +267,7 @@ def fit_module(module, X: np.ndarray, y: np.ndarray, X_val: np.ndarray | None = 
                 for k in ("val_loss", "val_acc", "val_f1"):
                     hist[k].append(float("nan"))
             hist["seconds"].append(time.perf_counter() - t0)
+            hist["cpu_seconds"].append(time.process_time() - c0)  # all threads; wall time suffers from other jobs
 
             if has_val:
                 score = -hist["val_loss"][-1] if config.checkpoint == "loss" else hist["val_f1"][-1]

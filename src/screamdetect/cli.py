@@ -532,7 +532,8 @@ def deploy_study(
 
     Each dataset gets its own group-aware split. Thresholds come from the phase's validation data (never from its
     test split). Example on one corpus, by source:
-    screamdetect deploy-study ../shared/corpus --a-sources emogator,us8k --b-sources student
+    screamdetect deploy-study ../shared/corpus --a-sources "!student" --b-sources student
+    ("!name" excludes a source; DATA::source=a,b and DATA::source!=a select inside a DATA argument)
     """
     from .data import DatasetError
     from .study import StudyError, run_deploy

@@ -46,6 +46,17 @@ ALL_MODELS = ("svm", "fnn", "cnn", "cnn_reg", "cnn_f1", "resnet")
 FEATURE_VERSION = "study-logmel/1"  # bump when the feature recipe changes: old cache entries then miss
 
 
+# The defaults equal configs/study.yaml (our corrected study; the evidence for each choice is in docs/study.md).
+DEFAULT_TRAIN = {"epochs": 6, "patience": 2, "batch_size": 64, "lr": 1e-3, "threads": 1}
+DEFAULT_MODEL_PARAMS = {
+    "fnn": {"hidden": [256, 128], "dropout": 0.3, "inputs": "stats"},
+    "cnn": {"channels": [8, 16, 32], "dense": 32},
+    "cnn_reg": {"channels": [8, 16, 32], "dense": 32},
+    "cnn_f1": {"channels": [8, 16, 32], "dense": 32},
+    "resnet": {"width": 0.125, "dense": 64, "dropout": 0.5},
+}
+
+
 class StudyError(ValueError):
     """A study that cannot run as asked (the message says why and what to do)."""
 
@@ -75,14 +86,15 @@ class StudyConfig:
     """
 
     clip_s: float = 3.0
-    frontend: FrontEnd = field(default_factory=lambda: FrontEnd(n_mels=64, win_s=0.025, hop_s=0.010))
+    frontend: FrontEnd = field(default_factory=lambda: FrontEnd(n_mels=64, win_s=0.025, hop_s=0.0125, fmin=50.0,
+                                                                fmax=8000.0))
     augment: str = "robust"
     aug_copies: int = 1
     models: tuple[str, ...] = ALL_MODELS
     conditions: tuple[str, ...] = CONDITIONS
     svm_conditions: tuple[str, ...] = ("baseline",)
-    train: dict = field(default_factory=dict)
-    model_params: dict = field(default_factory=dict)
+    train: dict = field(default_factory=lambda: dict(DEFAULT_TRAIN))
+    model_params: dict = field(default_factory=lambda: {k: dict(v) for k, v in DEFAULT_MODEL_PARAMS.items()})
     threshold_rule: str = "f1"
     split: dict = field(default_factory=lambda: {"train": 0.8, "val": 0.1, "test": 0.1, "seed": 0})
     noise_dir: str | None = None
@@ -211,28 +223,39 @@ class StudyConfig:
 # datasets with a source filter
 
 def parse_data_spec(spec: str | os.PathLike) -> tuple[Path, tuple[str, ...] | None]:
-    """"path" → (path, None); "path::source=a,b" → (path, ("a", "b"))."""
+    """"path" → (path, None); "path::source=a,b" → (path, ("a", "b")); "path::source!=a,b" → (path, ("!a", "!b"))
+    (every source but a and b)."""
     s = str(spec)
     if "::" not in s:
         return Path(s), None
     path, filt = s.split("::", 1)
-    key, _, vals = filt.partition("=")
+    neg = "!=" in filt
+    key, _, vals = filt.partition("!=" if neg else "=")
     if key.strip() != "source" or not vals.strip():
-        raise StudyError(f"{spec}: a dataset filter must read PATH::source=a,b (got {filt!r})")
-    return Path(path), tuple(v.strip() for v in vals.split(",") if v.strip())
+        raise StudyError(f"{spec}: a dataset filter must read PATH::source=a,b or PATH::source!=a,b (got {filt!r})")
+    return Path(path), tuple(("!" if neg else "") + v.strip() for v in vals.split(",") if v.strip())
 
 
 def load_dataset(spec: str | os.PathLike, sources: tuple[str, ...] | None = None) -> Dataset:
-    """discover() a dataset, keeping only the clips of `sources` (from the spec's ::source= or the argument)."""
+    """discover() a dataset, keeping only the clips of `sources` (from the argument, else the spec's ::source=).
+
+    Sources written "!name" are excluded instead: ("!student",) keeps every source but student.
+    """
     path, spec_sources = parse_data_spec(spec)
     ds = discover(path)
     keep = sources or spec_sources
     if keep:
         known = sorted({c.source for c in ds.clips})
-        bad = [s for s in keep if s not in known]
+        names = [s.lstrip("!") for s in keep]
+        bad = [s for s in names if s not in known]
         if bad:
             raise StudyError(f"{path}: no clip has source {bad[0]!r} (sources: {', '.join(known)})")
-        ds = ds.subset(lambda c: c.source in keep)
+        excl = all(s.startswith("!") for s in keep)
+        if not excl and any(s.startswith("!") for s in keep):
+            raise StudyError(f"{spec}: list sources to keep (a,b) or to exclude (!a,!b), not both")
+        ds = ds.subset((lambda c: c.source not in names) if excl else (lambda c: c.source in names))
+        if not ds.clips:
+            raise StudyError(f"{spec}: no clip left after the source filter {', '.join(keep)}")
     return ds
 
 
@@ -449,9 +472,9 @@ def run_one(name: str, condition: str, data: TrainingData, cfg: StudyConfig, run
     if use_cw:
         log(f"class weights {name}/{condition}: {format_class_weights(cw)}")
     model = make_study_model(name, condition, cfg, progress)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     model.fit(data.X_train, data.y_train, data.X_val, data.y_val)
-    fit_s = time.perf_counter() - t0
+    fit_s, fit_cpu = time.perf_counter() - t0, time.process_time() - c0
     p_val = model.predict_proba(data.X_val)
     p_test = model.predict_proba(data.X_test)
     thr = choose_threshold(data.y_val, p_val, cfg.threshold_rule)
@@ -474,6 +497,7 @@ def run_one(name: str, condition: str, data: TrainingData, cfg: StudyConfig, run
         "best_epoch": getattr(model, "best_epoch_", None),
         "n_params": getattr(model, "n_params_", None),
         "fit_seconds": round(fit_s, 2),
+        "fit_cpu_seconds": round(fit_cpu, 2),
         "params": model.get_params(),
         "config_key": cfg.key(),
         **(extra or {}),
@@ -628,6 +652,7 @@ def run_grid(data: str | os.PathLike, cfg: StudyConfig, out: str | os.PathLike, 
     the same config are reused (rerun=True fits them again); see the module docstring for the files written."""
     out = Path(out)
     t_start = time.perf_counter()
+    cache = cache or FeatureCache()
     ds = load_dataset(data)
     _check_out(out, cfg, "grid")
     (out / "config.yaml").write_text("# effective study config\n" + cfg.to_yaml())
@@ -635,12 +660,13 @@ def run_grid(data: str | os.PathLike, cfg: StudyConfig, out: str | os.PathLike, 
     log(f"dataset {ds.root}: {ds.summary()['clips']} clips; split {json.dumps(split_counts(splits))}")
     need_aug = any(uses_augmentation(c) for _, c in cfg.grid())
     bank = noise_bank_for(ds, cfg, noise_dir, log) if need_aug else None
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     feats = compute_features(splits, cfg, cache, augment=need_aug, noise_bank=bank, progress=progress, log=log)
-    feat_s = time.perf_counter() - t0
+    feat_s, feat_cpu = time.perf_counter() - t0, time.process_time() - c0
     counts = feats.counts()
     log(f"features in {feat_s:.1f} s: {json.dumps(counts)}")
-    timing = {"features_s": round(feat_s, 1), "runs": {}}
+    timing = {"features_s": round(feat_s, 1), "features_cpu_s": round(feat_cpu, 1),
+              "cache_hits": cache.hits, "cache_misses": cache.misses, "runs": {}}
     rows = []
     grid = cfg.grid()
     for i, (name, cond) in enumerate(grid, 1):
@@ -650,7 +676,7 @@ def run_grid(data: str | os.PathLike, cfg: StudyConfig, out: str | os.PathLike, 
         if m is None:
             log(f"[{i}/{len(grid)}] {name} / {cond}")
             m = run_one(name, cond, training_data(feats, cond), cfg, run_dir, progress=progress, log=log)
-            timing["runs"][run] = m["fit_seconds"]
+            timing["runs"][run] = {"wall_s": m["fit_seconds"], "cpu_s": m.get("fit_cpu_seconds")}
         else:
             log(f"[{i}/{len(grid)}] {name} / {cond}: done before, reusing {run_dir / 'metrics.json'}")
         t = m["test"]
@@ -658,6 +684,8 @@ def run_grid(data: str | os.PathLike, cfg: StudyConfig, out: str | os.PathLike, 
             f"{_fmt(t['ap'])}  (threshold {m['threshold']:.3f} from val; fit {m['fit_seconds']:.0f} s)")
         rows.append(summary_row(m, run))
     timing["total_s"] = round(time.perf_counter() - t_start, 1)
+    timing["total_cpu_s"] = round(time.process_time(), 1)
+    timing["load_average"] = os.getloadavg() if hasattr(os, "getloadavg") else None
     meta = {"dataset": ds.summary(), "licenses": ds.licenses, "counts": counts, "skipped": feats.skipped,
             "augmentation": feats.aug_info, "timing": timing, "config": cfg.to_dict()}
     (out / "study_meta.json").write_text(json.dumps(_jsonable(meta), indent=1))

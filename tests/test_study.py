@@ -1,0 +1,276 @@
+"""The study pipeline on tiny data: features (cache, train-only augmentation, bad files), the grid end to end, the
+threshold chosen on validation, and the cross-dataset phases (phase D's fraction of B's train split)."""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from screamdetect.audio import SAMPLE_RATE, load_audio, pad_or_trim, write_audio
+from screamdetect.data import FeatureCache, discover, load_or_make_split
+from screamdetect.evaluate import choose_threshold
+from screamdetect.study import (CONDITIONS, StudyConfig, _mel, compute_features, load_dataset, parse_data_spec,
+                                phase_data, run_deploy, run_grid, sample_fraction, training_data)
+
+TINY = dict(
+    clip_s=0.5,
+    frontend={"n_mels": 16, "win_s": 0.025, "hop_s": 0.02},
+    train={"epochs": 1, "batch_size": 8, "patience": None, "threads": 1},
+    model_params={"fnn": {"hidden": [8]}, "cnn": {"channels": [4, 8], "dense": 8},
+                  "cnn_reg": {"channels": [4, 8], "dense": 8}, "cnn_f1": {"channels": [4, 8], "dense": 8},
+                  "resnet": {"width": 0.0625, "dense": 8}},
+)
+
+
+def tiny_config(**changes) -> StudyConfig:
+    return StudyConfig.from_dict({**TINY, **changes})
+
+
+def _tone(freq: float, dur_s: float, rng: np.random.Generator, amp: float = 0.3) -> np.ndarray:
+    t = np.arange(int(dur_s * SAMPLE_RATE)) / SAMPLE_RATE
+    f = freq * (1 + 0.2 * t)  # a slight upward glide
+    return (amp * np.sin(2 * np.pi * f * t) + 0.01 * rng.standard_normal(t.size)).astype(np.float32)
+
+
+@pytest.fixture
+def synth_data(tmp_path) -> Path:
+    """A labelled dataset with known answers: screams are 2-3 kHz glides, non-screams 150-300 Hz tones, 0.3-0.8 s
+    long; two sources ("s1", "s2"), a group per file; plus a noise bank of three white-noise pieces."""
+    rng = np.random.default_rng(0)
+    root = tmp_path / "data"
+    (root / "audio").mkdir(parents=True)
+    rows = []
+    for i in range(48):
+        label = int(i % 3 == 0)
+        freq = rng.uniform(2000, 3000) if label else rng.uniform(150, 300)
+        p = root / "audio" / f"c{i:02d}.wav"
+        write_audio(p, _tone(freq, rng.uniform(0.3, 0.8), rng))
+        rows.append({"path": f"audio/{p.name}", "label": label, "group": f"g{i}", "source": "s1" if i < 24 else "s2"})
+    with open(root / "manifest.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["path", "label", "group", "source"])
+        w.writeheader()
+        w.writerows(rows)
+    (root / "noise").mkdir()
+    for k in range(3):
+        write_audio(root / "noise" / f"n{k}.wav", (0.05 * rng.standard_normal(SAMPLE_RATE)).astype(np.float32))
+    return root
+
+
+def test_config_rejects_unknown_settings_by_name():
+    with pytest.raises(ValueError, match="clip_seconds"):
+        StudyConfig.from_dict({"clip_seconds": 3})
+    with pytest.raises(ValueError, match="n_mel"):
+        StudyConfig.from_dict({"frontend": {"n_mel": 64}})
+    with pytest.raises(ValueError, match="models"):
+        StudyConfig.from_dict({"models": ["svm", "xgboost"]})
+    with pytest.raises(ValueError, match="class_weight"):
+        StudyConfig.from_dict({"train": {"class_weight": True}})
+    with pytest.raises(ValueError, match="clip_s"):
+        StudyConfig.from_dict({"clip_s": -1})
+
+
+def test_shipped_configs_load():
+    root = Path(__file__).resolve().parents[1] / "configs"
+    seed = StudyConfig.from_yaml(root / "seed.yaml")
+    ours = StudyConfig.from_yaml(root / "study.yaml")
+    assert (seed.clip_s, seed.frontend.n_mels, seed.frontend.win_s, seed.frontend.hop_s) == (10.0, 128, 0.025, 0.01)
+    assert seed.augment == "seed" and ours.augment == "robust"
+    assert seed.n_frames == 1000
+    assert ours == StudyConfig()  # the built-in defaults are configs/study.yaml
+    assert len(ours.grid()) == 1 + 5 * 4 and ours.grid()[0] == ("svm", "baseline")
+
+
+def test_features_cache_and_train_only_augmentation(synth_data, tmp_path):
+    cfg = tiny_config()
+    ds = discover(synth_data)
+    splits = load_or_make_split(ds, tmp_path / "split.csv", cfg.split_spec)
+    from screamdetect.study import noise_bank_for
+
+    bank = noise_bank_for(ds, cfg, log=lambda m: None)
+    cache = FeatureCache(tmp_path / "cache")
+    f = compute_features(splits, cfg, cache, augment=True, noise_bank=bank, progress=False)
+    n_clips = sum(len(v) for v in splits.values())
+    assert cache.hits == 0 and cache.misses == n_clips + len(splits["train"]) * cfg.aug_copies
+    assert f.X["train"].shape[1:] == (16, 25) and f.X["train"].dtype == np.float32
+    # Copies come from TRAIN rows only and keep their source's label.
+    assert len(f.y_aug) > 0 and f.aug_src.max() < len(f.y["train"])
+    assert np.array_equal(f.y_aug, f.y["train"][f.aug_src])
+    assert not np.allclose(f.X_aug[0], f.X["train"][f.aug_src[0]])  # an augmented copy differs from its source
+    # Validation and test features are exactly the clean log-mel of the padded clip.
+    for split in ("val", "test"):
+        for row, clip in enumerate(f.clips[split]):
+            clean = _mel(pad_or_trim(load_audio(clip.path), cfg.n_samples).astype(np.float32), cfg)
+            np.testing.assert_array_equal(f.X[split][row], clean)
+    # Only augmentation conditions feed the copies; val/test are the same arrays in every condition.
+    for cond in CONDITIONS:
+        td = training_data(f, cond)
+        extra = len(f.y_aug) if cond in ("augmentation", "both") else 0
+        assert len(td.y_train) == len(f.y["train"]) + extra
+        assert td.X_val is f.X["val"] and td.X_test is f.X["test"]
+    # A second run reads everything from the cache; another clip_s misses it.
+    cache2 = FeatureCache(tmp_path / "cache")
+    f2 = compute_features(splits, cfg, cache2, augment=True, noise_bank=bank, progress=False)
+    assert cache2.misses == 0 and cache2.hits == cache.misses
+    np.testing.assert_array_equal(f2.X_aug, f.X_aug)
+    cache3 = FeatureCache(tmp_path / "cache")
+    compute_features(splits, replace(cfg, clip_s=0.4), cache3, augment=False, progress=False)
+    assert cache3.hits == 0
+
+
+def test_padding_is_the_same_for_both_classes(synth_data, tmp_path):
+    """Every clip, scream or not, becomes exactly clip_s seconds (zeros at the end), so length tells nothing."""
+    cfg = tiny_config(clip_s=1.0)
+    ds = discover(synth_data)
+    splits = load_or_make_split(ds, tmp_path / "split.csv", cfg.split_spec)
+    f = compute_features(splits, cfg, FeatureCache(tmp_path / "c"), augment=False, progress=False)
+    # All clips are shorter than 1 s: the last frames are the padding's floor, whatever the label.
+    floor = f.X["train"][:, :, -3:]
+    assert np.allclose(floor, floor.min())
+    assert {int(v) for v in f.y["train"]} == {0, 1}
+
+
+def test_bad_file_is_reported_and_skipped(synth_data, tmp_path):
+    bad = synth_data / "audio" / "c01.wav"
+    bad.write_bytes(b"this is not audio")
+    cfg = tiny_config()
+    ds = discover(synth_data)
+    splits = load_or_make_split(ds, tmp_path / "split.csv", cfg.split_spec)
+    logged = []
+    f = compute_features(splits, cfg, FeatureCache(tmp_path / "c"), augment=False, progress=False,
+                         log=logged.append)
+    assert [p for p, _ in f.skipped] == [str(bad.resolve())]
+    assert any("c01.wav" in m for m in logged)
+    assert sum(len(v) for v in f.y.values()) == len(ds) - 1
+
+
+def test_grid_end_to_end_on_tiny_data(synth_data, tmp_path):
+    out = tmp_path / "study"
+    cfg = tiny_config(models=("svm", "cnn"), conditions=("baseline", "both"))
+    rows = run_grid(synth_data, cfg, out, cache=FeatureCache(tmp_path / "c"), progress=False, log=lambda m: None)
+    assert [r["run"] for r in rows] == ["svm__baseline", "cnn__baseline", "cnn__both"]
+    for name in ("summary.csv", "summary.md", "report.html", "split.csv", "config.yaml", "study_meta.json"):
+        assert (out / name).is_file(), name
+    for r in rows:
+        d = out / r["run"]
+        for name in ("metrics.json", "classification_report.txt", "confusion.png", "pr.png", "roc.png",
+                     "config.yaml", "scores.csv"):
+            assert (d / name).is_file(), f"{r['run']}/{name}"
+        m = json.loads((d / "metrics.json").read_text())
+        assert m["split"] == "test" and m["threshold_chosen_on"] == "val"
+        # The threshold is the one validation gives: recompute it from the stored validation scores.
+        sc = list(csv.DictReader(open(d / "scores.csv")))
+        yv = np.array([int(s["label"]) for s in sc if s["split"] == "val"])
+        pv = np.array([float(s["p_scream"]) for s in sc if s["split"] == "val"])
+        assert m["threshold"] == pytest.approx(choose_threshold(yv, pv, "f1"), abs=1e-5)
+        assert m["test"]["n"] == sum(s["split"] == "test" for s in sc)
+    both = json.loads((out / "cnn__both" / "metrics.json").read_text())
+    base = json.loads((out / "cnn__baseline" / "metrics.json").read_text())
+    assert (out / "cnn__both" / "curves.png").is_file()
+    # Class weights are computed on the data as fed (originals + augmented copies) and stored.
+    n, k = both["train_fed"]["clips"], both["train_fed"]["scream"]
+    assert both["class_weights_used"] and both["class_weights"]["1"] == pytest.approx(n / (2 * k))
+    assert not base["class_weights_used"] and base["train_fed"]["clips"] < n
+    summary = list(csv.DictReader(open(out / "summary.csv")))
+    assert len(summary) == 3 and {"f1", "ap", "precision", "recall"} <= set(summary[0])
+    html = (out / "report.html").read_text()
+    assert html.count("data:image/png;base64") >= 3 * 3 and "cnn__both" in html
+    # A second call with the same config reuses the finished runs.
+    rows2 = run_grid(synth_data, cfg, out, cache=FeatureCache(tmp_path / "c"), progress=False, log=lambda m: None)
+    assert [r["f1"] for r in rows2] == [r["f1"] for r in rows]
+    # ... and another config may not write into the same folder.
+    with pytest.raises(ValueError, match="another config"):
+        run_grid(synth_data, replace(cfg, clip_s=0.4), out, progress=False, log=lambda m: None)
+
+
+@pytest.mark.slow
+def test_full_grid_on_corpus_subset(corpus_subset, tmp_path):
+    """Every model under every condition, 1 epoch, on 40 real corpus clips."""
+    rows = run_grid(corpus_subset, tiny_config(), tmp_path / "s", cache=FeatureCache(tmp_path / "c"),
+                    noise_dir=Path(corpus_subset).parent, progress=False, log=lambda m: None) \
+        if (Path(corpus_subset).parent / "noise").is_dir() else None
+    if rows is None:
+        from conftest import CORPUS
+
+        rows = run_grid(corpus_subset, tiny_config(), tmp_path / "s", cache=FeatureCache(tmp_path / "c"),
+                        noise_dir=CORPUS / "noise", progress=False, log=lambda m: None)
+    assert len(rows) == 21 and all(0.0 <= r["f1"] <= 1.0 for r in rows)
+
+
+def test_sample_fraction_is_stratified_and_exact():
+    y = np.array([1] * 10 + [0] * 90)
+    idx = sample_fraction(y, 0.3, seed=1)
+    assert len(idx) == 30 and y[idx].sum() == 3 and len(set(idx.tolist())) == 30
+    assert len(sample_fraction(y, 0.0)) == 0
+    with pytest.raises(ValueError, match="fraction"):
+        sample_fraction(y, 1.5)
+
+
+def test_phase_d_uses_the_stated_fraction_of_b_train_and_none_of_b_test(synth_data, tmp_path):
+    cfg = tiny_config(clip_s=0.3)
+    feats = {}
+    for tag, src in (("A", "s1"), ("B", "s2")):
+        ds = load_dataset(f"{synth_data}::source={src}")
+        splits = load_or_make_split(ds, tmp_path / f"split_{tag}.csv", cfg.split_spec)
+        feats[tag] = compute_features(splits, cfg, FeatureCache(tmp_path / "c"), augment=False, progress=False)
+    fa, fb = feats["A"], feats["B"]
+    td, note = phase_data("D", fa, fb, "baseline", 0.5, seed=0)
+    n_b = len(fb.y["train"])
+    expected = sum(int(round(0.5 * np.sum(fb.y["train"] == c))) for c in (0, 1))
+    assert note["b_train_used"] == expected and note["b_train_total"] == n_b
+    assert note["b_fraction_used"] == pytest.approx(expected / n_b)
+    assert len(td.y_train) == len(fa.y["train"]) + expected
+    b_train = {c.path for c in fb.clips["train"]}
+    b_test = {c.path for c in fb.clips["test"]}
+    assert set(note["b_train_paths"]) <= b_train and not set(note["b_train_paths"]) & b_test
+    assert td.test_paths == [c.path for c in fb.clips["test"]]
+    # Every B row fed to training is one of the sampled train clips (compare the features row by row).
+    fed_b = td.X_train[len(fa.y["train"]):]
+    sampled = [fb.X["train"][[c.path for c in fb.clips["train"]].index(p)] for p in note["b_train_paths"]]
+    np.testing.assert_array_equal(fed_b, np.stack(sampled))
+    # Phases B and C cross the datasets; A stays inside B.
+    tb, _ = phase_data("B", fa, fb, "baseline", 0.5)
+    assert len(tb.y_train) == len(fa.y["train"]) and tb.test_paths == [c.path for c in fb.clips["test"]]
+    tc, _ = phase_data("C", fa, fb, "baseline", 0.5)
+    assert tc.test_paths == [c.path for c in fa.clips["test"]]
+
+
+def test_deploy_end_to_end_and_source_syntax(synth_data, tmp_path):
+    assert parse_data_spec("x/y::source=a, b") == (Path("x/y"), ("a", "b"))
+    assert parse_data_spec("x/y::source!=a") == (Path("x/y"), ("!a",))
+    assert {c.source for c in load_dataset(f"{synth_data}::source!=s1").clips} == {"s2"}
+    with pytest.raises(ValueError, match="source"):
+        load_dataset(f"{synth_data}::source=nope")
+    out = tmp_path / "dep"
+    rows = run_deploy(synth_data, synth_data, tiny_config(), out, fraction=0.3, models=("svm",),
+                      condition="baseline", sources_a=("s1",), sources_b=("s2",),
+                      cache=FeatureCache(tmp_path / "c"), progress=False, log=lambda m: None)
+    assert [r["phase"] for r in rows] == ["A", "B", "C", "D"]
+    assert (out / "report.html").is_file() and (out / "summary.csv").is_file()
+    d = json.loads((out / "phaseD__svm" / "metrics.json").read_text())["data"]
+    assert rows[3]["b_fraction_used"] == pytest.approx(d["b_train_used"] / d["b_train_total"])
+    with pytest.raises(ValueError, match="share"):
+        run_deploy(synth_data, synth_data, tiny_config(), tmp_path / "dep2", models=("svm",),
+                   condition="baseline", progress=False, log=lambda m: None)
+
+
+def test_cli_errors_are_one_line(synth_data, tmp_path):
+    from screamdetect.cli import app
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("clip_seconds: 3\n")
+    def run(*args):
+        r = CliRunner().invoke(app, list(args))
+        return r.exit_code, " ".join(r.output.split())  # rich wraps long lines when not on a terminal
+
+    code, text = run("study", str(synth_data), "--config", str(bad), "--out", str(tmp_path / "o"))
+    assert code == 2 and "clip_seconds" in text and "Traceback" not in text
+    code, text = run("study", str(tmp_path / "missing"), "--out", str(tmp_path / "o2"))
+    assert code == 2 and "no such file" in text
+    code, text = run("deploy-study", str(synth_data))
+    assert code == 2 and "--a-sources" in text

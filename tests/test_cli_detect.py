@@ -79,11 +79,11 @@ def test_scores_and_threshold(files):
 
 def test_csv_and_table(files):
     d, model = files
-    res = _run([d / "in" / "sub" / "b.flac", d / "missing.wav", "--model", model, "-f", "csv"])
+    res = _run([d / "in" / "sub" / "b.flac", d / "missing.wav", "--model", model, "-f", "csv", "-j", "1"])
     rows = list(csv.DictReader(io.StringIO(res.stdout)))
     assert [r["n_events"] for r in rows] == ["2", ""] and rows[1]["error"] == "file not found"
     assert len(rows[0]["events"].split(";")) == 2
-    table = _run([d / "in" / "a.wav", d / "missing.wav", "--model", model])
+    table = _run([d / "in" / "a.wav", d / "missing.wav", "--model", model, "-j", "1"])
     assert "a.wav" in table.stdout and "file not found" in table.stdout and table.exit_code == 1
 
 

@@ -319,10 +319,20 @@ class InputNorm:
                 self.register_buffer("mean", torch.zeros(n_mels, 1))
                 self.register_buffer("std", torch.ones(n_mels, 1))
 
-            def set_stats(self, X: np.ndarray) -> None:
-                X64 = X.astype(np.float64, copy=False)
-                m = X64.mean(axis=(0, 2))
-                s = X64.std(axis=(0, 2))
+            def set_stats(self, X: np.ndarray, chunk: int = 256) -> None:
+                """Per-band mean and std (dB) of X (n, n_mels, n_frames), accumulated in float64 by chunks (no
+                full-size float64 copy of a large training set)."""
+                n_mels = X.shape[1]
+                s1, s2, count = np.zeros(n_mels), np.zeros(n_mels), 0
+                for i in range(0, X.shape[0], chunk):
+                    c = X[i: i + chunk].astype(np.float64)
+                    s1 += c.sum(axis=(0, 2))
+                    count += c.shape[0] * c.shape[2]
+                m = s1 / count
+                for i in range(0, X.shape[0], chunk):
+                    c = X[i: i + chunk].astype(np.float64) - m[None, :, None]
+                    s2 += np.square(c).sum(axis=(0, 2))
+                s = np.sqrt(s2 / count)
                 self.mean.copy_(torch.from_numpy(m.astype(np.float32))[:, None])
                 self.std.copy_(torch.from_numpy(np.maximum(s, 1e-3).astype(np.float32))[:, None])
 

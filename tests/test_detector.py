@@ -175,3 +175,25 @@ def test_bad_smoothing_rejected_naming_the_parameter(kw, name):
 def test_bad_smoothing_keys_rejected():
     with pytest.raises(ValueError, match="unknown smoothing keys"):
         Smoothing.from_dict({"k": 1, "n": 1, "patience": 3})
+
+
+def test_max_false_alarms_per_hour_picks_from_the_calibration_sweep(tmp_path):
+    import json
+
+    from screamdetect.detector import ModelError, threshold_for_rate
+
+    onnx = write_band_energy_model(tmp_path)
+    card = json.loads(onnx.with_suffix(".json").read_text())
+    sweep = [[0.3, 4.0, 1.0], [0.5, 1.0, 0.9], [0.7, 0.4, 0.8], [0.9, 0.0, 0.5]]
+    card["calibration"] = {"sweep": sweep}
+    onnx.with_suffix(".json").write_text(json.dumps(card))
+    assert Detector.load(onnx, max_false_alarms_per_hour=0.5).threshold == 0.7
+    assert Detector.load(onnx, max_false_alarms_per_hour=1.0).threshold == 0.5
+    assert Detector.load(onnx, max_false_alarms_per_hour=0.0).threshold == 0.9
+    assert threshold_for_rate({"calibration": {"sweep": [[0.8, 3.0, 1.0]]}}, 0.1) == 0.8  # none meets: strictest
+    with pytest.raises(ValueError, match="not both"):
+        Detector.load(onnx, threshold=0.5, max_false_alarms_per_hour=1.0)
+    with pytest.raises(ValueError, match="max_false_alarms_per_hour"):
+        threshold_for_rate(card, -1)
+    with pytest.raises(ModelError, match="calibration sweep"):
+        threshold_for_rate({}, 0.5, "x.json")

@@ -94,6 +94,9 @@ def detect(paths: list[Path] = typer.Argument(..., help="Audio files and/or fold
                                    "input, in input order) or csv."),
            threshold: Optional[float] = typer.Option(None, "--threshold", "-t", help="Score threshold in (0, 1]; "
                                                      "default: the model card's calibrated threshold."),
+           max_fa: Optional[float] = typer.Option(None, "--max-false-alarms-per-hour", help="Pick the threshold "
+                                                  "from the card's validation calibration that keeps false alarms "
+                                                  "within this rate (instead of --threshold)."),
            model: Optional[Path] = typer.Option(None, "--model", "-m", help="ONNX model (its card .json beside it); "
                                                 "default: the shipped model."),
            scores: bool = typer.Option(False, "--scores", help="Add hop_s and the per-window score timeline."),
@@ -123,9 +126,10 @@ def detect(paths: list[Path] = typer.Argument(..., help="Audio files and/or fold
     n_files = sum(e is None for _, e in items)
     jobs = jobs or (os.cpu_count() or 1)
     try:
+        threshold = _resolve_threshold(model, threshold, max_fa)
         results = scan_paths(items, model=model, threshold=threshold, jobs=jobs, keep_scores=scores)
         first = next(results)
-    except ModelError as e:
+    except (ModelError, ValueError) as e:
         fail(str(e))
     except StopIteration:
         fail("no inputs")
@@ -168,6 +172,17 @@ def _interrupt_ends(results):
         yield from results
     except KeyboardInterrupt:
         fail("interrupted", code=130)
+
+
+def _resolve_threshold(model: Optional[Path], threshold: Optional[float], max_fa: Optional[float]):
+    """--threshold, or the threshold that --max-false-alarms-per-hour picks from the card's calibration sweep."""
+    if max_fa is None:
+        return threshold
+    if threshold is not None:
+        fail("give either --threshold or --max-false-alarms-per-hour, not both")
+    from .detector import Detector
+
+    return Detector.load(model, max_false_alarms_per_hour=max_fa).threshold
 
 
 def _csv_writer(scores: bool):
@@ -237,6 +252,9 @@ def listen(source: str = typer.Option(..., "--source", "-s", help="'mic' (or mic
                                                 "default: the shipped model."),
            retries: int = typer.Option(10, "--retries", help="Reconnection attempts in a row before giving up "
                                        "on a network stream (back-off 1 s doubling to 30 s)."),
+           max_fa: Optional[float] = typer.Option(None, "--max-false-alarms-per-hour", help="Pick the threshold "
+                                                  "from the card's validation calibration that keeps false alarms "
+                                                  "within this rate (instead of --threshold)."),
            threads: int = typer.Option(1, "--threads", help="onnxruntime threads.")):
     """Detect screams live and raise alerts as they happen (Ctrl-C to stop).
 
@@ -255,6 +273,10 @@ def listen(source: str = typer.Option(..., "--source", "-s", help="'mic' (or mic
     from .sources import MicSource, Reconnect, SourceError, import_sounddevice, open_source, safe_name
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    try:
+        threshold = _resolve_threshold(model, threshold, max_fa)
+    except (ModelError, ValueError) as e:
+        fail(str(e))
     if threshold is not None and not (0.0 < threshold <= 1.0):
         fail(f"--threshold must be in (0, 1], got {threshold}")
     if retries < 0:

@@ -200,6 +200,19 @@ def check_threshold(threshold: float) -> float:
     return float(threshold)
 
 
+def threshold_for_rate(card: dict, max_false_alarms_per_hour: float, where: str | os.PathLike = "card") -> float:
+    """The lowest threshold of the card's calibration sweep ([threshold, false alarms/h, recall] rows, measured on
+    validation data) whose false-alarm rate is <= `max_false_alarms_per_hour`; the highest swept one if none is."""
+    if not (isinstance(max_false_alarms_per_hour, (int, float)) and max_false_alarms_per_hour >= 0):
+        raise ValueError(f"max_false_alarms_per_hour must be a number >= 0, got {max_false_alarms_per_hour!r}")
+    sweep = (card.get("calibration") or {}).get("sweep")
+    if not sweep:
+        raise ModelError(f"{where}: the model card has no calibration sweep, so --max-false-alarms-per-hour cannot "
+                         "be applied (use --threshold)")
+    ok = [row[0] for row in sweep if row[1] <= max_false_alarms_per_hour]
+    return float(min(ok)) if ok else float(max(row[0] for row in sweep))
+
+
 def events_from_scores(scores: np.ndarray, threshold: float, smoothing: Smoothing, window_s: float, hop_s: float,
                        duration_s: float | None = None) -> list[Event]:
     """Events of a whole score timeline (float array (n_windows,), one per hop). Same rule as streaming."""
@@ -273,11 +286,15 @@ class Detector:
     # ---- construction ----------------------------------------------------------------------------------------
     @classmethod
     def load(cls, path: str | os.PathLike | None = None, *, threshold: float | None = None,
-             intra_op_threads: int | None = None) -> Detector:
+             max_false_alarms_per_hour: float | None = None, intra_op_threads: int | None = None) -> Detector:
         """Load an ONNX model and its card (same stem, .json). path None = the shipped default model.
 
+        threshold overrides the card's; max_false_alarms_per_hour instead picks the lowest threshold whose false-alarm
+        rate on the card's validation calibration sweep is within that target (not both).
         Raises ModelError naming the file when the model or card is missing or invalid.
         """
+        if threshold is not None and max_false_alarms_per_hour is not None:
+            raise ValueError("give either threshold or max_false_alarms_per_hour, not both")
         onnx_path = Path(path) if path is not None else DEFAULT_MODEL
         if onnx_path.suffix.lower() == ".json":
             onnx_path = onnx_path.with_suffix(".onnx")
@@ -297,6 +314,8 @@ class Detector:
         det = cls(onnx_path, card, intra_op_threads=intra_op_threads)
         if threshold is not None:
             det.threshold = threshold
+        elif max_false_alarms_per_hour is not None:
+            det.threshold = threshold_for_rate(card, max_false_alarms_per_hour, card_path)
         return det
 
     # ---- settings --------------------------------------------------------------------------------------------

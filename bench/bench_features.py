@@ -3,11 +3,16 @@
 Run: .venv/bin/python bench/bench_features.py [--repeat N] [--seconds S]
 Calls are interleaved (both see the same machine load). Prints the median time of each and the speed ratio (the target is >= 5x faster than librosa), for the study's
 settings (128 mels, 25 ms window, 10 ms hop) and a second setting (64 mels, 32/16 ms, 50-7600 Hz).
+
+librosa's mel projection is a BLAS product, multi-threaded by default; log_mel uses no BLAS (a sparse product).
+On a busy machine BLAS threads slow librosa down a lot, so also run with OPENBLAS_NUM_THREADS=1 for the
+compute-only comparison.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 
@@ -41,7 +46,9 @@ def main() -> None:
     rng = np.random.default_rng(0)
     y = (0.1 * rng.standard_normal(int(args.seconds * SAMPLE_RATE))).astype(np.float32)
     settings = [FrontEnd(), FrontEnd(n_mels=64, win_s=0.032, hop_s=0.016, fmin=50.0, fmax=7600.0)]
-    print(f"clip: {args.seconds:g} s of noise at {SAMPLE_RATE} Hz, {args.repeat} runs each, median")
+    blas = os.environ.get("OPENBLAS_NUM_THREADS") or os.environ.get("OMP_NUM_THREADS") or "default"
+    print(f"clip: {args.seconds:g} s of noise at {SAMPLE_RATE} Hz, {args.repeat} runs each, interleaved; "
+          f"BLAS threads: {blas}; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     for fe in settings:
         def ours(fe=fe):
             return log_mel(y, frontend=fe)

@@ -416,7 +416,8 @@ def demo(corpus: Optional[Path] = typer.Option(Path("../shared/corpus"), help="C
             used.add(hit)
             e = res["events"][hit]
             t.add_row(f"{g['start_s']:.1f}-{g['end_s']:.1f}", f"{g['snr_db']:g}",
-                      f"{e['start_s']:.2f}-{e['end_s']:.2f}", f"{e['peak_score']:.2f}", "")
+                      f"{e['start_s']:.2f}-{e['end_s']:.2f}", f"{e['peak_score']:.2f}",
+                      f"{e['alert_s'] - g['start_s']:.2f}")
     for i, e in enumerate(res["events"]):
         if i not in used:
             t.add_row("[yellow]none (false alarm)[/yellow]", "", f"{e['start_s']:.2f}-{e['end_s']:.2f}",

@@ -117,13 +117,18 @@ def run_demo(corpus: Path | None, out: Path, model: Path | None = None, seed: in
         scene, label = corpus_scene(Path(corpus), seed), "corpus test split"
     else:
         scene, label = synthetic_scene(seed=seed), "SYNTHETIC scene (corpus not found)"
+    from .evaluate import detect_with_alerts
+
     det = Detector.load(model)
     scores = det.score_windows(scene.audio)
-    events = det.detect(scene.audio)
+    events = detect_with_alerts(det, scene.audio)
     scenes.write_scene(scene, out)
     plot_scene(out / "demo.png", scene.audio, scores, det.hop_s, det.window_s, det.threshold, events, scene.events,
                f"screamdetect demo — {label}")
     result = {"scene": str(out / f"{scene.name}.flac"), "source": label, "threshold": det.threshold,
-              "truth": [g.to_dict() for g in scene.events], "events": [e.to_dict() for e in events]}
+              "truth": [g.to_dict() for g in scene.events],
+              "events": [{"start_s": round(e.start_s, 3), "end_s": round(e.end_s, 3),
+                          "peak_score": round(float(e.peak_score), 4), "alert_s": round(e.alert_s, 3)}
+                         for e in events]}
     (out / "events.json").write_text(json.dumps(result, indent=1))
     return result

@@ -146,3 +146,17 @@ def test_eda_features_white_noise_is_flat_and_broad(rng):
 def test_eda_features_rejects_empty():
     with pytest.raises(ValueError):
         eda_features(np.zeros(0, np.float32))
+
+
+def test_log_mel_rejects_multichannel_arrays():
+    with pytest.raises(ValueError, match="1-D"):
+        log_mel(np.zeros((2, SAMPLE_RATE), np.float32))
+
+
+def test_log_mel_long_input_is_chunk_invariant(rng):
+    """Frames are computed in batches; a frame's value must not depend on which batch it fell in."""
+    y = _test_signal(rng, 5.0)  # 501 frames: several 128-frame batches and a partial one
+    full = log_mel(y)
+    hop = STUDY.hop_length
+    shifted = log_mel(y[37 * hop:])  # frame k of this = frame 37 + k of the whole, other batch boundaries
+    np.testing.assert_array_equal(shifted[:, 3:-3], full[:, 40:-3])

@@ -211,7 +211,10 @@ class StudyConfig:
             raise ValueError(f"{path}: {e}") from e
 
     def key(self) -> str:
-        return hashlib.sha1(json.dumps(self.to_dict(), sort_keys=True, default=str).encode()).hexdigest()[:12]
+        """Hash of the settings that shape a run's result. The grid's extent (models, conditions) is left out, so
+        subsets of one study (e.g. one process per model, --models) can fill one output folder."""
+        d = {k: v for k, v in self.to_dict().items() if k not in ("models", "conditions", "svm_conditions")}
+        return hashlib.sha1(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
     def to_yaml(self) -> str:
         import yaml

@@ -1124,8 +1124,13 @@ class YamnetFineTune(_PatchMIL):
         return self
 
     def _frozen(self, yam, flat: np.ndarray, batch: int = 256):
-        """Outputs of the frozen layers for patches (n, 96, 64), float16 (n, C, H, W) to halve the memory."""
+        """Outputs of the frozen layers for patches (n, 96, 64), float16 (n, C, H, W) to halve the memory.
+
+        Run through onnxruntime (the frozen layers exported to a temporary ONNX file: ~2x faster than torch's
+        depthwise convolutions on CPU, same float result to ~1e-6); torch when the export is not possible.
+        """
         torch = _torch()
+        run = self._frozen_runner(yam)
         outs = []
         starts = range(0, len(flat), batch)
         if self.progress:
@@ -1134,8 +1139,47 @@ class YamnetFineTune(_PatchMIL):
             starts = track(starts, description="yamnet_ft: frozen layers", total=len(starts))
         with torch.no_grad():
             for i in starts:
-                outs.append(yam.trunk(torch.from_numpy(flat[i: i + batch]), self.start_layer).half())
+                outs.append(run(flat[i: i + batch]).half())
         return torch.cat(outs)
+
+    def _frozen_runner(self, yam):
+        torch = _torch()
+        start = self.start_layer
+
+        def with_torch(x):
+            return yam.trunk(torch.from_numpy(x), start)
+
+        try:
+            import onnxruntime as ort
+
+            class Trunk(torch.nn.Module):
+                def __init__(self):
+                    super().__init__()
+                    self.yam = yam
+
+                def forward(self, x):
+                    return self.yam.trunk(x, start)
+
+            tmp = Path(tempfile.mkdtemp(prefix="yamnet-trunk-"))
+            try:
+                path = tmp / "trunk.onnx"
+                dummy = torch.zeros(2, YAMNET_FRONTEND.patch_frames, YAMNET_FRONTEND.n_mels)
+                import warnings
+
+                with torch.no_grad(), warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    torch.onnx.export(Trunk().eval(), (dummy,), str(path), input_names=["x"], output_names=["y"],
+                                      dynamic_axes={"x": {0: "b"}, "y": {0: "b"}}, opset_version=17, dynamo=False)
+                opts = ort.SessionOptions()
+                opts.intra_op_num_threads = self.config.threads
+                opts.inter_op_num_threads = 1
+                opts.log_severity_level = 3
+                sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+        except Exception:  # noqa: BLE001 - any export/runtime problem: the torch path gives the same numbers
+            return with_torch
+        return lambda x: torch.from_numpy(sess.run(["y"], {"x": np.ascontiguousarray(x)})[0])
 
     def _proba_cached(self, yam, head, cache, seg: np.ndarray, n: int, batch: int = 512) -> np.ndarray:
         torch = _torch()

@@ -534,7 +534,7 @@ def make_params(name: str, condition: str, cfg: StudyConfig) -> dict:
     if name == "svm":
         params["class_weight"] = "balanced" if uses_class_weights(condition) else None
     else:
-        params.update(cfg.train)
+        params = {**cfg.train, **params}  # a model's own settings (e.g. patience) win over the study-wide ones
         params["class_weight"] = uses_class_weights(condition)
         params["progress"] = False
     return params

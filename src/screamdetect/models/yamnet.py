@@ -764,7 +764,8 @@ def _average_precision(y: np.ndarray, p: np.ndarray) -> float:
 
 def _train_mil(torch, params, patch_logits_fn, n_rows_fn, y, y_val, val_fn, cfg_epochs, lr, weight_decay,
                class_weight, patience, seed, batches, desc: str, progress: bool):
-    """A small MIL training loop: BCE on clip logits (max over patches), Adam; keep the epoch with the best val AP.
+    """A small MIL training loop: BCE on clip logits (max over patches), Adam; keep the epoch with the best val AP
+    (the untrained start included).
 
     patch_logits_fn(batch_clip_ids) → (clip logits (b,)); val_fn() → val clip probabilities or None.
     Returns (history, best_state_dict_or_None).
@@ -780,6 +781,14 @@ def _train_mil(torch, params, patch_logits_fn, n_rows_fn, y, y_val, val_fn, cfg_
     opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
     hist = {"loss": [], "val_loss": [], "acc": [], "val_acc": [], "val_f1": [], "val_ap": []}
     best = (-math.inf, None, -1)
+    # The starting point (e.g. YAMNet's own Screaming unit) is a candidate too: training is kept only if it beats
+    # it on validation (best_epoch -1 = the start was best).
+    pv0 = val_fn()
+    if pv0 is not None:
+        pv0 = np.clip(pv0, 1e-7, 1 - 1e-7)
+        loss0 = float(-np.mean(y_val * np.log(pv0) + (1 - y_val) * np.log(1 - pv0)))
+        hist["initial_val_ap"] = _average_precision(y_val, pv0)
+        best = (hist["initial_val_ap"] - 1e-3 * loss0, [p.detach().clone() for p in params], -1)
     since = 0
     bar = None
     if progress:

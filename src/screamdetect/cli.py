@@ -536,8 +536,10 @@ def deploy_study(
                                      "PATH::source=a,b."),
         data_b: Optional[str] = typer.Argument(None, help="Dataset B (the deployment site). Omit it to split one "
                                                "DATA_A by --a-sources / --b-sources."),
-        a_sources: Optional[str] = typer.Option(None, help="Keep only these manifest sources in A (comma-separated)."),
-        b_sources: Optional[str] = typer.Option(None, help="Keep only these manifest sources in B (comma-separated)."),
+        a_sources: Optional[str] = typer.Option(None, help="Keep only these manifest sources in A (comma-separated; '!name' "
+                                                  "drops a source instead, e.g. '!student')."),
+        b_sources: Optional[str] = typer.Option(None, help="Keep only these manifest sources in B (comma-separated; '!name' "
+                                                  "drops a source instead)."),
         fraction: float = typer.Option(0.30, help="Phase D: share of B's TRAIN split added to A's training data "
                                        "(stratified by class; the share actually used is reported)."),
         models: str = typer.Option("svm,cnn_reg", help="Comma-separated models to run in every phase."),

@@ -55,6 +55,8 @@ class ProductConfig:
     smoothing: Smoothing = field(default_factory=Smoothing)
     target_false_alarms_per_hour: float = 0.5
     calib_hours: float = 1.0
+    background_minutes: float = 0.0  # scream-free train-split scenes (noise beds + scattered negatives) as negatives
+    background_windows: int = 0  # how many windows to draw from them (0 = all)
     seed: int = 0
 
     def __post_init__(self):
@@ -200,6 +202,24 @@ def _load_all(clips: list[Clip], what: str) -> tuple[list[Clip], list[np.ndarray
     return ok, audios
 
 
+def background_windows(cfg: ProductConfig, noises: list[np.ndarray], negatives: list[np.ndarray]) -> np.ndarray:
+    """Negative windows from `cfg.background_minutes` of scream-free scenes built from TRAIN-split material
+    (noise beds of the train noise pieces with train non-screams scattered over them): the kind of audio the
+    detector listens to for hours, and where false alarms come from."""
+    rng = np.random.default_rng(cfg.seed + 3)
+    spec = scenes.SceneSpec(duration_s=60.0, seed=cfg.seed + 3)
+    wins = []
+    for _ in range(int(np.ceil(cfg.background_minutes))):
+        bg = scenes.background(noises, negatives, 60.0, rng, spec)
+        bg += rng.standard_normal(bg.size).astype(np.float32) * np.float32(10 ** (rng.uniform(*NOISE_FLOOR_DBFS) / 20))
+        np.clip(bg, -1, 1, out=bg)
+        wins.append(frame_windows(log_mel(bg, frontend=cfg.frontend), cfg))
+    X = np.concatenate(wins)
+    if cfg.background_windows and len(X) > cfg.background_windows:
+        X = X[np.sort(rng.choice(len(X), cfg.background_windows, replace=False))]
+    return X.astype(np.float32)
+
+
 def calibrate(detector, val_screams: list[np.ndarray], val_negatives: list[np.ndarray], val_noises: list[np.ndarray],
               cfg: ProductConfig, out_dir: Path | None = None) -> dict:
     """Pick the threshold meeting `cfg.target_false_alarms_per_hour` with the best recall, on validation data.
@@ -268,6 +288,11 @@ def train_product(data: str | Path, cfg: ProductConfig, out: str | Path, noise_d
     tr_clips, tr_audio = _load_all(splits["train"], "train")
     va_clips, va_audio = _load_all(splits["val"], "val")
     X, y, _ = maker.make(tr_clips, tr_audio, augment=True, seed=cfg.seed)
+    if cfg.background_minutes > 0:
+        Xb = background_windows(cfg, nb_train.pieces, [a for c, a in zip(tr_clips, tr_audio) if c.label == 0])
+        X = np.concatenate([X, Xb])
+        y = np.concatenate([y, np.zeros(len(Xb), dtype=y.dtype)])
+        del Xb
     Xv, yv, _ = maker.make(va_clips, va_audio, augment=False, seed=cfg.seed + 1)
     print(f"training windows: {len(y)} ({int(y.sum())} scream), validation windows: {len(yv)} ({int(yv.sum())} scream)")
     model = make_model(cfg.model, (cfg.frontend.n_mels, cfg.window_frames), seed=cfg.seed, **cfg.model_params)

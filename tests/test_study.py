@@ -269,3 +269,17 @@ def test_cli_errors_are_one_line(synth_data, tmp_path):
     assert code == 2 and "no such file" in text
     code, text = run("deploy-study", str(synth_data))
     assert code == 2 and "--a-sources" in text
+
+
+def test_seed_preset_copies_every_scream_and_few_non_screams(synth_data, tmp_path):
+    """The study's scheme: noise on every scream copy, on ~20% of non-scream copies (unchanged copies dropped)."""
+    cfg = tiny_config(augment="seed")
+    ds = discover(synth_data)
+    splits = load_or_make_split(ds, tmp_path / "split.csv", cfg.split_spec)
+    from screamdetect.study import noise_bank_for
+
+    f = compute_features(splits, cfg, FeatureCache(tmp_path / "c"), augment=True,
+                         noise_bank=noise_bank_for(ds, cfg, log=lambda m: None), progress=False)
+    n_pos, n_neg = int(f.y["train"].sum()), int(len(f.y["train"]) - f.y["train"].sum())
+    assert int(f.y_aug.sum()) == n_pos
+    assert int(len(f.y_aug) - f.y_aug.sum()) < 0.5 * n_neg

@@ -308,7 +308,7 @@ def yamnet_onnx_path(package: str | None = None, cache_dir: str | os.PathLike | 
     [batch, 1024]. The weights stay in the package's external data file, referenced, not copied.
     """
     src = extracted_onnx(package, cache_dir)
-    out = src.with_name("yamnet_float_io.onnx")
+    out = src.with_name("yamnet_float_io_v1.onnx")  # bump the suffix when the rewrite changes
     if out.is_file():
         return out
     import onnx
@@ -762,7 +762,7 @@ def _average_precision(y: np.ndarray, p: np.ndarray) -> float:
     return float((prec * ys).sum() / ys.sum())
 
 
-def _train_mil(torch, params, patch_logits_fn, n_rows_fn, y, y_val, val_fn, cfg_epochs, lr, weight_decay,
+def _train_mil(torch, params, patch_logits_fn, y, y_val, val_fn, cfg_epochs, lr, weight_decay,
                class_weight, patience, seed, batches, desc: str, progress: bool):
     """A small MIL training loop: BCE on clip logits (max over patches), Adam; keep the epoch with the best val AP
     (the untrained start included).
@@ -942,7 +942,7 @@ class YamnetHead(_PatchMIL):
             with torch.no_grad():
                 return self._proba(head, E_val)
 
-        self.history_ = _train_mil(torch, list(head.parameters()), clip_logits, None, y, y_val, val_fn,
+        self.history_ = _train_mil(torch, list(head.parameters()), clip_logits, y, y_val, val_fn,
                                    self.config.epochs, self.config.lr, self.config.weight_decay,
                                    self.config.class_weight, self.config.patience, self.seed, batches=1,
                                    desc="yamnet_head", progress=self.progress)
@@ -1119,7 +1119,7 @@ class YamnetFineTune(_PatchMIL):
                 return None
             return self._proba_cached(yam, head, vcache, vseg, vn)
 
-        self.history_ = _train_mil(torch, params, clip_logits, None, y, y_val, val_fn, c.epochs, c.lr, c.weight_decay,
+        self.history_ = _train_mil(torch, params, clip_logits, y, y_val, val_fn, c.epochs, c.lr, c.weight_decay,
                                    c.class_weight, c.patience, self.seed, batches=max(1, math.ceil(n / c.batch_size)),
                                    desc="yamnet_ft", progress=self.progress)
         yam.eval()

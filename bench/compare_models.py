@@ -60,6 +60,30 @@ def yamnet_zero_shot(classes: tuple[int, ...], name: str, smoothing: Smoothing) 
     return WindowScorer(name, fn, fe.patch_s, fe.patch_hop_s, smoothing, y.path.stat().st_size)
 
 
+def cascade(model: Path | None, gate: float, classes: tuple[int, ...], smoothing: Smoothing) -> WindowScorer:
+    """Stage 1: the product CNN on every window; stage 2: YAMNet's own score (max over `classes`) on the 0.96 s of
+    audio at the start of each window the CNN scores >= `gate`; other windows score 0. Cost: CNN everywhere +
+    YAMNet on the candidates only."""
+    from screamdetect.models.yamnet import YamnetOnnx, _sigmoid, audio_to_patches
+
+    det = Detector.load(model)
+    y = YamnetOnnx(threads=2)
+    seg = int(round(y.frontend.patch_s * SAMPLE_RATE))
+    hop = int(round(det.hop_s * SAMPLE_RATE))
+
+    def fn(audio):
+        s1 = det.score_windows(audio)
+        out = np.zeros_like(s1)
+        idx = np.flatnonzero(s1 >= gate)
+        if idx.size:
+            patches = np.stack([audio_to_patches(audio[i * hop: i * hop + seg])[0] for i in idx])
+            out[idx] = _sigmoid(y.run(patches)[0][:, list(classes)]).max(axis=1)
+        return out
+
+    return WindowScorer(f"cascade: CNN >= {gate} then YAMNet {list(classes)}", fn, det.window_s, det.hop_s,
+                        det.smoothing, det.path.stat().st_size + y.path.stat().st_size)
+
+
 def speed(scorer: WindowScorer, audio: np.ndarray) -> float:
     t = time.perf_counter()
     scorer.score_windows(audio)
@@ -73,6 +97,7 @@ def main() -> None:
     ap.add_argument("--model", type=Path, default=None, help="product ONNX (default: the shipped model)")
     ap.add_argument("--models", default="product,zs,zs_group")
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--gate", type=float, default=0.1, help="stage-1 (CNN) threshold of the cascade")
     ap.add_argument("--free-hours", type=float, default=1.0)
     ap.add_argument("--calib-hours", type=float, default=1.0)
     args = ap.parse_args()
@@ -95,6 +120,7 @@ def main() -> None:
         "product": lambda: product_scorer(args.model),
         "zs": lambda: yamnet_zero_shot((11,), "YAMNet zero-shot: Screaming", smoothing),
         "zs_group": lambda: yamnet_zero_shot((11, 6, 9, 10, 22), "YAMNet zero-shot: scream group", smoothing),
+        "cascade": lambda: cascade(args.model, args.gate, (11,), smoothing),
     }
     rows = []
     for key in args.models.split(","):

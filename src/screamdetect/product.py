@@ -312,9 +312,11 @@ def train_product(data: str | Path, cfg: ProductConfig, out: str | Path, noise_d
         "window_s": cfg.window_s, "hop_s": cfg.hop_s, "threshold": 0.5,
         "target_false_alarms_per_hour": cfg.target_false_alarms_per_hour,
         "smoothing": asdict(cfg.smoothing),
-        "training_data": {"dataset": str(ds.root), "split": "group-aware 80/10/10, seed "
+        "training_data": {"dataset": _display_path(ds.root), "split": "group-aware 80/10/10, seed "
                           f"{split_spec.seed} (split.csv)", "counts": counts, "licenses": ds.licenses,
-                          "noise_bank": f"{noise_dir} (train pieces only: {len(nsplit['train'])})"},
+                          "noise_bank": f"{_display_path(noise_dir)} (train pieces only: {len(nsplit['train'])})",
+                          "noise_licenses": _noise_licenses(noise_dir, nsplit["train"]),
+                          "license_notes": LICENSE_NOTES},
         "onnx_max_abs_diff_vs_torch": onnx_err,
     }
     write_card(card, onnx_path)
@@ -377,6 +379,33 @@ def load_trained_module(path: str | Path):
     module = m.make_module()
     module.load_state_dict(ck["state_dict"])
     return module.eval(), tuple(ck["input_shape"])
+
+
+LICENSE_NOTES = (
+    "A model trained on this corpus inherits its terms: UrbanSound8K clips (and some librosa examples) are "
+    "CC BY-NC 3.0 (non-commercial use only); CC-BY-SA clips are share-alike; GPL/GFDL game assets carry their "
+    "licences; the 139 'student' clips have no stated licence (research use). See ../shared/corpus/README.md.")
+
+
+def _display_path(p: str | Path) -> str:
+    """A path relative to the working directory when it lies below its parent (no machine-specific prefix)."""
+    import os
+
+    try:
+        return os.path.relpath(p)
+    except ValueError:
+        return str(p)
+
+
+def _noise_licenses(noise_dir: Path, pieces: list[Path]) -> dict[str, int]:
+    import csv
+    from collections import Counter
+
+    man = Path(noise_dir) / "manifest.csv"
+    if not man.is_file():
+        return {}
+    lic = {r["path"]: r.get("license", "") for r in csv.DictReader(open(man, newline=""))}
+    return dict(Counter(lic.get(Path(p).name, "") for p in pieces))
 
 
 def _brief(m: dict) -> dict:

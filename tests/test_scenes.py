@@ -66,3 +66,17 @@ def test_scene_spec_rejects_bad_values():
         scenes.SceneSpec(duration_s=5.0, min_gap_s=3.0)
     with pytest.raises(ValueError, match="clips_per_minute"):
         scenes.SceneSpec(clips_per_minute=-1)
+
+
+def test_scenes_are_never_clipped_and_keep_their_snr(rng):
+    # a sparse, loud negative (a click train) and a scream at 20 dB: the scene is scaled down, not clipped
+    clicks = np.zeros(SAMPLE_RATE, dtype=np.float32)
+    clicks[::4000] = 1.0
+    noises = [(0.05 * rng.standard_normal(30 * SAMPLE_RATE)).astype(np.float32)]
+    spec = scenes.SceneSpec(duration_s=20.0, snrs_db=(20.0,), min_gap_s=4.0, clips_per_minute=30.0)
+    out = list(scenes.event_scenes([("s", sine(1000, 1.0, amp=0.9))], [clicks], noises, spec))
+    for s in out:
+        assert np.abs(s.audio).max() <= scenes.PEAK_MAX + 1e-6
+        assert len(np.unique(np.round(np.abs(s.audio), 6))) > 100  # not a clipped plateau
+    bg = scenes.background(noises, [clicks], 20.0, rng, spec)
+    assert np.abs(bg).max() <= scenes.PEAK_MAX + 1e-6

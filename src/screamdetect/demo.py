@@ -46,7 +46,7 @@ def synthetic_scene(duration_s: float = 60.0, seed: int = 0) -> scenes.Scene:
         s = synthetic_scream(rng.uniform(1.2, 2.0), rng.uniform(700, 1100), rng)
         s0, s1 = scenes.insert_scream(noise, s, int(at * SAMPLE_RATE), snr)
         events.append(scenes.GroundTruth(s0 / SAMPLE_RATE, s1 / SAMPLE_RATE, snr, "synthetic"))
-    np.clip(noise, -1, 1, out=noise)
+    scenes.fit_full_scale(noise)
     return scenes.Scene("demo_synthetic", noise, events)
 
 
@@ -72,7 +72,7 @@ def corpus_scene(corpus: Path, seed: int = 0) -> scenes.Scene:
         a = a[: int(8 * SAMPLE_RATE)]
         s0, s1 = scenes.insert_scream(audio, a, int(at * SAMPLE_RATE), snr)
         events.append(scenes.GroundTruth(s0 / SAMPLE_RATE, s1 / SAMPLE_RATE, snr, Path(c.path).name))
-    np.clip(audio, -1, 1, out=audio)
+    scenes.fit_full_scale(audio)
     return scenes.Scene("demo_corpus_test", audio, events)
 
 

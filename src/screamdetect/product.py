@@ -151,7 +151,7 @@ class WindowMaker:
         # A faint white floor for every window (both classes): real microphones never give digital silence.
         buf = buf + rng.standard_normal(buf.size).astype(np.float32) * np.float32(
             10 ** (rng.uniform(*NOISE_FLOOR_DBFS) / 20))
-        np.clip(buf, -1, 1, out=buf)
+        scenes.fit_full_scale(buf)
         wins = frame_windows(log_mel(buf, frontend=cfg.frontend), cfg)
         hop = cfg.hop_s
         starts = np.arange(len(wins)) * hop
@@ -212,7 +212,7 @@ def background_windows(cfg: ProductConfig, noises: list[np.ndarray], negatives: 
     for _ in range(int(np.ceil(cfg.background_minutes))):
         bg = scenes.background(noises, negatives, 60.0, rng, spec)
         bg += rng.standard_normal(bg.size).astype(np.float32) * np.float32(10 ** (rng.uniform(*NOISE_FLOOR_DBFS) / 20))
-        np.clip(bg, -1, 1, out=bg)
+        scenes.fit_full_scale(bg)
         wins.append(frame_windows(log_mel(bg, frontend=cfg.frontend), cfg))
     X = np.concatenate(wins)
     if cfg.background_windows and len(X) > cfg.background_windows:
@@ -236,7 +236,7 @@ def calibrate(detector, val_screams: list[np.ndarray], val_negatives: list[np.nd
     for a in val_screams:
         bg = scenes.background(val_noises, val_negatives, max(10.0, a.size / SAMPLE_RATE + 6.0), rng, spec)
         s0, s1 = scenes.insert_scream(bg, a, 3 * SAMPLE_RATE, 10.0)
-        pos_scores.append(detector.score_windows(bg))
+        pos_scores.append(detector.score_windows(scenes.fit_full_scale(bg)))
         pos_spans.append((s0 / SAMPLE_RATE, s1 / SAMPLE_RATE))
     free_scores, hours = [], 0.0
     fspec = scenes.SceneSpec(duration_s=300.0, seed=cfg.seed + 29)

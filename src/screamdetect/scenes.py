@@ -25,6 +25,7 @@ from .audio import SAMPLE_RATE, AudioError, load_audio, write_audio
 ACTIVE_DB = 20.0  # a scream's active part: 20 ms frames within this many dB of its loudest frame
 ACTIVE_FRAME_S = 0.02
 NOISE_SPLIT = {"train": 0.6, "val": 0.2, "test": 0.2}
+PEAK_MAX = 0.98  # scenes are scaled down to this peak rather than clipped
 
 
 @dataclass(frozen=True)
@@ -123,6 +124,25 @@ def _level(x: np.ndarray, dbfs: float) -> np.ndarray:
     return (x * (10 ** (dbfs / 20) / _rms(x))).astype(np.float32)
 
 
+def _level_clip(x: np.ndarray, dbfs: float) -> np.ndarray:
+    """Scale a clip so its ACTIVE part (not its silences) has RMS `dbfs`, its peak kept under PEAK_MAX.
+
+    Levelling by the whole clip's RMS would blow sparse sounds (a gunshot, a bark) far past full scale.
+    """
+    a0, a1 = active_region(x)
+    y = x * np.float32(10 ** (dbfs / 20) / _rms(x[a0:a1]))
+    peak = float(np.max(np.abs(y))) if y.size else 0.0
+    return (y * np.float32(PEAK_MAX / peak) if peak > PEAK_MAX else y).astype(np.float32)
+
+
+def fit_full_scale(audio: np.ndarray) -> np.ndarray:
+    """Scale a whole scene down (in place) if it would exceed PEAK_MAX, instead of clipping it: SNRs are kept."""
+    peak = float(np.max(np.abs(audio))) if audio.size else 0.0
+    if peak > PEAK_MAX:
+        audio *= np.float32(PEAK_MAX / peak)
+    return audio
+
+
 def _bed(noises: Sequence[np.ndarray], n: int, rng: np.random.Generator, spec: SceneSpec) -> np.ndarray:
     """A noise bed of n samples: noise pieces one after another (random offsets, 50 ms cross-fades)."""
     out = np.zeros(n, dtype=np.float32)
@@ -150,7 +170,7 @@ def _scatter(bed: np.ndarray, clips: Sequence[np.ndarray], rng: np.random.Genera
         c = clips[rng.integers(len(clips))]
         c = c[: bed.size]
         start = int(rng.integers(0, bed.size - c.size + 1))
-        bed[start: start + c.size] += _level(c, rng.uniform(*spec.clip_level_dbfs))
+        bed[start: start + c.size] += _level_clip(c, rng.uniform(*spec.clip_level_dbfs))
 
 
 def background(noises: Sequence[np.ndarray], negatives: Sequence[np.ndarray], duration_s: float,
@@ -159,7 +179,7 @@ def background(noises: Sequence[np.ndarray], negatives: Sequence[np.ndarray], du
     n = int(round(duration_s * SAMPLE_RATE))
     bed = _bed(noises, n, rng, spec)
     _scatter(bed, negatives, rng, spec)
-    return bed
+    return fit_full_scale(bed)
 
 
 def insert_scream(bg: np.ndarray, scream: np.ndarray, at: int, snr_db: float) -> tuple[int, int]:
@@ -209,7 +229,7 @@ def event_scenes(screams: Sequence[tuple[str, np.ndarray]], negatives: Sequence[
             s0, s1 = insert_scream(audio, a, gap, snr)
             events.append(GroundTruth(s0 / SAMPLE_RATE, s1 / SAMPLE_RATE, float(snr), name))
             idx += 1
-        np.clip(audio, -1.0, 1.0, out=audio)
+        fit_full_scale(audio)
         yield Scene(f"scene_{k:03d}", audio, events)
         k += 1
 
@@ -221,7 +241,7 @@ def scream_free_scenes(negatives: Sequence[np.ndarray], noises: Sequence[np.ndar
     n_scenes = max(1, int(np.ceil(hours * 3600 / spec.duration_s)))
     for k in range(n_scenes):
         audio = background(noises, negatives, spec.duration_s, rng, spec)
-        np.clip(audio, -1.0, 1.0, out=audio)
+        fit_full_scale(audio)
         yield Scene(f"free_{k:03d}", audio)
 
 

@@ -7,8 +7,14 @@ import math
 import numpy as np
 import pytest
 
-from screamdetect.evaluate import (choose_threshold, classification_report, clip_metrics, confusion, pr_curve,
-                                   roc_curve)
+from screamdetect.evaluate import (
+    choose_threshold,
+    classification_report,
+    clip_metrics,
+    confusion,
+    pr_curve,
+    roc_curve,
+)
 
 # 10 clips, 4 screams. At threshold 0.5: predicted positive = scores >= 0.5 → indices 0,1,2,5,6
 # truth:  1    1    0    1    0    0    1    0    0    0

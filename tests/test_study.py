@@ -15,10 +15,21 @@ from typer.testing import CliRunner
 from screamdetect.audio import SAMPLE_RATE, load_audio, pad_or_trim, write_audio
 from screamdetect.data import FeatureCache, discover, load_or_make_split
 from screamdetect.evaluate import choose_threshold
-from screamdetect.study import (CONDITIONS, StudyConfig, _mel, compute_features, load_dataset, parse_data_spec,
-                                phase_data, run_deploy, run_grid, sample_fraction, training_data)
+from screamdetect.study import (
+    CONDITIONS,
+    StudyConfig,
+    _mel,
+    compute_features,
+    load_dataset,
+    parse_data_spec,
+    phase_data,
+    run_deploy,
+    run_grid,
+    sample_fraction,
+    training_data,
+)
 
-TINY = dict(
+TINY = dict(  # noqa: C408 - reads like the YAML it stands for
     clip_s=0.5,
     frontend={"n_mels": 16, "win_s": 0.025, "hop_s": 0.02},
     train={"epochs": 1, "batch_size": 8, "patience": None, "threads": 1},
@@ -164,7 +175,7 @@ def test_grid_end_to_end_on_tiny_data(synth_data, tmp_path):
         m = json.loads((d / "metrics.json").read_text())
         assert m["split"] == "test" and m["threshold_chosen_on"] == "val"
         # The threshold is the one validation gives: recompute it from the stored validation scores.
-        sc = list(csv.DictReader(open(d / "scores.csv")))
+        sc = list(csv.DictReader((d / "scores.csv").read_text().splitlines()))
         yv = np.array([int(s["label"]) for s in sc if s["split"] == "val"])
         pv = np.array([float(s["p_scream"]) for s in sc if s["split"] == "val"])
         assert m["threshold"] == pytest.approx(choose_threshold(yv, pv, "f1"), abs=1e-5)
@@ -176,7 +187,7 @@ def test_grid_end_to_end_on_tiny_data(synth_data, tmp_path):
     n, k = both["train_fed"]["clips"], both["train_fed"]["scream"]
     assert both["class_weights_used"] and both["class_weights"]["1"] == pytest.approx(n / (2 * k))
     assert not base["class_weights_used"] and base["train_fed"]["clips"] < n
-    summary = list(csv.DictReader(open(out / "summary.csv")))
+    summary = list(csv.DictReader((out / "summary.csv").read_text().splitlines()))
     assert len(summary) == 3 and {"f1", "ap", "precision", "recall"} <= set(summary[0])
     html = (out / "report.html").read_text()
     assert html.count("data:image/png;base64") >= 3 * 3 and "cnn__both" in html
@@ -216,7 +227,7 @@ def test_phase_d_uses_the_stated_fraction_of_b_train_and_none_of_b_test(synth_da
     fa, fb = feats["A"], feats["B"]
     td, note = phase_data("D", fa, fb, "baseline", 0.5, seed=0)
     n_b = len(fb.y["train"])
-    expected = sum(int(round(0.5 * np.sum(fb.y["train"] == c))) for c in (0, 1))
+    expected = sum(round(0.5 * np.sum(fb.y["train"] == c)) for c in (0, 1))
     assert note["b_train_used"] == expected and note["b_train_total"] == n_b
     assert note["b_fraction_used"] == pytest.approx(expected / n_b)
     assert len(td.y_train) == len(fa.y["train"]) + expected

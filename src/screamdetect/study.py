@@ -30,15 +30,23 @@ import json
 import math
 import os
 import time
-from collections import Counter
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
 
 from .audio import SAMPLE_RATE, AudioError, load_audio, pad_or_trim
-from .data import (SPLITS, Clip, Dataset, DatasetError, FeatureCache, SplitSpec, discover, file_digest,
-                   load_or_make_split, split_counts)
+from .data import (
+    SPLITS,
+    Clip,
+    Dataset,
+    FeatureCache,
+    SplitSpec,
+    discover,
+    file_digest,
+    load_or_make_split,
+    split_counts,
+)
 from .features import FrontEnd, log_mel
 
 CONDITIONS = ("baseline", "augmentation", "class_weights", "both")
@@ -133,16 +141,16 @@ class StudyConfig:
             raise ValueError(f"model_params: unknown model {bad[0]!r}; choose from {ALL_MODELS}")
         if self.threshold_rule not in THRESHOLD_RULES:
             raise ValueError(f"threshold_rule must be one of {THRESHOLD_RULES}, got {self.threshold_rule!r}")
-        self.split_spec  # validates the fractions
+        _ = self.split_spec  # validates the fractions
 
     @property
     def n_frames(self) -> int:
         """Frames of one clip's log-mel as the models see it."""
-        return int(round(self.clip_s / self.frontend.hop_s))
+        return round(self.clip_s / self.frontend.hop_s)
 
     @property
     def n_samples(self) -> int:
-        return int(round(self.clip_s * SAMPLE_RATE))
+        return round(self.clip_s * SAMPLE_RATE)
 
     @property
     def split_spec(self) -> SplitSpec:
@@ -169,10 +177,10 @@ class StudyConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "StudyConfig":
+    def from_dict(cls, d: dict) -> StudyConfig:
         """From a parsed YAML mapping. An unknown key is a ValueError naming it."""
         if not isinstance(d, dict):
-            raise ValueError(f"a study config must be a mapping of settings, got {type(d).__name__}")
+            raise ValueError(f"a study config must be a mapping of settings, got {type(d).__name__}")  # noqa: TRY004
         names = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - names)
         if unknown:
@@ -197,7 +205,7 @@ class StudyConfig:
         return cls(**d)
 
     @classmethod
-    def from_yaml(cls, path: str | os.PathLike) -> "StudyConfig":
+    def from_yaml(cls, path: str | os.PathLike) -> StudyConfig:
         import yaml
 
         path = Path(path)
@@ -285,10 +293,10 @@ class Features:
     aug_info: dict = field(default_factory=dict)
 
     def counts(self) -> dict:
-        out = {s: {"clips": int(len(self.y[s])), "scream": int(self.y[s].sum()),
+        out = {s: {"clips": len(self.y[s]), "scream": int(self.y[s].sum()),
                    "not_scream": int(len(self.y[s]) - self.y[s].sum()),
                    "groups": len({c.group for c in self.clips[s]})} for s in SPLITS}
-        out["train_augmented_copies"] = {"clips": int(len(self.y_aug)), "scream": int(self.y_aug.sum())}
+        out["train_augmented_copies"] = {"clips": len(self.y_aug), "scream": int(self.y_aug.sum())}
         return out
 
 
@@ -342,12 +350,11 @@ def compute_features(splits: dict[str, list[Clip]], cfg: StudyConfig, cache: Fea
     try:
         for split in SPLITS:
             for clip in splits.get(split, []):
-                wave_memo: list[np.ndarray] = []
-
-                def wave(path: str) -> np.ndarray:
-                    if not wave_memo:
-                        wave_memo.append(pad_or_trim(load_audio(path), cfg.n_samples).astype(np.float32))
-                    return wave_memo[0]
+                # The clip is decoded at most once, and only on a cache miss.
+                def wave(path: str, memo: list[np.ndarray] = []) -> np.ndarray:  # noqa: B006 - fresh per clip
+                    if not memo:
+                        memo.append(pad_or_trim(load_audio(path), cfg.n_samples).astype(np.float32))
+                    return memo[0]
 
                 try:
                     mel = cache.get(clip.path, base, lambda p: _mel(wave(p), cfg))
@@ -355,9 +362,9 @@ def compute_features(splits: dict[str, list[Clip]], cfg: StudyConfig, cache: Fea
                     if augment and split == "train":
                         digest = int(file_digest(clip.path)[:12], 16)
                         for c in range(cfg.aug_copies):
-                            def make_copy(p, c=c):
+                            def make_copy(p, c=c, digest=digest, label=clip.label, wave=wave):
                                 rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, c, digest]))
-                                x, info = augment_clip(wave(p), clip.label, spec, noise_bank, rng)
+                                x, info = augment_clip(wave(p), label, spec, noise_bank, rng)
                                 if spec.drop_unchanged and not info["changed"]:
                                     return np.zeros((0, 0), np.float32)
                                 return _mel(x, cfg)
@@ -386,11 +393,11 @@ def compute_features(splits: dict[str, list[Clip]], cfg: StudyConfig, cache: Fea
     finally:
         if bar is not None:
             bar.stop()
-    stack = lambda a: np.stack(a).astype(np.float32) if a else np.zeros((0, *shape), np.float32)  # noqa: E731
+    stack = lambda a: np.stack(a).astype(np.float32) if a else np.zeros((0, *shape), np.float32)
     feats = Features({s: stack(X[s]) for s in SPLITS}, {s: np.asarray(y[s], np.int64) for s in SPLITS}, kept,
                      stack(Xa), np.asarray(ya, np.int64), np.asarray(src, np.int64), skipped)
     feats.aug_info = {"preset": spec.name, "copies_per_clip": cfg.aug_copies if augment else 0,
-                      "emitted": int(len(ya)), "emitted_scream": int(np.sum(ya)) if ya else 0}
+                      "emitted": len(ya), "emitted_scream": int(np.sum(ya)) if ya else 0}
     return feats
 
 
@@ -456,7 +463,6 @@ def run_one(name: str, condition: str, data: TrainingData, cfg: StudyConfig, run
             progress: bool = True, log=print, extra: dict | None = None) -> dict:
     """Fit one model under one condition, choose the threshold on validation, evaluate on test, write the run
     folder. Returns the metrics dict (also written as run_dir/metrics.json)."""
-    import yaml
 
     from .evaluate import choose_threshold, clip_metrics, summary_row
     from .train import class_weights, format_class_weights
@@ -491,7 +497,7 @@ def run_one(name: str, condition: str, data: TrainingData, cfg: StudyConfig, run
         "test": {k: v for k, v in m_test.items() if k not in ("pr", "roc", "report")},
         "val": {k: v for k, v in m_val.items() if k != "report"},
         "test_at_0.5": summary_row(m_05),
-        "train_fed": {"clips": int(len(data.y_train)), "scream": int(data.y_train.sum()),
+        "train_fed": {"clips": len(data.y_train), "scream": int(data.y_train.sum()),
                       "not_scream": int(len(data.y_train) - data.y_train.sum())},
         "class_weights_used": use_cw,
         "class_weights": {str(k): v for k, v in cw.items()},
@@ -731,7 +737,7 @@ def sample_fraction(y: np.ndarray, fraction: float, seed: int = 0) -> np.ndarray
     picked = []
     for c in (0, 1):
         idx = np.flatnonzero(np.asarray(y) == c)
-        k = int(round(fraction * idx.size))
+        k = round(fraction * idx.size)
         if fraction > 0 and idx.size:
             k = max(k, 1)
         picked.append(rng.choice(idx, size=k, replace=False) if k else np.zeros(0, np.int64))
@@ -782,10 +788,10 @@ def phase_data(phase: str, fa: Features, fb: Features, condition: str, fraction:
         n_b = len(fb.y["train"])
         note = {"train": f"A + {len(rows_tr)}/{n_b} of B's train split", "val": f"A + {len(rows_va)}/"
                 f"{len(fb.y['val'])} of B's val split", "test": "B",
-                "b_fraction_asked": fraction, "b_train_used": int(len(rows_tr)), "b_train_total": int(n_b),
+                "b_fraction_asked": fraction, "b_train_used": len(rows_tr), "b_train_total": int(n_b),
                 "b_fraction_used": (len(rows_tr) / n_b) if n_b else 0.0,
                 "b_train_used_screams": int(fb.y["train"][rows_tr].sum()),
-                "b_val_used": int(len(rows_va)), "b_train_paths": [fb.clips["train"][i].path for i in rows_tr]}
+                "b_val_used": len(rows_va), "b_train_paths": [fb.clips["train"][i].path for i in rows_tr]}
     else:
         raise ValueError(f"phase must be one of {tuple(PHASES)}, got {phase!r}")
     td = training_data(train, condition)
@@ -823,7 +829,7 @@ def run_deploy(data_a: str | os.PathLike, data_b: str | os.PathLike, cfg: StudyC
     ds_b = load_dataset(data_b, sources_b)
     shared = {c.path for c in ds_a.clips} & {c.path for c in ds_b.clips}
     if shared:
-        raise StudyError(f"datasets A and B share {len(shared)} clips (e.g. {sorted(shared)[0]}); give disjoint "
+        raise StudyError(f"datasets A and B share {len(shared)} clips (e.g. {min(shared)}); give disjoint "
                          "datasets or source filters")
     cfg = replace(cfg, models=tuple(models), conditions=(condition,), svm_conditions=(condition,))
     _check_out(out, cfg, f"deploy(fraction={fraction})")

@@ -68,8 +68,8 @@ def cascade(model: Path | None, gate: float, classes: tuple[int, ...], smoothing
 
     det = Detector.load(model)
     y = YamnetOnnx(threads=2)
-    seg = int(round(y.frontend.patch_s * SAMPLE_RATE))
-    hop = int(round(det.hop_s * SAMPLE_RATE))
+    seg = round(y.frontend.patch_s * SAMPLE_RATE)
+    hop = round(det.hop_s * SAMPLE_RATE)
 
     def fn(audio):
         s1 = det.score_windows(audio)

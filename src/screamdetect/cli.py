@@ -354,6 +354,24 @@ def train(data: Path = typer.Argument(..., help="Dataset folder (class folders o
 
 
 @app.command()
+def calibrate(run: Path = typer.Argument(..., help="A run folder written by `screamdetect train`."),
+              data: Path = typer.Argument(..., help="The dataset it was trained on (its split.csv is reused)."),
+              noise: Optional[Path] = typer.Option(None, help="Noise bank folder (default: DATA/noise).")):
+    """Re-calibrate a trained run's threshold to its false-alarm target on validation data and re-measure its
+    test-split clip metrics (updates model.json, calibration.json, metrics.json in RUN)."""
+    from .data import DatasetError
+    from .product import recalibrate
+
+    if not (run / "model.onnx").is_file() or not (run / "config.json").is_file():
+        fail(f"{run}: not a training run (needs model.onnx and config.json from `screamdetect train`)")
+    try:
+        card = recalibrate(run, data, noise)
+    except (DatasetError, ValueError) as e:
+        fail(str(e))
+    err.print(f"threshold {card['threshold']:.2f}; test metrics: {card['metrics']['test']}")
+
+
+@app.command()
 def export(run: Path = typer.Argument(..., help="A run folder written by `screamdetect train` (holds model.pt)."),
            out: Path = typer.Option(..., "--out", "-o",
                                     help="Destination ONNX path, e.g. src/screamdetect/assets/default.onnx; the "

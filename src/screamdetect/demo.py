@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .audio import SAMPLE_RATE
 from . import scenes
+from .audio import SAMPLE_RATE
 
 
 def synthetic_scream(dur_s: float, f0: float, rng: np.random.Generator) -> np.ndarray:

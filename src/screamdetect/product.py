@@ -23,10 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .audio import SAMPLE_RATE, AudioError, load_audio
-from .data import Clip, Dataset, FeatureCache, SplitSpec, discover, load_or_make_split, split_counts
-from .features import FrontEnd, log_mel
 from . import scenes
+from .audio import SAMPLE_RATE, AudioError, load_audio
+from .data import Clip, Dataset, SplitSpec, discover, load_or_make_split, split_counts
+from .features import FrontEnd, log_mel
 
 NOISE_FLOOR_DBFS = (-85.0, -65.0)  # every training window gets at least this much white noise: no digital silence
 
@@ -68,14 +68,14 @@ class ProductConfig:
 
     @property
     def window_frames(self) -> int:
-        return int(round(self.window_s / self.frontend.hop_s))
+        return round(self.window_s / self.frontend.hop_s)
 
     @property
     def hop_frames(self) -> int:
-        return int(round(self.hop_s / self.frontend.hop_s))
+        return round(self.hop_s / self.frontend.hop_s)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "ProductConfig":
+    def from_dict(cls, d: dict) -> ProductConfig:
         d = dict(d)
         if "frontend" in d:
             d["frontend"] = FrontEnd.from_dict(d["frontend"])
@@ -138,7 +138,7 @@ class WindowMaker:
 
     def clip_windows(self, audio: np.ndarray, label: int, rng: np.random.Generator, augment: bool) -> np.ndarray:
         cfg = self.cfg
-        n_win = int(round(cfg.window_s * SAMPLE_RATE))
+        n_win = round(cfg.window_s * SAMPLE_RATE)
         a0, a1 = scenes.active_region(audio)
         # Level: the clip's active part at a random loudness (both classes alike).
         target = rng.uniform(*cfg.level_dbfs) if augment else -20.0
@@ -264,14 +264,14 @@ def calibrate(detector, val_screams: list[np.ndarray], val_negatives: list[np.nd
 
 
 def train_product(data: str | Path, cfg: ProductConfig, out: str | Path, noise_dir: str | Path | None = None,
-                  split_spec: SplitSpec = SplitSpec(), cache: FeatureCache | None = None) -> dict:
+                  split_spec: SplitSpec | None = None) -> dict:
     """Train, export, calibrate and test the product detector. Writes model.onnx + model.json (the card),
     split.csv, config.json, calibration.json, metrics.json under `out`. Returns the card."""
     from .augment import NoiseBank
-    from .detector import Detector
     from .export import check_onnx_matches, export_onnx, write_card
     from .models import make_model
 
+    split_spec = split_spec or SplitSpec()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
@@ -319,13 +319,29 @@ def train_product(data: str | Path, cfg: ProductConfig, out: str | Path, noise_d
                           "license_notes": LICENSE_NOTES},
         "onnx_max_abs_diff_vs_torch": onnx_err,
     }
+    (out / "history.json").write_text(json.dumps(getattr(model, "history_", {}), indent=1))
+    card["metrics"] = {"train_seconds": round(time.time() - t0, 1)}
     write_card(card, onnx_path)
+    return calibrate_and_test(out, cfg, splits, nsplit, va=(va_clips, va_audio))
 
-    # Calibrate the shipped decision rule with the real detector on validation data.
+
+def calibrate_and_test(out: str | Path, cfg: ProductConfig, splits: dict, noise_split: dict,
+                       va: tuple[list[Clip], list[np.ndarray]] | None = None) -> dict:
+    """Calibrate the threshold of the model in `out` (model.onnx + model.json) on VALIDATION data with the real
+    Detector, then measure clip metrics on the TEST split; update the card, calibration.json and metrics.json."""
+    from .detector import Detector
+    from .export import write_card
+
+    out = Path(out)
+    onnx_path = out / "model.onnx"
+    card = json.loads(onnx_path.with_suffix(".json").read_text())
+    for k in ("format", "onnx_input", "onnx_output"):
+        card.pop(k, None)
+    va_clips, va_audio = va if va is not None else _load_all(splits["val"], "val")
     det = Detector.load(onnx_path)
     val_screams = [a for c, a in zip(va_clips, va_audio) if c.label == 1]
     val_neg = [a for c, a in zip(va_clips, va_audio) if c.label == 0]
-    val_noises = scenes.load_many(nsplit["val"])
+    val_noises = scenes.load_many(noise_split["val"])
     cal = calibrate(det, val_screams, val_neg, val_noises, cfg, out)
     card["threshold"] = cal["threshold"]
     card["calibration"] = {k: v for k, v in cal.items() if k != "sweep"}
@@ -339,16 +355,24 @@ def train_product(data: str | Path, cfg: ProductConfig, out: str | Path, noise_d
     te_clips, te_audio = _load_all(splits["test"], "test")
     det = Detector.load(onnx_path)
     p_test = np.array([float(det.score_windows(a).max()) for a in te_audio])
-    y_test = np.array([c.label for c in te_clips])
     p_val = np.array([float(det.score_windows(a).max()) for a in va_audio])
-    m = clip_metrics(y_test, p_test, threshold=cal["threshold"])
+    m = clip_metrics(np.array([c.label for c in te_clips]), p_test, threshold=cal["threshold"])
     m_val = clip_metrics(np.array([c.label for c in va_clips]), p_val, threshold=cal["threshold"])
-    card["metrics"] = {"split": "test (clips; score = max window score)", "test": _brief(m),
-                       "val": _brief(m_val), "train_seconds": round(time.time() - t0, 1)}
+    card["metrics"] = {**card.get("metrics", {}), "split": "test (clips; score = max window score)",
+                       "test": _brief(m), "val": _brief(m_val)}
     write_card(card, onnx_path)
     (out / "metrics.json").write_text(json.dumps(card["metrics"], indent=1))
-    (out / "history.json").write_text(json.dumps(getattr(model, "history_", {}), indent=1))
     return card
+
+
+def recalibrate(run: str | Path, data: str | Path, noise_dir: str | Path | None = None) -> dict:
+    """Re-run calibration and the test metrics of a trained run (its config.json and split.csv)."""
+    run = Path(run)
+    cfg = ProductConfig.from_dict(json.loads((run / "config.json").read_text()))
+    ds = discover(data)
+    splits = load_or_make_split(ds, run / "split.csv")
+    noise_dir = Path(noise_dir) if noise_dir else Path(ds.root) / "noise"
+    return calibrate_and_test(run, cfg, splits, scenes.noise_split(noise_dir))
 
 
 def clip_metrics(y_true: np.ndarray, p: np.ndarray, threshold: float) -> dict:
@@ -358,13 +382,19 @@ def clip_metrics(y_true: np.ndarray, p: np.ndarray, threshold: float) -> dict:
         cm = None
     if cm is not None:
         return cm(y_true, p, threshold=threshold)
-    from sklearn.metrics import average_precision_score, f1_score, precision_score, recall_score, roc_auc_score
+    from sklearn.metrics import (
+        average_precision_score,
+        f1_score,
+        precision_score,
+        recall_score,
+        roc_auc_score,
+    )
 
     pred = (p >= threshold).astype(int)
     return {"ap": float(average_precision_score(y_true, p)), "roc_auc": float(roc_auc_score(y_true, p)),
             "precision": float(precision_score(y_true, pred, zero_division=0)),
             "recall": float(recall_score(y_true, pred)), "f1": float(f1_score(y_true, pred)),
-            "accuracy": float((pred == y_true).mean()), "threshold": float(threshold), "n": int(len(y_true)),
+            "accuracy": float((pred == y_true).mean()), "threshold": float(threshold), "n": len(y_true),
             "n_pos": int(y_true.sum())}
 
 
@@ -404,7 +434,8 @@ def _noise_licenses(noise_dir: Path, pieces: list[Path]) -> dict[str, int]:
     man = Path(noise_dir) / "manifest.csv"
     if not man.is_file():
         return {}
-    lic = {r["path"]: r.get("license", "") for r in csv.DictReader(open(man, newline=""))}
+    with open(man, newline="") as f:
+        lic = {r["path"]: r.get("license", "") for r in csv.DictReader(f)}
     return dict(Counter(lic.get(Path(p).name, "") for p in pieces))
 
 

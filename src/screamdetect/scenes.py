@@ -79,7 +79,8 @@ def noise_split(noise_dir: str | Path, seed: int = 0) -> dict[str, list[Path]]:
     noise_dir = Path(noise_dir)
     man = noise_dir / "manifest.csv"
     if man.is_file():
-        rows = list(csv.DictReader(open(man, newline="")))
+        with open(man, newline="") as f:
+            rows = list(csv.DictReader(f))
         items = [(noise_dir / r["path"], r.get("category", "noise")) for r in rows]
     else:
         from .audio import AUDIO_EXTENSIONS
@@ -96,8 +97,8 @@ def noise_split(noise_dir: str | Path, seed: int = 0) -> dict[str, list[Path]]:
         paths = sorted(by_cat[cat])
         rng.shuffle(paths)
         n = len(paths)
-        n_val = int(round(n * NOISE_SPLIT["val"]))
-        n_test = int(round(n * NOISE_SPLIT["test"]))
+        n_val = round(n * NOISE_SPLIT["val"])
+        n_test = round(n * NOISE_SPLIT["test"])
         if n >= 3:  # every split gets each category it can
             n_val, n_test = max(n_val, 1), max(n_test, 1)
         out["val"] += paths[:n_val]
@@ -176,7 +177,7 @@ def _scatter(bed: np.ndarray, clips: Sequence[np.ndarray], rng: np.random.Genera
 def background(noises: Sequence[np.ndarray], negatives: Sequence[np.ndarray], duration_s: float,
                rng: np.random.Generator, spec: SceneSpec = SceneSpec()) -> np.ndarray:
     """Scream-free audio: a noise bed with non-scream clips scattered over it. float32 (n,)."""
-    n = int(round(duration_s * SAMPLE_RATE))
+    n = round(duration_s * SAMPLE_RATE)
     bed = _bed(noises, n, rng, spec)
     _scatter(bed, negatives, rng, spec)
     return fit_full_scale(bed)
@@ -207,7 +208,7 @@ def event_scenes(screams: Sequence[tuple[str, np.ndarray]], negatives: Sequence[
     jobs = [(name, a, snr) for _ in range(repeats) for snr in spec.snrs_db for name, a in screams]
     order = rng.permutation(len(jobs))
     jobs = [jobs[i] for i in order]
-    n = int(round(spec.duration_s * SAMPLE_RATE))
+    n = round(spec.duration_s * SAMPLE_RATE)
     gap = int(spec.min_gap_s * SAMPLE_RATE)
     k = 0
     idx = 0

@@ -84,6 +84,31 @@ def cascade(model: Path | None, gate: float, classes: tuple[int, ...], smoothing
                         det.smoothing, det.path.stat().st_size + y.path.stat().st_size)
 
 
+def yamnet_head(splits: dict, smoothing: Smoothing, hidden: int = 0) -> WindowScorer:
+    """YAMNet frozen (8-bit ONNX) → 1024-d embedding per 0.96 s patch → the logistic head trained on the TRAIN
+    split's cached embeddings (bench/yamnet_eval.py), checkpointed on validation; one score per patch."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from yamnet_eval import clip_arrays
+
+    from screamdetect.models.yamnet import YamnetHead, YamnetOnnx
+
+    D, _ = clip_arrays({k: splits[k] for k in ("train", "val")}, threads=2, cache_dir=None)
+    head = YamnetHead(seed=0, hidden=hidden, progress=False)
+    head.fit_embeddings(D["train"]["emb"], D["train"]["y"], D["val"]["emb"], D["val"]["y"])
+    y = YamnetOnnx(threads=2)
+    fe = y.frontend
+
+    def fn(audio):
+        _, emb = y.clip(audio)
+        return head.predict_proba_embeddings([e[None] for e in emb])
+
+    n_head = sum(p.numel() for p in head.head_.parameters()) * 4
+    return WindowScorer(f"YAMNet frozen + {'logistic' if not hidden else f'MLP {hidden}'} head", fn, fe.patch_s,
+                        fe.patch_hop_s, smoothing, y.path.stat().st_size + n_head)
+
+
 def speed(scorer: WindowScorer, audio: np.ndarray) -> float:
     t = time.perf_counter()
     scorer.score_windows(audio)
@@ -121,6 +146,7 @@ def main() -> None:
         "zs": lambda: yamnet_zero_shot((11,), "YAMNet zero-shot: Screaming", smoothing),
         "zs_group": lambda: yamnet_zero_shot((11, 6, 9, 10, 22), "YAMNet zero-shot: scream group", smoothing),
         "cascade": lambda: cascade(args.model, args.gate, (11,), smoothing),
+        "head": lambda: yamnet_head(splits, smoothing),
     }
     rows = []
     for key in args.models.split(","):

@@ -450,6 +450,8 @@ def evaluate_events_cmd(
         out: Path = typer.Option(Path("runs/events"), "--out", "-o", help="Output folder (scenes + metrics)."),
         model: Optional[Path] = typer.Option(None, help="ONNX model (default: the shipped one)."),
         threshold: Optional[float] = typer.Option(None, help="Override the card's threshold."),
+        max_fa: Optional[float] = typer.Option(None, "--max-false-alarms-per-hour", help="Pick the threshold "
+                                               "from the card's validation calibration for this rate."),
         repeats: int = typer.Option(3, help="Each test scream is inserted this many times per SNR."),
         free_hours: float = typer.Option(1.0, help="Hours of scream-free scenes for false alarms per hour."),
         split_file: Optional[Path] = typer.Option(None, help="Split CSV (default: OUT/split.csv, made if absent)."),
@@ -463,7 +465,7 @@ def evaluate_events_cmd(
     from .evaluate import evaluate_events
 
     try:
-        det = Detector.load(model, threshold=threshold)
+        det = Detector.load(model, threshold=threshold, max_false_alarms_per_hour=max_fa)
         res = evaluate_events(det, data, out_dir=out, repeats=repeats, free_hours=free_hours, split_file=split_file,
                               write_scenes=not no_scenes)
     except (DatasetError, ModelError, ValueError) as e:

@@ -409,6 +409,8 @@ def demo(corpus: Optional[Path] = typer.Option(Path("../shared/corpus"), help="C
                                                "test split); a synthetic scene is used when it is absent."),
          out: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="Output folder."),
          model: Optional[Path] = typer.Option(None, help="ONNX model (default: the shipped one)."),
+         max_fa: Optional[float] = typer.Option(None, "--max-false-alarms-per-hour", help="Operating point from "
+                                                "the card's validation calibration (default: the card's threshold)."),
          seed: int = typer.Option(0, help="Scene seed.")):
     """Build a 60 s scene with known screams, run the detector, print events beside the ground truth, and write
     demo.png (spectrogram, score timeline, threshold, events)."""
@@ -418,8 +420,8 @@ def demo(corpus: Optional[Path] = typer.Option(Path("../shared/corpus"), help="C
     from .detector import ModelError
 
     try:
-        res = run_demo(corpus, out, model=model, seed=seed)
-    except ModelError as e:
+        res = run_demo(corpus, out, model=model, seed=seed, max_false_alarms_per_hour=max_fa)
+    except (ModelError, ValueError) as e:
         fail(str(e))
     con = Console()
     con.print(f"[bold]scene[/bold]: {res['scene']} ({res['source']}), threshold {res['threshold']:.2f}")

@@ -108,7 +108,8 @@ def plot_scene(path: Path, audio: np.ndarray, scores: np.ndarray, hop_s: float, 
     save_fig(fig, path)
 
 
-def run_demo(corpus: Path | None, out: Path, model: Path | None = None, seed: int = 0) -> dict:
+def run_demo(corpus: Path | None, out: Path, model: Path | None = None, seed: int = 0,
+             max_false_alarms_per_hour: float | None = None) -> dict:
     """Build the scene, detect, write scene.flac + truth.json + events.json + demo.png under `out`."""
     from .detector import Detector
 
@@ -119,7 +120,7 @@ def run_demo(corpus: Path | None, out: Path, model: Path | None = None, seed: in
         scene, label = synthetic_scene(seed=seed), "SYNTHETIC scene (corpus not found)"
     from .evaluate import detect_with_alerts
 
-    det = Detector.load(model)
+    det = Detector.load(model, max_false_alarms_per_hour=max_false_alarms_per_hour)
     scores = det.score_windows(scene.audio)
     events = detect_with_alerts(det, scene.audio)
     scenes.write_scene(scene, out)

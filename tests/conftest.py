@@ -35,7 +35,8 @@ def corpus_subset(corpus, tmp_path_factory) -> Path:
     """
     import csv
 
-    rows = list(csv.DictReader(open(corpus / "manifest.csv", newline="")))
+    with open(corpus / "manifest.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
     rng = random.Random(1234)
     pos = [r for r in rows if r["label"] == "1"]
     neg = [r for r in rows if r["label"] == "0"]
@@ -56,5 +57,5 @@ def rng() -> np.random.Generator:
 
 def sine(freq_hz: float, dur_s: float, amp: float = 0.5, sr: int = SAMPLE_RATE) -> np.ndarray:
     """A float32 sine of known frequency and amplitude (a signal with known answers)."""
-    t = np.arange(int(round(dur_s * sr))) / sr
+    t = np.arange(round(dur_s * sr)) / sr
     return (amp * np.sin(2 * np.pi * freq_hz * t)).astype(np.float32)

@@ -25,7 +25,7 @@ def tone_vs_noise(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     X, y = [], []
     for i in range(n):
         lab = i % 2
-        a = (0.05 * r.uniform(0.3, 1.5) * r.standard_normal(int(round(dur * FE.sample_rate)))).astype(np.float32)
+        a = (0.05 * r.uniform(0.3, 1.5) * r.standard_normal(round(dur * FE.sample_rate))).astype(np.float32)
         if lab:
             a = a + sine(float(r.uniform(2800, 3200)), dur, amp=0.3)[: a.size]
         X.append(log_mel(a, frontend=FE)[:, : SHAPE[1]])

@@ -48,8 +48,14 @@ def eda(data: Path = typer.Argument(..., help="Dataset folder (class folders or 
     durations, per-class feature distributions, the mean log-mel per class, class counts per split and the
     features that separate the classes most. Exit status 1 if any clip failed.
     """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
-        TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     from .data import DatasetError, SplitSpec
     from .eda import EdaOptions, OutputDirError, run_eda
@@ -266,10 +272,10 @@ def listen(source: str = typer.Option(..., "--source", "-s", help="'mic' (or mic
     """
     import logging
 
-    from .alerts import ClipSaver, JsonlSink, MqttSink, WebhookSink, parse_host_port, run_live
-    from .detector import ModelError, Detector
     from rich.markup import escape
 
+    from .alerts import ClipSaver, JsonlSink, MqttSink, WebhookSink, parse_host_port, run_live
+    from .detector import Detector, ModelError
     from .sources import MicSource, Reconnect, SourceError, import_sounddevice, open_source, safe_name
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")

@@ -17,7 +17,7 @@ def plt():
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as pyplot
+    from matplotlib import pyplot
 
     return pyplot
 
@@ -60,7 +60,7 @@ def table_markdown(rows: list[dict], columns: list[str] | None = None, floatfmt:
     if not rows:
         return ""
     columns = columns or list(rows[0])
-    fmt = lambda v: floatfmt.format(v) if isinstance(v, float) else str(v)  # noqa: E731
+    fmt = lambda v: floatfmt.format(v) if isinstance(v, float) else str(v)
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(fmt(r.get(c, "")) for c in columns) + " |" for r in rows]
     return "\n".join(lines) + "\n"

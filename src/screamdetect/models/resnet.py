@@ -18,7 +18,7 @@ def build_resnet(n_mels: int, n_frames: int, width: float = 1.0, dense: int = 64
     """nn.Module: (batch, n_mels, n_frames) dB → logits (batch,)."""
     from torch import nn
 
-    chans = [max(1, int(round(c * width))) for c in STUDY_CHANNELS]
+    chans = [max(1, round(c * width)) for c in STUDY_CHANNELS]
 
     class Block(nn.Module):
         def __init__(self, c_in: int, c_out: int, stride: int):

@@ -26,17 +26,10 @@ import numpy as np
 from . import scenes
 from .audio import SAMPLE_RATE, AudioError, load_audio
 from .data import Clip, Dataset, SplitSpec, discover, load_or_make_split, split_counts
+from .detector import Smoothing  # the detector's own rule (validated); no torch there
 from .features import FrontEnd, log_mel
 
 NOISE_FLOOR_DBFS = (-85.0, -65.0)  # every training window gets at least this much white noise: no digital silence
-
-
-@dataclass(frozen=True)
-class Smoothing:
-    k: int = 2
-    n: int = 3
-    hold_s: float = 0.5
-    refractory_s: float = 1.0
 
 
 @dataclass(frozen=True)

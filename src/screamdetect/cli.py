@@ -26,7 +26,8 @@ def fail(msg: str, code: int = 2) -> None:
     """Print a one-line error (no traceback) and exit."""
     from rich.markup import escape
 
-    err.print(f"[red]error:[/red] {escape(msg)}", highlight=False)  # escaped: paths and hints may hold [...]
+    # escaped: paths and hints may hold [...]; soft_wrap: one line per error even when stderr is not a terminal
+    err.print(f"[red]error:[/red] {escape(msg)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 

@@ -94,3 +94,16 @@ def test_export_matches_torch_and_writes_a_card(tmp_path):
     card = write_card({"frontend": {"n_mels": 32}, "window_s": 1.0}, path)
     d = json.loads(card.read_text())
     assert d["format"] == "screamdetect-card/1" and d["onnx_input"] == "logmel" and d["window_s"] == 1.0
+
+
+def test_balance_sources_gives_rare_sources_more_copies():
+    from screamdetect.data import Clip
+    from screamdetect.product import WindowMaker
+
+    clips = [Clip(f"a{i}", 1, f"a{i}", source="big") for i in range(30)]
+    clips += [Clip(f"b{i}", 1, f"b{i}", source="small") for i in range(3)]
+    clips += [Clip("n", 0, "n", source="big")]
+    for balance, expect in ((False, {"big": 4, "small": 4}), (True, {"big": 2, "small": 12})):
+        wm = WindowMaker.__new__(WindowMaker)  # no noise bank needed to count copies
+        wm.cfg = ProductConfig(pos_copies=4, balance_sources=balance)
+        assert wm.scream_copies(clips) == expect

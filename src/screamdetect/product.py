@@ -50,6 +50,7 @@ class ProductConfig:
     calib_hours: float = 1.0
     background_minutes: float = 0.0  # scream-free train-split scenes (noise beds + scattered negatives) as negatives
     background_windows: int = 0  # how many windows to draw from them (0 = all)
+    balance_sources: bool = False  # scream copies per clip inversely proportional to its source's scream count
     seed: int = 0
 
     def __post_init__(self):
@@ -161,13 +162,27 @@ class WindowMaker:
                 keep = rng.choice(keep, cfg.neg_windows, replace=False)
         return wins[keep]
 
+    def scream_copies(self, clips: list[Clip]) -> dict[str, int]:
+        """Augmented copies per scream clip, by source: pos_copies each, or with balance_sources inversely
+        proportional to the source's number of screams (so one large source does not define "scream"),
+        between 1 and 3·pos_copies."""
+        from collections import Counter
+
+        n = Counter(c.source for c in clips if c.label == 1)
+        if not self.cfg.balance_sources or not n:
+            return {src: self.cfg.pos_copies for src in n}
+        mean = sum(n.values()) / len(n)
+        return {src: int(np.clip(round(self.cfg.pos_copies * mean / k), 1, 3 * self.cfg.pos_copies))
+                for src, k in n.items()}
+
     def make(self, clips: list[Clip], audios: list[np.ndarray], augment: bool, seed: int,
              progress=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         cfg = self.cfg
         rng = np.random.default_rng(seed)
         X, y, g = [], [], []
+        per_source = self.scream_copies(clips)
         for c, a in zip(clips, audios):
-            copies = (cfg.pos_copies if c.label == 1 else cfg.neg_copies) if augment else 1
+            copies = (per_source[c.source] if c.label == 1 else cfg.neg_copies) if augment else 1
             for _ in range(copies):
                 w = self.clip_windows(a, c.label, rng, augment)
                 X.append(w)

@@ -128,7 +128,7 @@ def test_extract_on_real_clips_in_parallel(corpus_subset):
     assert set(res.profiles) == {0, 1} and res.profiles[1].shape == (128,)
 
 
-@pytest.mark.slow
+@pytest.mark.corpus  # integration on real corpus audio: runs in `make test` (a few seconds)
 def test_cli_eda_on_corpus_subset(corpus_subset, tmp_path):
     out = tmp_path / "eda"
     res = CliRunner().invoke(app, ["eda", str(corpus_subset), "--out", str(out)])

@@ -199,7 +199,7 @@ def test_grid_end_to_end_on_tiny_data(synth_data, tmp_path):
         run_grid(synth_data, replace(cfg, clip_s=0.4), out, progress=False, log=lambda m: None)
 
 
-@pytest.mark.slow
+@pytest.mark.corpus  # integration on real corpus audio: runs in `make test` (a few seconds)
 def test_full_grid_on_corpus_subset(corpus, corpus_subset, tmp_path):
     """Every model under every condition, 1 epoch, on 40 real corpus clips (noise bank: the corpus's)."""
     rows = run_grid(corpus_subset, tiny_config(), tmp_path / "s", cache=FeatureCache(tmp_path / "c"),

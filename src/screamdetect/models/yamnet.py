@@ -706,13 +706,20 @@ class _PatchMIL:
     input_shape: tuple[int, int]
     seed: int
 
-    def _init_common(self, input_shape, seed):
+    def _init_common(self, input_shape, seed, config_cls, hparams: dict, name: str):
+        """Shared constructor part: check input_shape, set seed/front-end, build `config` from hparams (a ValueError
+        names unknown ones)."""
         input_shape = tuple(int(v) for v in input_shape)
         if len(input_shape) != 2 or input_shape[0] != YAMNET_FRONTEND.n_mels:
             raise ValueError(f"input_shape must be ({YAMNET_FRONTEND.n_mels}, n_frames) for YAMNet, got {input_shape}")
         self.input_shape = input_shape
         self.seed = int(seed)
         self.frontend = YAMNET_FRONTEND
+        unknown = set(hparams) - set(config_cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"unknown {name} hyperparameter(s) {sorted(unknown)}; "
+                             f"known: {sorted(config_cls.__dataclass_fields__)}")
+        self.config = config_cls(**hparams)
 
     def _patches(self, X, name: str) -> tuple[np.ndarray, np.ndarray, int]:
         mels = _as_logmel_list(X, name)
@@ -867,13 +874,8 @@ class YamnetHead(_PatchMIL):
 
     def __init__(self, input_shape: tuple[int, int] = (64, 96), seed: int = 0, threads: int | None = None,
                  progress: bool = False, package: str | None = None, weights: dict | None = None, **hparams):
-        self._init_common(input_shape, seed)
+        self._init_common(input_shape, seed, HeadConfig, hparams, "yamnet_head")
         self._weights = weights
-        unknown = set(hparams) - set(HeadConfig.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"unknown yamnet_head hyperparameter(s) {sorted(unknown)}; "
-                             f"known: {sorted(HeadConfig.__dataclass_fields__)}")
-        self.config = HeadConfig(**hparams)
         self.threads = threads
         self.progress = progress
         self.package = package
@@ -1062,12 +1064,7 @@ class YamnetFineTune(_PatchMIL):
 
     def __init__(self, input_shape: tuple[int, int] = (64, 96), seed: int = 0, progress: bool = False,
                  package: str | None = None, weights: dict | None = None, **hparams):
-        self._init_common(input_shape, seed)
-        unknown = set(hparams) - set(FineTuneConfig.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"unknown yamnet_ft hyperparameter(s) {sorted(unknown)}; "
-                             f"known: {sorted(FineTuneConfig.__dataclass_fields__)}")
-        self.config = FineTuneConfig(**hparams)
+        self._init_common(input_shape, seed, FineTuneConfig, hparams, "yamnet_ft")
         self.progress = progress
         self.package = package
         self._weights = weights

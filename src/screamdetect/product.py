@@ -27,6 +27,7 @@ from . import scenes
 from .audio import SAMPLE_RATE, AudioError, load_audio
 from .data import Clip, Dataset, SplitSpec, discover, load_or_make_split, split_counts
 from .detector import Smoothing  # the detector's own rule (validated); no torch there
+from .evaluate import clip_metrics
 from .features import FrontEnd, log_mel
 
 NOISE_FLOOR_DBFS = (-85.0, -65.0)  # every training window gets at least this much white noise: no digital silence
@@ -381,29 +382,6 @@ def recalibrate(run: str | Path, data: str | Path, noise_dir: str | Path | None 
     splits = load_or_make_split(ds, run / "split.csv")
     noise_dir = Path(noise_dir) if noise_dir else Path(ds.root) / "noise"
     return calibrate_and_test(run, cfg, splits, scenes.noise_split(noise_dir))
-
-
-def clip_metrics(y_true: np.ndarray, p: np.ndarray, threshold: float) -> dict:
-    try:
-        from .evaluate import clip_metrics as cm  # the study's metrics when available
-    except ImportError:
-        cm = None
-    if cm is not None:
-        return cm(y_true, p, threshold=threshold)
-    from sklearn.metrics import (
-        average_precision_score,
-        f1_score,
-        precision_score,
-        recall_score,
-        roc_auc_score,
-    )
-
-    pred = (p >= threshold).astype(int)
-    return {"ap": float(average_precision_score(y_true, p)), "roc_auc": float(roc_auc_score(y_true, p)),
-            "precision": float(precision_score(y_true, pred, zero_division=0)),
-            "recall": float(recall_score(y_true, pred)), "f1": float(f1_score(y_true, pred)),
-            "accuracy": float((pred == y_true).mean()), "threshold": float(threshold), "n": len(y_true),
-            "n_pos": int(y_true.sum())}
 
 
 def load_trained_module(path: str | Path):

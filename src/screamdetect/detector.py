@@ -13,6 +13,10 @@ Events (:class:`Smoothing`): an event starts when at least `k` of the last `n` w
 ends when no window has reached the threshold for `hold_s` seconds (or at the end of the signal); after it ends,
 no new event may start for `refractory_s` seconds. An event spans the windows that fired: start_s = start of the
 first window >= threshold, end_s = end of the last one (clipped to the signal), peak_score = their maximum.
+
+Second stage (optional, cascade.py): when the card has "second_stage", windows the CNN scores >= its gate are
+re-scored by YAMNet + a trained head on the window's audio (samples [w·hop, w·hop + window)), the others score 0.
+If YAMNet is not installed the detector warns and uses the CNN alone with the card's fallback calibration.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
@@ -230,7 +235,7 @@ class Detector:
     """
 
     def __init__(self, onnx_path: str | os.PathLike, card: dict, intra_op_threads: int | None = None,
-                 batch_windows: int = BATCH_WINDOWS):
+                 batch_windows: int = BATCH_WINDOWS, second_stage: bool = True):
         import onnxruntime as ort
 
         self.path = Path(onnx_path)
@@ -280,17 +285,50 @@ class Detector:
                 (isinstance(shape[2], int) and shape[2] != self.window_frames):
             raise ModelError(f"{name}: input shape {shape} does not match the card "
                              f"([batch, {self.frontend.n_mels}, {self.window_frames}])")
+        self.calibration = card.get("calibration")
+        self.second_stage = None
+        self.second_stage_note = None  # why a card's second stage is not in use (None when in use or absent)
+        spec = card.get("second_stage")
+        if spec is not None:
+            threshold = self._load_second_stage(spec, second_stage, intra_op_threads, threshold)
         self.threshold = threshold
         self.smoothing = smoothing
+
+    def _load_second_stage(self, spec: dict, enabled: bool, threads: int | None, threshold: float) -> float:
+        """Load the card's second stage; without it (disabled or YAMNet missing) switch to the fallback
+        calibration of the CNN alone. Returns the threshold to use."""
+        where = self.path.with_suffix(".json")
+        fallback = spec.get("fallback") if isinstance(spec, dict) else None
+        if not isinstance(fallback, dict) or "threshold" not in fallback:
+            raise ModelError(f"{where}: second_stage needs a 'fallback' with the CNN-only threshold")
+        if enabled:
+            from .cascade import SecondStage
+            from .models.yamnet import YamnetMissingError
+
+            try:
+                self.second_stage = SecondStage(spec, threads=threads)
+                return threshold
+            except (KeyError, TypeError, ValueError) as e:
+                raise ModelError(f"{where}: invalid second_stage ({type(e).__name__}: {e})") from e
+            except (YamnetMissingError, ImportError, RuntimeError, OSError) as e:
+                self.second_stage_note = f"second stage (YAMNet) unavailable: {e}"
+                print(f"warning: {self.second_stage_note}; using the CNN alone with its own calibrated threshold "
+                      f"{float(fallback['threshold']):.2f}", file=sys.stderr)
+        else:
+            self.second_stage_note = "second stage disabled"
+        self.calibration = fallback.get("calibration")
+        return float(fallback["threshold"])
 
     # ---- construction ----------------------------------------------------------------------------------------
     @classmethod
     def load(cls, path: str | os.PathLike | None = None, *, threshold: float | None = None,
-             max_false_alarms_per_hour: float | None = None, intra_op_threads: int | None = None) -> Detector:
+             max_false_alarms_per_hour: float | None = None, intra_op_threads: int | None = None,
+             second_stage: bool = True) -> Detector:
         """Load an ONNX model and its card (same stem, .json). path None = the shipped default model.
 
         threshold overrides the card's; max_false_alarms_per_hour instead picks the lowest threshold whose false-alarm
-        rate on the card's validation calibration sweep is within that target (not both).
+        rate on the card's validation calibration sweep is within that target (not both). second_stage=False runs
+        the CNN alone even when the card has a second stage (with the card's CNN-only calibration).
         Raises ModelError naming the file when the model or card is missing or invalid.
         """
         if threshold is not None and max_false_alarms_per_hour is not None:
@@ -311,11 +349,11 @@ class Detector:
             raise ModelError(f"{card_path}: cannot read model card ({e})") from e
         if not isinstance(card, dict) or card.get("format") != CARD_FORMAT:
             raise ModelError(f"{card_path}: not a screamdetect model card (format should be '{CARD_FORMAT}')")
-        det = cls(onnx_path, card, intra_op_threads=intra_op_threads)
+        det = cls(onnx_path, card, intra_op_threads=intra_op_threads, second_stage=second_stage)
         if threshold is not None:
             det.threshold = threshold
         elif max_false_alarms_per_hour is not None:
-            det.threshold = threshold_for_rate(card, max_false_alarms_per_hour, card_path)
+            det.threshold = threshold_for_rate({"calibration": det.calibration}, max_false_alarms_per_hour, card_path)
         return det
 
     # ---- settings --------------------------------------------------------------------------------------------
@@ -340,6 +378,19 @@ class Detector:
     @property
     def window_samples(self) -> int:
         return self.window_frames * self.frontend.hop_length
+
+    @property
+    def hop_samples(self) -> int:
+        return self.hop_frames * self.frontend.hop_length
+
+    def window_audio(self, audio: np.ndarray, i: int, offset: int = 0) -> np.ndarray:
+        """Samples of window i ([i·hop, i·hop + window), zero-padded past the end) from `audio`, whose first sample
+        is signal sample `offset`."""
+        a = i * self.hop_samples - offset
+        if a < 0:
+            raise ValueError(f"window {i} starts before the audio given (offset {offset})")
+        w = audio[a: a + self.window_samples]
+        return w if w.size == self.window_samples else np.pad(w, (0, self.window_samples - w.size))
 
     def window_times(self, n_windows: int) -> np.ndarray:
         """Start times in seconds (float64, shape (n_windows,)) of the windows score_windows returns."""
@@ -386,7 +437,10 @@ class Detector:
         audio = _check_audio(audio)
         if audio.size > WHOLE_MAX_S * SAMPLE_RATE:
             return self.scan(iter_chunks(audio, int(BLOCK_S * SAMPLE_RATE)), keep_scores=True).scores
-        return self.score_mel(log_mel(audio, frontend=self.frontend))
+        scores = self.score_mel(log_mel(audio, frontend=self.frontend))
+        if self.second_stage is not None:
+            scores = self.second_stage.combine(scores, lambda i: self.window_audio(audio, i))
+        return scores
 
     def detect(self, audio: np.ndarray) -> list[Event]:
         """Scream events in float32 mono audio at SAMPLE_RATE (see the module doc for the smoothing rule)."""
@@ -482,6 +536,9 @@ class StreamDetector:
         self.samples_seen = 0
         self.tracker = detector.tracker()
         self._finished = False
+        # Raw audio of the windows not scored yet, for the second stage (one window + one chunk at most).
+        self._ring = np.zeros(0, dtype=np.float32)
+        self._ring_start = 0  # signal index of _ring[0]
 
     @property
     def events(self) -> list[Event]:
@@ -506,6 +563,8 @@ class StreamDetector:
         if chunk.size and not np.isfinite(chunk).all():
             raise AudioError("<stream>", "audio contains NaN or infinite samples")
         self._buf = np.concatenate([self._buf, chunk]) if self._buf.size else chunk.copy()
+        if self.det.second_stage is not None:
+            self._ring = np.concatenate([self._ring, chunk]) if self._ring.size else chunk.copy()
         self.samples_seen += chunk.size
         last = (self.samples_seen - self._need_right) // self._hop  # last frame whose samples have all arrived
         # Frames are computed only once the next window can be completed (fewer, larger log-mel calls).
@@ -572,6 +631,13 @@ class StreamDetector:
         if keep > self._mel_start:
             self._mel = self._mel[:, keep - self._mel_start:].copy()
             self._mel_start = keep
+        if det.second_stage is not None:
+            scores = det.second_stage.combine(
+                scores, lambda j: det.window_audio(self._ring, start_index + j, self._ring_start))
+            keep_s = self._next_window * det.hop_samples
+            if keep_s > self._ring_start:
+                self._ring = self._ring[keep_s - self._ring_start:].copy()
+                self._ring_start = keep_s
         updates: list[EventUpdate] = []
         for j, s in enumerate(scores):
             # The update is known once the window's last frame could be computed: independent of chunk sizes.

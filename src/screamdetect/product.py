@@ -45,6 +45,10 @@ class ProductConfig:
     neg_windows: int = 4
     snr_db: tuple[float, float] = (0.0, 30.0)
     clean_prob: float = 0.2  # share of copies without background noise (only the faint floor)
+    # Speed perturbation (both classes alike): with probability p_speed a copy is resampled to play speed_range
+    # times faster/slower (pitch and tempo together: another voice, as in speech recognition's 0.9/1.0/1.1)
+    p_speed: float = 0.0
+    speed_range: tuple[float, float] = (0.9, 1.1)
     level_dbfs: tuple[float, float] = (-40.0, -6.0)  # loudness of the clip's active part
     smoothing: Smoothing = field(default_factory=Smoothing)
     target_false_alarms_per_hour: float = 0.5
@@ -52,6 +56,8 @@ class ProductConfig:
     background_minutes: float = 0.0  # scream-free train-split scenes (noise beds + scattered negatives) as negatives
     background_windows: int = 0  # how many windows to draw from them (0 = all)
     balance_sources: bool = False  # scream copies per clip inversely proportional to its source's scream count
+    # YAMNet second stage (cascade.fit_second_stage) after the CNN: {} = none; keys gate, min_pass, combine, norm_dbfs
+    second_stage: dict = field(default_factory=dict)
     seed: int = 0
 
     def __post_init__(self):
@@ -60,6 +66,13 @@ class ProductConfig:
         for name in ("pos_copies", "neg_copies", "neg_windows"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
+        if not 0.0 <= self.p_speed <= 1.0:
+            raise ValueError(f"p_speed must be a probability in [0, 1], got {self.p_speed}")
+        if not 0.5 <= self.speed_range[0] <= self.speed_range[1] <= 2.0:
+            raise ValueError(f"speed_range must satisfy 0.5 <= low <= high <= 2, got {self.speed_range}")
+        unknown = set(self.second_stage or {}) - {"gate", "min_pass", "combine", "norm_dbfs"}
+        if unknown:
+            raise ValueError(f"unknown second_stage keys: {sorted(unknown)} (known: combine, gate, min_pass, norm_dbfs)")
 
     @property
     def window_frames(self) -> int:
@@ -76,7 +89,7 @@ class ProductConfig:
             d["frontend"] = FrontEnd.from_dict(d["frontend"])
         if "smoothing" in d:
             d["smoothing"] = Smoothing(**d["smoothing"])
-        for k in ("snr_db", "level_dbfs"):
+        for k in ("snr_db", "level_dbfs", "speed_range"):
             if k in d:
                 d[k] = tuple(d[k])
         unknown = set(d) - set(cls.__dataclass_fields__)
@@ -108,6 +121,28 @@ def frame_windows(mel: np.ndarray, cfg: ProductConfig) -> np.ndarray:
     return np.ascontiguousarray(view[:, starts].transpose(1, 0, 2))
 
 
+def audio_windows(buf: np.ndarray, cfg: ProductConfig) -> np.ndarray:
+    """The windows of :func:`frame_windows` as audio: (n_windows, window samples) float32, window w being samples
+    [w·hop, w·hop + window) of `buf` (zero-padded past its end), as the detector cuts them for its second stage."""
+    fe = cfg.frontend
+    n_frames = 1 + buf.size // fe.hop_length  # centred frames, as log_mel
+    W, H = cfg.window_frames, cfg.hop_frames
+    n = 1 if n_frames <= W else 1 + (n_frames - W) // H
+    win, hop = W * fe.hop_length, H * fe.hop_length
+    need = (n - 1) * hop + win
+    x = np.pad(buf, (0, max(0, need - buf.size))).astype(np.float32, copy=False)
+    return np.ascontiguousarray(np.lib.stride_tricks.sliding_window_view(x, win)[::hop][:n])
+
+
+def speed_perturb(audio: np.ndarray, factor: float) -> np.ndarray:
+    """Play `audio` `factor` times faster (higher pitch, shorter) by resampling (soxr): float32 (≈ n / factor,)."""
+    import soxr
+
+    if factor == 1.0:
+        return audio
+    return soxr.resample(audio, SAMPLE_RATE * factor, SAMPLE_RATE).astype(np.float32)
+
+
 def _place(audio: np.ndarray, n_min: int, rng: np.random.Generator) -> tuple[np.ndarray, int]:
     """Put `audio` at a random offset in a zero buffer of at least n_min (+ up to 0.5 s) samples."""
     extra = int(rng.integers(0, SAMPLE_RATE // 2))
@@ -131,9 +166,14 @@ class WindowMaker:
                             # the time shift is the random placement in _place (it must know where the clip is)
                             p_shift_scream=0.0, p_shift_other=0.0, drop_unchanged=False)
 
-    def clip_windows(self, audio: np.ndarray, label: int, rng: np.random.Generator, augment: bool) -> np.ndarray:
+    def clip_windows(self, audio: np.ndarray, label: int, rng: np.random.Generator, augment: bool,
+                     as_audio: bool = False) -> np.ndarray:
+        """The windows of one (augmented) copy of a clip: log-mel (n, n_mels, window_frames), or with as_audio
+        the same windows as audio (n, window samples) — for the second stage, which embeds audio."""
         cfg = self.cfg
         n_win = round(cfg.window_s * SAMPLE_RATE)
+        if augment and cfg.p_speed > 0 and rng.random() < cfg.p_speed:  # no draw at all when off (reproducible)
+            audio = speed_perturb(audio, float(rng.uniform(*cfg.speed_range)))
         a0, a1 = scenes.active_region(audio)
         # Level: the clip's active part at a random loudness (both classes alike).
         target = rng.uniform(*cfg.level_dbfs) if augment else -20.0
@@ -147,7 +187,7 @@ class WindowMaker:
         buf = buf + rng.standard_normal(buf.size).astype(np.float32) * np.float32(
             10 ** (rng.uniform(*NOISE_FLOOR_DBFS) / 20))
         scenes.fit_full_scale(buf)
-        wins = frame_windows(log_mel(buf, frontend=cfg.frontend), cfg)
+        wins = audio_windows(buf, cfg) if as_audio else frame_windows(log_mel(buf, frontend=cfg.frontend), cfg)
         hop = cfg.hop_s
         starts = np.arange(len(wins)) * hop
         if label == 1:
@@ -177,7 +217,7 @@ class WindowMaker:
                 for src, k in n.items()}
 
     def make(self, clips: list[Clip], audios: list[np.ndarray], augment: bool, seed: int,
-             progress=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+             progress=None, as_audio: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         cfg = self.cfg
         rng = np.random.default_rng(seed)
         X, y, g = [], [], []
@@ -185,7 +225,7 @@ class WindowMaker:
         for c, a in zip(clips, audios):
             copies = (per_source[c.source] if c.label == 1 else cfg.neg_copies) if augment else 1
             for _ in range(copies):
-                w = self.clip_windows(a, c.label, rng, augment)
+                w = self.clip_windows(a, c.label, rng, augment, as_audio=as_audio)
                 X.append(w)
                 y += [c.label] * len(w)
                 g += [c.group] * len(w)
@@ -211,7 +251,8 @@ def _load_all(clips: list[Clip], what: str) -> tuple[list[Clip], list[np.ndarray
     return ok, audios
 
 
-def background_windows(cfg: ProductConfig, noises: list[np.ndarray], negatives: list[np.ndarray]) -> np.ndarray:
+def background_windows(cfg: ProductConfig, noises: list[np.ndarray], negatives: list[np.ndarray],
+                       as_audio: bool = False) -> np.ndarray:
     """Negative windows from `cfg.background_minutes` of scream-free scenes built from TRAIN-split material
     (noise beds of the train noise pieces with train non-screams scattered over them): the kind of audio the
     detector listens to for hours, and where false alarms come from."""
@@ -222,7 +263,7 @@ def background_windows(cfg: ProductConfig, noises: list[np.ndarray], negatives: 
         bg = scenes.background(noises, negatives, 60.0, rng, spec)
         bg += rng.standard_normal(bg.size).astype(np.float32) * np.float32(10 ** (rng.uniform(*NOISE_FLOOR_DBFS) / 20))
         scenes.fit_full_scale(bg)
-        wins.append(frame_windows(log_mel(bg, frontend=cfg.frontend), cfg))
+        wins.append(audio_windows(bg, cfg) if as_audio else frame_windows(log_mel(bg, frontend=cfg.frontend), cfg))
     X = np.concatenate(wins)
     if cfg.background_windows and len(X) > cfg.background_windows:
         X = X[np.sort(rng.choice(len(X), cfg.background_windows, replace=False))]
@@ -331,7 +372,12 @@ def train_product(data: str | Path, cfg: ProductConfig, out: str | Path, noise_d
     (out / "history.json").write_text(json.dumps(getattr(model, "history_", {}), indent=1))
     card["metrics"] = {"train_seconds": round(time.time() - t0, 1)}
     write_card(card, onnx_path)
-    return calibrate_and_test(out, cfg, splits, nsplit, va=(va_clips, va_audio))
+    card = calibrate_and_test(out, cfg, splits, nsplit, va=(va_clips, va_audio))
+    if cfg.second_stage:
+        from .cascade import fit_second_stage
+
+        card = fit_second_stage(out, data, noise_dir=noise_dir, **cfg.second_stage)
+    return card
 
 
 def calibrate_and_test(out: str | Path, cfg: ProductConfig, splits: dict, noise_split: dict,

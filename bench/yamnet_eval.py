@@ -64,6 +64,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--noise", default=None, help="noise bank for augmentation; None = <corpus>/noise")
     ap.add_argument("--threads", type=int, default=2, help="onnxruntime / torch threads")
     ap.add_argument("--cache-dir", default=None, help="FeatureCache folder; None = $SCREAMDETECT_CACHE/features (~/.cache/screamdetect/features)")
+    ap.add_argument("--ft-trained-only", action="store_true",
+                    help="fine-tuning: checkpoint the best TRAINED epoch (the untrained start does not compete)")
     ap.add_argument("--save-ft", action="store_true", help="save each fine-tuned state to <out>/ft_lr<lr>.pt")
     args = ap.parse_args(argv)
     models = [m.strip() for m in args.models.split(",") if m.strip()]
@@ -212,7 +214,8 @@ def eval_ft(D: dict, args, lr: float, out: Path) -> dict:
     Xte = [Y.yamnet_log_mel(load_audio(c.path)) for c in D["test"]["clips"]]
     t1 = time.time()
     m = Y.YamnetFineTune(seed=0, trainable_blocks=args.ft_blocks, epochs=args.epochs, patience=args.ft_patience,
-                         lr=lr, threads=args.threads, progress=True).fit(Xtr, ay, Xva, D["val"]["y"])
+                         lr=lr, threads=args.threads, progress=True,
+                         keep_start=not args.ft_trained_only).fit(Xtr, ay, Xva, D["val"]["y"])
     fit_s = time.time() - t1
     pv, pt = m.predict_proba(Xva), m.predict_proba(Xte)
     res = {**test_metrics(D, pv, pt), "lr": lr, "trainable_blocks": args.ft_blocks, "neg_frac": args.ft_neg_frac,
@@ -221,7 +224,7 @@ def eval_ft(D: dict, args, lr: float, out: Path) -> dict:
     if args.save_ft:
         import torch
 
-        path = out / f"ft_lr{lr:g}.pt"
+        path = out / f"ft_lr{lr:g}{'_trained' if args.ft_trained_only else ''}.pt"
         torch.save({"yamnet": m.yamnet_.state_dict(), "head": m.head_.state_dict()}, path)
         res["state"] = str(path)
     print(f"  ft lr={lr:g}: test AP {res['ap']:.3f} F1 {res['f1']:.3f} (best epoch {res['best_epoch']})")

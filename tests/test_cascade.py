@@ -88,6 +88,7 @@ def test_second_stage_scores_only_candidates(tmp_path):
     path = _with_second_stage(write_band_energy_model(tmp_path), np.zeros(1024), float(np.log(0.7 / 0.3)), gate=0.3)
     det = Detector.load(path)
     cnn = Detector.load(path, second_stage=False)
+    assert "YAMNet second stage" in det.description and cnn.description == "CNN (second stage disabled)"
     x = _signal()
     s1 = cnn.score_windows(x)
     got = det.score_windows(x)
@@ -141,6 +142,7 @@ def test_missing_yamnet_falls_back_to_the_cnn_alone(tmp_path, monkeypatch, capsy
     det = Detector.load(path)
     assert det.second_stage is None and det.threshold == 0.8
     assert "second stage (YAMNet) unavailable" in capsys.readouterr().err
+    assert det.description.startswith("CNN (second stage (YAMNet) unavailable")
     assert Detector.load(path, max_false_alarms_per_hour=0.5).threshold == 0.8  # the fallback sweep
     x = _signal()
     np.testing.assert_array_equal(det.score_windows(x), Detector.load(path, second_stage=False).score_windows(x))

@@ -322,8 +322,8 @@ def listen(source: str = typer.Option(..., "--source", "-s", help="'mic' (or mic
         for s in sinks:
             s.close()
         fail(str(e))
-    err.print(f"listening to {source} as '{src_name}' (threshold {det.threshold:.3f}, window {det.window_s} s, "
-              f"hop {det.hop_s} s); Ctrl-C to stop", highlight=False)
+    err.print(f"listening to {source} as '{src_name}' ({det.description}; threshold {det.threshold:.3f}, "
+              f"window {det.window_s} s, hop {det.hop_s} s); Ctrl-C to stop", highlight=False)
     summary = run_live(src.chunks(), det, sinks, source=src_name, clips=saver)
     err.print(f"{summary.seconds:.1f} s of audio, {len(summary.events)} event(s)"
               + (f", {len(summary.clips)} clip(s) in {clips}" if clips else ""), highlight=False)
@@ -464,7 +464,8 @@ def demo(corpus: Optional[Path] = typer.Option(Path("../shared/corpus"), help="C
     except (ModelError, ValueError) as e:
         fail(str(e))
     con = Console()
-    con.print(f"[bold]scene[/bold]: {res['scene']} ({res['source']}), threshold {res['threshold']:.2f}")
+    con.print(f"[bold]scene[/bold]: {res['scene']} ({res['source']})")
+    con.print(f"[bold]detector[/bold]: {res['model']}, threshold {res['threshold']:.2f}")
     t = Table("true scream (s)", "SNR dB", "detected event (s)", "peak", "latency (s)")
     used = set()
     for g in res["truth"]:

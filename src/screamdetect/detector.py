@@ -766,9 +766,9 @@ def scan_one(det: Detector, path: str, keep_scores: bool = False) -> dict:
 _WORKER: Detector | None = None
 
 
-def _init_worker(model: str | None, threshold: float | None) -> None:
+def _init_worker(model: str | None, threshold: float | None, second_stage: bool = True) -> None:
     global _WORKER
-    _WORKER = Detector.load(model, threshold=threshold, intra_op_threads=1)
+    _WORKER = Detector.load(model, threshold=threshold, intra_op_threads=1, second_stage=second_stage)
 
 
 def _work(args: tuple[str, bool]) -> dict:
@@ -777,7 +777,8 @@ def _work(args: tuple[str, bool]) -> dict:
 
 
 def scan_paths(items: list[tuple[str, str | None]], model: str | os.PathLike | None = None,
-               threshold: float | None = None, jobs: int = 1, keep_scores: bool = False) -> Iterator[dict]:
+               threshold: float | None = None, jobs: int = 1, keep_scores: bool = False,
+               second_stage: bool = True) -> Iterator[dict]:
     """Scan (path, error) items from :func:`expand_paths`; yields result dicts in input order.
 
     jobs > 1 scans files in parallel worker processes (each with a one-thread onnxruntime session). The model
@@ -785,7 +786,7 @@ def scan_paths(items: list[tuple[str, str | None]], model: str | os.PathLike | N
     """
     if jobs < 1:
         raise ValueError(f"jobs must be >= 1, got {jobs}")
-    det = Detector.load(model, threshold=threshold)
+    det = Detector.load(model, threshold=threshold, second_stage=second_stage)
     todo = [p for p, e in items if e is None]
     jobs = min(jobs, len(todo))
     if jobs <= 1:
@@ -800,7 +801,7 @@ def scan_paths(items: list[tuple[str, str | None]], model: str | os.PathLike | N
     os.environ.update({k: "1" for k in saved})
     try:
         ex = ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn"), initializer=_init_worker,
-                                 initargs=(None if model is None else str(model), threshold))
+                                 initargs=(None if model is None else str(model), threshold, second_stage))
     finally:
         for k, v in saved.items():
             if v is None:

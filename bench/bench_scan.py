@@ -99,7 +99,7 @@ def hwm_kb():  # peak resident set of this process image (ru_maxrss would includ
             return int(line.split()[1])
 
 
-det = Detector.load({model!r}, intra_op_threads=1)
+det = Detector.load({model!r}, intra_op_threads=1, second_stage={second_stage!r})
 det.score_windows(__import__("numpy").zeros(16000 * 5, "float32"))  # warm-up: first-call allocations
 base = hwm_kb()
 tracemalloc.start()
@@ -112,8 +112,8 @@ print(json.dumps({{"hwm_kb": hwm_kb(), "after_load_kb": base, "traced_peak_b": p
 """
 
 
-def peak_memory(model: Path, path: Path) -> dict:
-    code = MEM_CHILD.format(src=str(REPO / "src"), model=str(model), path=str(path))
+def peak_memory(model: Path, path: Path, second_stage: bool = True) -> dict:
+    code = MEM_CHILD.format(src=str(REPO / "src"), model=str(model), path=str(path), second_stage=second_stage)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -138,7 +138,7 @@ def speed(args, det: Detector, model: Path, tmp: Path) -> None:
         os.link(flac, p)
         copies.append(str(p))
     t0 = time.perf_counter()
-    out = list(scan_paths(expand_paths(copies), model=model, jobs=args.jobs))
+    out = list(scan_paths(expand_paths(copies), model=model, jobs=args.jobs, second_stage=args.second_stage))
     t_pool = time.perf_counter() - t0
     assert all("error" not in r for r in out), out
     print(f"  process pool, {args.copies} files, {args.jobs} jobs (incl. worker start-up): {t_pool:.2f} s "
@@ -154,7 +154,7 @@ def memory(args, model: Path, tmp: Path) -> None:
     print(f"  built a {args.hours:g} h synthetic FLAC ({long_.stat().st_size / 1e6:.0f} MB) in "
           f"{time.perf_counter() - t0:.0f} s")
     for name, path in (("1 minute", short), (f"{args.hours:g} hours", long_)):
-        m = peak_memory(model, path)
+        m = peak_memory(model, path, args.second_stage)
         print(f"  {name:>9}: peak RSS {m['hwm_kb'] / 1024:6.1f} MB (after loading the model and a warm-up "
               f"{m['after_load_kb'] / 1024:.1f} MB); peak of numpy/Python allocations during the scan "
               f"{m['traced_peak_b'] / 1e6:.1f} MB; {m['seconds']:.1f} s = "
@@ -169,6 +169,8 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="worker processes for the pool test")
     ap.add_argument("--repeat", type=int, default=3, help="timed single-process runs (best reported)")
     ap.add_argument("--hours", type=float, default=8.0, help="length of the long file of the memory test")
+    ap.add_argument("--no-second-stage", dest="second_stage", action="store_false",
+                    help="the CNN alone, without the card's YAMNet second stage")
     ap.add_argument("--skip-speed", action="store_true", help="skip the speed test")
     ap.add_argument("--skip-memory", action="store_true", help="skip the memory test")
     ap.add_argument("--tmp", help="folder for the generated audio (default: a temporary folder, deleted)")
@@ -177,8 +179,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(dir=args.tmp) as tmpdir:
         tmp = Path(tmpdir)
         model, model_desc = resolve_model(args.model, tmp)
-        det = Detector.load(model)
-        print(f"model: {model_desc}: {model}")
+        det = Detector.load(model, second_stage=args.second_stage)
+        print(f"model: {model_desc}: {model}; {det.description}")
         print(f"  window {det.window_s} s, hop {det.hop_s} s, {det.frontend.n_mels} mels; cores: {os.cpu_count()}")
         if not args.skip_speed:
             speed(args, det, model, tmp)

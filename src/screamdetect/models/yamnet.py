@@ -358,7 +358,10 @@ class YamnetOnnx:
     """YAMNet on onnxruntime: patches → logits (521) and embeddings (1024). Needs only numpy + onnxruntime."""
 
     def __init__(self, package: str | None = None, threads: int | None = None, batch_size: int = 64,
-                 cache_dir: str | os.PathLike | None = None):
+                 cache_dir: str | os.PathLike | None = None, spinning: bool = True):
+        """threads: onnxruntime intra-op threads (None = its default); spinning False: idle pool threads sleep
+        instead of spin-waiting for the next run (what a detector called now and then needs: spinning costs CPU
+        between calls)."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         import onnxruntime as ort
@@ -369,6 +372,8 @@ class YamnetOnnx:
             opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
         opts.log_severity_level = 3
+        if not spinning:
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(self.path), opts, providers=["CPUExecutionProvider"])
         self.batch_size = batch_size
         self.frontend = YAMNET_FRONTEND

@@ -43,8 +43,14 @@ class WindowScorer:
 
 def product_scorer(model: Path | None) -> WindowScorer:
     det = Detector.load(model)
-    return WindowScorer("product CNN (ours)", det.score_windows, det.window_s, det.hop_s, det.smoothing,
-                        det.path.stat().st_size)
+    size = det.path.stat().st_size
+    name = "product CNN (ours)"
+    if det.second_stage is not None:
+        from screamdetect.models.yamnet import yamnet_zip_path
+
+        name = f"product cascade (ours): CNN >= {det.second_stage.gate:g} then YAMNet + logistic head"
+        size += yamnet_zip_path().stat().st_size
+    return WindowScorer(name, det.score_windows, det.window_s, det.hop_s, det.smoothing, size)
 
 
 def yamnet_zero_shot(classes: tuple[int, ...], name: str, smoothing: Smoothing) -> WindowScorer:
@@ -109,6 +115,70 @@ def yamnet_head(splits: dict, smoothing: Smoothing, hidden: int = 0) -> WindowSc
                         fe.patch_hop_s, smoothing, y.path.stat().st_size + n_head)
 
 
+def study_scorer(run_dir: Path, smoothing: Smoothing, hop_s: float = 0.5) -> WindowScorer:
+    """A model of the study grid (`screamdetect study`, e.g. runs/study/resnet__both) as a detector: windows of the
+    study's clip length (clip_s) every `hop_s`, each through the study's own front-end (features.log_mel of the
+    window, first n_frames frames) and the saved torch module; P(scream) per window."""
+    import torch
+    import yaml
+
+    from screamdetect.features import FrontEnd, log_mel
+    from screamdetect.product import load_trained_module
+
+    cfg = yaml.safe_load((run_dir.parent / "config.yaml").read_text())
+    fe = FrontEnd.from_dict(cfg["frontend"])
+    module, (_, n_frames) = load_trained_module(run_dir / "model.pt")
+    torch.set_num_threads(2)
+    win, hop = round(cfg["clip_s"] * SAMPLE_RATE), round(hop_s * SAMPLE_RATE)
+
+    def fn(audio):
+        n = 1 if audio.size <= win else 1 + (audio.size - win) // hop
+        x = np.pad(audio, (0, max(0, (n - 1) * hop + win - audio.size)))
+        out = []
+        for b in range(0, n, 256):
+            X = np.stack([log_mel(x[i * hop: i * hop + win], frontend=fe)[:, :n_frames]
+                          for i in range(b, min(n, b + 256))])
+            with torch.no_grad():
+                out.append(torch.sigmoid(module(torch.from_numpy(X))).numpy().reshape(-1))
+        return np.concatenate(out)
+
+    size = sum(p.numel() for p in module.parameters()) * 4
+    return WindowScorer(f"study {run_dir.name} (from scratch, {cfg['clip_s']:g} s windows)", fn, cfg["clip_s"],
+                        hop_s, smoothing, size)
+
+
+def yamnet_ft_scorer(state: Path, smoothing: Smoothing) -> WindowScorer:
+    """The fine-tuned YAMNet saved by bench/yamnet_eval.py --save-ft (our float port with its trained last blocks +
+    the new head): one score per 0.96 s patch every 0.48 s, in torch."""
+    import torch
+
+    from screamdetect.models.yamnet import (
+        EMBEDDING_DIM,
+        YAMNET_FRONTEND,
+        audio_to_patches,
+        build_yamnet_torch,
+    )
+
+    ck = torch.load(str(state), map_location="cpu", weights_only=True)
+    yam = build_yamnet_torch()
+    yam.load_state_dict(ck["yamnet"])
+    head = torch.nn.Sequential(torch.nn.Dropout(0.0), torch.nn.Linear(EMBEDDING_DIM, 1))
+    head.load_state_dict(ck["head"])
+    yam.eval()
+    head.eval()
+    torch.set_num_threads(2)
+
+    def fn(audio):
+        P = torch.from_numpy(audio_to_patches(audio))
+        with torch.no_grad():
+            return torch.cat([torch.sigmoid(head(yam(P[i: i + 256])[1])).reshape(-1)
+                              for i in range(0, len(P), 256)]).numpy()
+
+    size = sum(p.numel() for p in list(yam.parameters()) + list(head.parameters())) * 4
+    return WindowScorer(f"YAMNet fine-tuned ({state.name})", fn, YAMNET_FRONTEND.patch_s, YAMNET_FRONTEND.patch_hop_s,
+                        smoothing, size)
+
+
 def speed(scorer: WindowScorer, audio: np.ndarray) -> float:
     t = time.perf_counter()
     scorer.score_windows(audio)
@@ -120,9 +190,15 @@ def main() -> None:
     ap.add_argument("--corpus", type=Path, default=Path("../shared/corpus"))
     ap.add_argument("--out", type=Path, default=Path("runs/compare"))
     ap.add_argument("--model", type=Path, default=None, help="product ONNX (default: the shipped model)")
-    ap.add_argument("--models", default="product,zs,zs_group")
+    ap.add_argument("--models", default="product,zs,zs_group",
+                    help="comma-separated: product (--model; with its second stage when the card has one), zs, "
+                         "zs_group, cascade (CNN then YAMNet's own Screaming), head, study, ft")
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--gate", type=float, default=0.1, help="stage-1 (CNN) threshold of the cascade")
+    ap.add_argument("--study-run", type=Path, default=Path("runs/study/resnet__both"),
+                    help="study run folder of the `study` row (a from-scratch model of the study grid)")
+    ap.add_argument("--ft-state", type=Path, default=Path("runs/yamnet_eval/ft_lr0.0003.pt"),
+                    help="fine-tuned YAMNet state of the `ft` row (bench/yamnet_eval.py --models ft --save-ft)")
     ap.add_argument("--free-hours", type=float, default=1.0)
     ap.add_argument("--calib-hours", type=float, default=1.0)
     args = ap.parse_args()
@@ -147,8 +223,12 @@ def main() -> None:
         "zs_group": lambda: yamnet_zero_shot((11, 6, 9, 10, 22), "YAMNet zero-shot: scream group", smoothing),
         "cascade": lambda: cascade(args.model, args.gate, (11,), smoothing),
         "head": lambda: yamnet_head(splits, smoothing),
+        "study": lambda: study_scorer(args.study_run, smoothing),
+        "ft": lambda: yamnet_ft_scorer(args.ft_state, smoothing),
     }
-    rows = []
+    # rows accumulate across runs into the same --out (a model measured again replaces its row)
+    old = args.out / "compare.json"
+    rows = json.loads(old.read_text()) if old.is_file() else []
     for key in args.models.split(","):
         sc = makers[key]()
         print(f"== {sc.name}")
@@ -166,7 +246,7 @@ def main() -> None:
                "latency_median_s": ev["latency_median_s"], "x_realtime": speed(sc, bench_audio),
                "size_mb": sc.size_bytes / 1e6}
         print(json.dumps(row, indent=1))
-        rows.append(row)
+        rows = [r for r in rows if r["model"] != row["model"]] + [row]
         (args.out / "compare.json").write_text(json.dumps(rows, indent=1))
     from screamdetect.report import table_markdown
 

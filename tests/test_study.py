@@ -4,6 +4,7 @@ threshold chosen on validation, and the cross-dataset phases (phase D's fraction
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -206,6 +207,34 @@ def test_full_grid_on_corpus_subset(corpus, corpus_subset, tmp_path):
                     noise_dir=corpus / "noise", progress=False, log=lambda m: None)
     assert len(rows) == 21 and all(0.0 <= r["f1"] <= 1.0 for r in rows)
     assert all((tmp_path / "s" / r["run"] / "metrics.json").is_file() for r in rows)
+
+
+@pytest.mark.corpus
+def test_transfer_models_in_the_grid_on_corpus_subset(corpus, corpus_subset, tmp_path):
+    """yamnet_head and yamnet_ft take part in the grid: YAMNet's log-mel of the same clips, their own settings."""
+    from screamdetect.models import yamnet as Y
+
+    if importlib.util.find_spec(Y.YAMNET_PACKAGE) is None:
+        pytest.skip(f"the optional YAMNet package is not installed ({Y.INSTALL_HINT})")
+    cfg = tiny_config(clip_s=1.5, models=("cnn", "yamnet_head", "yamnet_ft"), conditions=("baseline", "both"),
+                      model_params={**TINY["model_params"], "yamnet_head": {"hidden": 0, "epochs": 10},
+                                    "yamnet_ft": {"trainable_blocks": 1, "epochs": 1, "batch_size": 16}})
+    ds = discover(corpus_subset)
+    splits = load_or_make_split(ds, tmp_path / "split.csv", cfg.split_spec)
+    f = compute_features(splits, cfg, FeatureCache(tmp_path / "c"), augment=False, progress=False, kind="yamnet")
+    assert f.X["train"].shape[1:] == (64, 1 + (24000 - 400) // 160)  # YAMNet's 10 ms frames of the 1.5 s clip
+    rows = run_grid(corpus_subset, cfg, tmp_path / "s", cache=FeatureCache(tmp_path / "c"),
+                    noise_dir=corpus / "noise", progress=False, log=lambda m: None)
+    assert [r["run"] for r in rows] == ["cnn__baseline", "cnn__both", "yamnet_head__baseline", "yamnet_head__both",
+                                        "yamnet_ft__baseline", "yamnet_ft__both"]
+    for r in rows[2:]:
+        m = json.loads((tmp_path / "s" / r["run"] / "metrics.json").read_text())
+        assert 0.0 <= m["test"]["f1"] <= 1.0 and m["threshold_chosen_on"] == "val"
+        assert m["class_weights_used"] == r["run"].endswith("both")
+        assert not (tmp_path / "s" / r["run"] / "model.pt").exists()
+    both = json.loads((tmp_path / "s" / "yamnet_head__both" / "metrics.json").read_text())
+    base = json.loads((tmp_path / "s" / "yamnet_head__baseline" / "metrics.json").read_text())
+    assert both["train_fed"]["clips"] > base["train_fed"]["clips"]  # the augmented copies, YAMNet features too
 
 
 def test_sample_fraction_is_stratified_and_exact():

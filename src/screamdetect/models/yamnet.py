@@ -719,12 +719,18 @@ class _PatchMIL:
             raise ValueError(f"input_shape must be ({YAMNET_FRONTEND.n_mels}, n_frames) for YAMNet, got {input_shape}")
         self.input_shape = input_shape
         self.seed = int(seed)
+        self._name = name
         self.frontend = YAMNET_FRONTEND
         unknown = set(hparams) - set(config_cls.__dataclass_fields__)
         if unknown:
             raise ValueError(f"unknown {name} hyperparameter(s) {sorted(unknown)}; "
                              f"known: {sorted(config_cls.__dataclass_fields__)}")
         self.config = config_cls(**hparams)
+
+    def get_params(self) -> dict:
+        """What rebuilds the model: name, input_shape, seed and its hyperparameters (as the other families)."""
+        return {"name": self._name, "input_shape": list(self.input_shape), "seed": self.seed,
+                "train": asdict(self.config)}
 
     def _patches(self, X, name: str) -> tuple[np.ndarray, np.ndarray, int]:
         mels = _as_logmel_list(X, name)

@@ -535,7 +535,7 @@ def run_one(name: str, condition: str, data: TrainingData, cfg: StudyConfig, run
         "class_weights": {str(k): v for k, v in cw.items()},
         "class_weights_printed": format_class_weights(cw),
         "epochs_run": len(history.get("loss", [])) or None,
-        "best_epoch": getattr(model, "best_epoch_", None),
+        "best_epoch": getattr(model, "best_epoch_", history.get("best_epoch")),
         "n_params": getattr(model, "n_params_", None),
         "fit_seconds": round(fit_s, 2),
         "fit_cpu_seconds": round(fit_cpu, 2),

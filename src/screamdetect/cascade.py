@@ -132,7 +132,7 @@ def normalise_level(w: np.ndarray, dbfs: float | None) -> np.ndarray:
 # training (needs the [train] extra: scikit-learn)
 
 def fit_head(X: np.ndarray, y: np.ndarray, X_val: np.ndarray, y_val: np.ndarray,
-             Cs: tuple[float, ...] = (0.01, 0.03, 0.1, 0.3, 1.0), seed: int = 0) -> dict:
+             Cs: tuple[float, ...] = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0), seed: int = 0) -> dict:
     """Logistic regression on standardised embeddings, C chosen by validation average precision.
 
     Class-balanced weights (screams are scarce). Returns {"coef", "intercept"} folded back onto raw embeddings
@@ -195,14 +195,17 @@ def choose_gate(stage1_pos: np.ndarray, stage1_free: np.ndarray, min_pass: float
 
 
 def fit_second_stage(run, data, norm_dbfs: float | None = None, gate: float | None = None, noise_dir=None,
-                     min_pass: float = 0.8, combine: str = "geomean") -> dict:
+                     min_pass: float = 0.8, combine: str = "geomean", hard_negative_minutes: float = 0.0) -> dict:
     """Train the second stage of a trained run (run/model.onnx + model.json + config.json + split.csv), store it
     in the run's card, then re-calibrate the whole cascade on validation data and re-measure the test clips.
 
     Head data: the product's own training windows as audio (train split, robust augmentation, same copies and
-    scream-free train scenes as the CNN) and augmented validation windows (to choose C). The CNN-only threshold
-    and calibration are kept in the card as the fallback. Returns the updated card.
+    scream-free train scenes as the CNN) and augmented validation windows (to choose C). hard_negative_minutes:
+    that many more minutes of scream-free TRAIN scenes (other scenes than the CNN's), of which only the windows
+    the CNN passes (score >= gate) are added as negatives: the head learns to reject what the first stage lets
+    through. The CNN-only threshold and calibration are kept in the card as the fallback. Returns the updated card.
     """
+    import dataclasses
     import json
     import time
     from pathlib import Path
@@ -234,22 +237,36 @@ def fit_second_stage(run, data, norm_dbfs: float | None = None, gate: float | No
     tr_c, tr_a = _load_all(splits["train"], "train")
     va_c, va_a = _load_all(splits["val"], "val")
     X, y, _ = maker.make(tr_c, tr_a, augment=True, seed=cfg.seed + 100, as_audio=True)
+    negatives = [a for c, a in zip(tr_c, tr_a) if c.label == 0]
     if cfg.background_minutes > 0:
-        Xb = background_windows(cfg, nb.pieces, [a for c, a in zip(tr_c, tr_a) if c.label == 0], as_audio=True)
+        Xb = background_windows(cfg, nb.pieces, negatives, as_audio=True)
         X, y = np.concatenate([X, Xb]), np.concatenate([y, np.zeros(len(Xb), dtype=y.dtype)])
         del Xb
     Xv, yv, _ = maker.make(va_c, va_a, augment=True, seed=cfg.seed + 101, as_audio=True)
-    print(f"second stage: {len(y)} training windows ({int(y.sum())} scream), {len(yv)} validation "
-          f"({int(yv.sum())} scream)")
+    cnn = Detector.load(onnx_path, second_stage=False)
+
+    def stage1(windows):  # the CNN's score of each (1-window) audio window
+        return np.array([cnn.score_windows(w)[0] for w in windows], dtype=np.float32)
+
+    if gate is None:
+        s1 = stage1(Xv)
+        gate = choose_gate(s1[yv == 1], s1[yv == 0], min_pass)
+    n_hard = 0
+    if hard_negative_minutes > 0:
+        hcfg = dataclasses.replace(cfg, background_minutes=hard_negative_minutes, background_windows=0,
+                                   seed=cfg.seed + 50)
+        Xh = background_windows(hcfg, nb.pieces, negatives, as_audio=True)
+        Xh = Xh[stage1(Xh) >= gate]
+        n_hard = len(Xh)
+        X, y = np.concatenate([X, Xh]), np.concatenate([y, np.zeros(n_hard, dtype=y.dtype)])
+        del Xh
+    print(f"second stage: {len(y)} training windows ({int(y.sum())} scream; {n_hard} hard negatives), "
+          f"{len(yv)} validation ({int(yv.sum())} scream)")
     stage = SecondStage(blank_spec(0.0, norm_dbfs), threads=None)
     E = embed_windows(stage, X, progress="YAMNet embeddings (train)")
     Ev = embed_windows(stage, Xv, progress="YAMNet embeddings (val)")
     head = fit_head(E, y, Ev, yv)
     del X, E
-    if gate is None:
-        cnn = Detector.load(onnx_path, second_stage=False)
-        s1 = np.array([cnn.score_windows(w)[0] for w in Xv])
-        gate = choose_gate(s1[yv == 1], s1[yv == 0], min_pass)
     card["second_stage"] = {
         "kind": SECOND_STAGE_KIND, "gate": float(gate), "norm_dbfs": norm_dbfs, "combine": combine,
         "coef": [float(f"{v:.6g}") for v in head["coef"]], "intercept": head["intercept"],
@@ -257,6 +274,7 @@ def fit_second_stage(run, data, norm_dbfs: float | None = None, gate: float | No
         "yamnet": {"package": f"{YAMNET_PACKAGE}=={YAMNET_PACKAGE_VERSION}", "license": YAMNET_LICENSE,
                    "input": "the first 0.975 s of each candidate window as one YAMNet log-mel patch"},
         "training": {"windows": int(len(y)), "scream_windows": int(y.sum()), "val_windows": int(len(yv)),
+                     "hard_negative_minutes": hard_negative_minutes, "hard_negative_windows": n_hard,
                      "split": "train split (head), validation split (C, gate, threshold)",
                      "seconds": round(time.time() - t0, 1)},
         "fallback": fallback,

@@ -396,6 +396,8 @@ def second_stage(run: Path = typer.Argument(..., help="A run folder written by `
                                                       "the scream windows)."),
                  min_pass: float = typer.Option(0.8, help="Share of validation scream windows the chosen gate passes."),
                  combine: str = typer.Option("geomean", help="geomean (both stages must agree) or stage2."),
+                 hard_negative_minutes: float = typer.Option(0.0, help="Minutes of extra scream-free train scenes "
+                                                             "whose CNN candidates become head negatives."),
                  noise: Optional[Path] = typer.Option(None, help="Noise bank folder (default: DATA/noise).")):
     """Add the YAMNet second stage to a trained run: a logistic head on YAMNet embeddings of the CNN's own
     training windows, run on the windows the CNN scores >= gate; then re-calibrate the cascade's threshold on
@@ -413,8 +415,11 @@ def second_stage(run: Path = typer.Argument(..., help="A run folder written by `
         fail(f"--gate must be in [0, 1], got {gate}")
     if not 0.0 < min_pass <= 1.0:
         fail(f"--min-pass must be in (0, 1], got {min_pass}")
+    if hard_negative_minutes < 0:
+        fail(f"--hard-negative-minutes must be >= 0, got {hard_negative_minutes}")
     try:
-        card = fit_second_stage(run, data, gate=gate, min_pass=min_pass, combine=combine, noise_dir=noise)
+        card = fit_second_stage(run, data, gate=gate, min_pass=min_pass, combine=combine, noise_dir=noise,
+                                hard_negative_minutes=hard_negative_minutes)
     except (DatasetError, ValueError, YamnetMissingError) as e:
         fail(str(e))
     err.print(f"gate {card['second_stage']['gate']}, threshold {card['threshold']:.2f}; "

@@ -56,7 +56,8 @@ class ProductConfig:
     background_minutes: float = 0.0  # scream-free train-split scenes (noise beds + scattered negatives) as negatives
     background_windows: int = 0  # how many windows to draw from them (0 = all)
     balance_sources: bool = False  # scream copies per clip inversely proportional to its source's scream count
-    # YAMNet second stage (cascade.fit_second_stage) after the CNN: {} = none; keys gate, min_pass, combine, norm_dbfs
+    # YAMNet second stage (cascade.fit_second_stage) after the CNN: {} = none; keys gate, min_pass, combine, norm_dbfs,
+    # hard_negative_minutes
     second_stage: dict = field(default_factory=dict)
     seed: int = 0
 
@@ -70,9 +71,10 @@ class ProductConfig:
             raise ValueError(f"p_speed must be a probability in [0, 1], got {self.p_speed}")
         if not 0.5 <= self.speed_range[0] <= self.speed_range[1] <= 2.0:
             raise ValueError(f"speed_range must satisfy 0.5 <= low <= high <= 2, got {self.speed_range}")
-        unknown = set(self.second_stage or {}) - {"gate", "min_pass", "combine", "norm_dbfs"}
+        known = {"gate", "min_pass", "combine", "norm_dbfs", "hard_negative_minutes"}
+        unknown = set(self.second_stage or {}) - known
         if unknown:
-            raise ValueError(f"unknown second_stage keys: {sorted(unknown)} (known: combine, gate, min_pass, norm_dbfs)")
+            raise ValueError(f"unknown second_stage keys: {sorted(unknown)} (known: {', '.join(sorted(known))})")
 
     @property
     def window_frames(self) -> int:

@@ -31,6 +31,15 @@ def test_config_validation_and_round_trip():
         ProductConfig(pos_copies=0)
     with pytest.raises(ValueError, match="unknown config keys"):
         ProductConfig.from_dict({"windw_s": 1.0})
+    with pytest.raises(ValueError, match="unknown second_stage keys"):
+        ProductConfig(second_stage={"gate": 0.05, "hard_negatives": 120})
+    with pytest.raises(ValueError, match="p_speed"):
+        ProductConfig(p_speed=1.5)
+    with pytest.raises(ValueError, match="speed_range"):
+        ProductConfig(speed_range=(1.2, 0.9))
+    cfg = ProductConfig.from_dict({**CFG.to_dict(), "speed_range": [0.85, 1.15],
+                                   "second_stage": {"gate": 0.05, "hard_negative_minutes": 120}})
+    assert cfg.speed_range == (0.85, 1.15) and cfg.second_stage["hard_negative_minutes"] == 120
     assert ProductConfig.from_dict(CFG.to_dict()) == CFG
 
 
@@ -107,3 +116,16 @@ def test_balance_sources_gives_rare_sources_more_copies():
         wm = WindowMaker.__new__(WindowMaker)  # no noise bank needed to count copies
         wm.cfg = ProductConfig(pos_copies=4, balance_sources=balance)
         assert wm.scream_copies(clips) == expect
+
+
+def test_speed_perturb_changes_tempo_and_pitch_together():
+    from screamdetect.audio import SAMPLE_RATE
+    from screamdetect.product import speed_perturb
+
+    t = np.arange(SAMPLE_RATE) / SAMPLE_RATE
+    tone = np.sin(2 * np.pi * 1000.0 * t).astype(np.float32)
+    fast = speed_perturb(tone, 1.25)
+    assert fast.dtype == np.float32 and abs(fast.size - SAMPLE_RATE / 1.25) <= 2  # 0.8 s
+    spec = np.abs(np.fft.rfft(fast * np.hanning(fast.size)))
+    assert abs(np.argmax(spec) * SAMPLE_RATE / fast.size - 1250.0) < 5  # 1 kHz played 1.25x faster
+    assert speed_perturb(tone, 1.0) is tone

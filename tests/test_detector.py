@@ -31,6 +31,15 @@ def test_importing_detector_does_not_import_torch():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
+def test_shipped_model_scores_without_torch_or_sklearn():
+    """The shipped cascade (CNN + YAMNet second stage, or the CNN alone if YAMNet is missing) runs inference-only."""
+    code = ("import sys, numpy as np; from screamdetect import Detector; d = Detector.load(); "
+            "s = d.score_windows(np.random.default_rng(0).normal(0, 0.1, 16000 * 5).astype('float32')); "
+            "assert s.shape == (17,) and ((s >= 0) & (s <= 1)).all(), s; "
+            "bad = [m for m in ('torch', 'sklearn', 'librosa') if m in sys.modules]; assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
 def test_load_reads_the_card(det):
     assert det.window_s == 1.0 and det.hop_s == 0.25
     assert det.window_frames == 100 and det.hop_frames == 25

@@ -212,8 +212,11 @@ def test_full_grid_on_corpus_subset(corpus, corpus_subset, tmp_path):
 @pytest.mark.corpus
 def test_transfer_models_in_the_grid_on_corpus_subset(corpus, corpus_subset, tmp_path):
     """yamnet_head and yamnet_ft take part in the grid: YAMNet's log-mel of the same clips, their own settings."""
+    from screamdetect import study
+    from screamdetect.models import TRANSFER_MODELS
     from screamdetect.models import yamnet as Y
 
+    assert set(study.TRANSFER_MODELS) == set(TRANSFER_MODELS)  # the grid knows every transfer family
     if importlib.util.find_spec(Y.YAMNET_PACKAGE) is None:
         pytest.skip(f"the optional YAMNet package is not installed ({Y.INSTALL_HINT})")
     cfg = tiny_config(clip_s=1.5, models=("cnn", "yamnet_head", "yamnet_ft"), conditions=("baseline", "both"),
@@ -235,6 +238,7 @@ def test_transfer_models_in_the_grid_on_corpus_subset(corpus, corpus_subset, tmp
     both = json.loads((tmp_path / "s" / "yamnet_head__both" / "metrics.json").read_text())
     base = json.loads((tmp_path / "s" / "yamnet_head__baseline" / "metrics.json").read_text())
     assert both["train_fed"]["clips"] > base["train_fed"]["clips"]  # the augmented copies, YAMNet features too
+    assert "transfer models: YAMNet log-mel" in (tmp_path / "s" / "summary.md").read_text()
 
 
 def test_sample_fraction_is_stratified_and_exact():

@@ -743,7 +743,8 @@ def run_grid(data: str | os.PathLike, cfg: StudyConfig, out: str | os.PathLike, 
              f"({c['val']['scream']} screams); train {c['train']['clips']} ({c['train']['scream']} screams) + "
              f"{c['train_augmented_copies']['clips']} augmented copies ({cfg.augment} preset). clip_s "
              f"{cfg.clip_s}, {cfg.frontend.n_mels} mels, {cfg.frontend.win_s * 1000:g} ms / "
-             f"{cfg.frontend.hop_s * 1000:g} ms. Thresholds chosen on validation ({cfg.threshold_rule}), metrics on "
+             f"{cfg.frontend.hop_s * 1000:g} ms{'; transfer models: YAMNet log-mel' if 'yamnet' in kinds else ''}. "
+             f"Thresholds chosen on validation ({cfg.threshold_rule}), metrics on "
              f"test. Skipped files: {len(feats.skipped)}. Wall time {timing['total_s']:.0f} s.")
     write_summary(rows, out, "Scream-detection study: model × condition grid", intro)
     log(f"wrote {out / 'summary.md'}, {out / 'summary.csv'}, {out / 'report.html'}")

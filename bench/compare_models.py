@@ -41,8 +41,8 @@ class WindowScorer:
         return EventTracker(self.threshold, self.smoothing, self.window_s, self.hop_s)
 
 
-def product_scorer(model: Path | None) -> WindowScorer:
-    det = Detector.load(model)
+def product_scorer(model: Path | None, second_stage: bool = True) -> WindowScorer:
+    det = Detector.load(model, second_stage=second_stage)
     size = det.path.stat().st_size
     name = "product CNN (ours)"
     if det.second_stage is not None:
@@ -72,7 +72,7 @@ def cascade(model: Path | None, gate: float, classes: tuple[int, ...], smoothing
     YAMNet on the candidates only."""
     from screamdetect.models.yamnet import YamnetOnnx, _sigmoid, audio_to_patches
 
-    det = Detector.load(model)
+    det = Detector.load(model, second_stage=False)  # stage 1 = the CNN alone
     y = YamnetOnnx(threads=2)
     seg = round(y.frontend.patch_s * SAMPLE_RATE)
     hop = round(det.hop_s * SAMPLE_RATE)
@@ -191,7 +191,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("runs/compare"))
     ap.add_argument("--model", type=Path, default=None, help="product ONNX (default: the shipped model)")
     ap.add_argument("--models", default="product,zs,zs_group",
-                    help="comma-separated: product (--model; with its second stage when the card has one), zs, "
+                    help="comma-separated: product (--model; with its second stage when the card has one), "
+                         "product_cnn (the same without its second stage), zs, "
                          "zs_group, cascade (CNN then YAMNet's own Screaming), head, study, ft")
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--gate", type=float, default=0.1, help="stage-1 (CNN) threshold of the cascade")
@@ -219,6 +220,7 @@ def main() -> None:
 
     makers = {
         "product": lambda: product_scorer(args.model),
+        "product_cnn": lambda: product_scorer(args.model, second_stage=False),
         "zs": lambda: yamnet_zero_shot((11,), "YAMNet zero-shot: Screaming", smoothing),
         "zs_group": lambda: yamnet_zero_shot((11, 6, 9, 10, 22), "YAMNet zero-shot: scream group", smoothing),
         "cascade": lambda: cascade(args.model, args.gate, (11,), smoothing),

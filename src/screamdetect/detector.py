@@ -17,6 +17,11 @@ first window >= threshold, end_s = end of the last one (clipped to the signal), 
 Second stage (optional, cascade.py): when the card has "second_stage", windows the CNN scores >= its gate are
 re-scored by YAMNet + a trained head on the window's audio (samples [w·hop, w·hop + window)), the others score 0.
 If YAMNet is not installed the detector warns and uses the CNN alone with the card's fallback calibration.
+
+Patch models (a card whose "frontend" has "kind": "yamnet": the transfer models `yamnet_head` / `yamnet_ft` trained
+by `screamdetect train`): the ONNX input is one YAMNet log-mel patch per window, [batch, 64, 96], computed from the
+window's own audio (samples [w·hop, w·hop + window), its first 0.975 s; models.yamnet.window_log_mels). Windows lie
+wholly inside the signal (a signal shorter than one window is scored once, zero-padded).
 """
 
 from __future__ import annotations
@@ -242,21 +247,34 @@ class Detector:
         self.card = card
         name = str(self.path)
         try:
-            self.frontend = FrontEnd.from_dict(card["frontend"])
+            fe = card["frontend"]
+            self.patch_model = isinstance(fe, dict) and fe.get("kind") == "yamnet"
+            if self.patch_model:
+                from .models.yamnet import YamnetFrontEnd
+
+                self.frontend = YamnetFrontEnd.from_dict(fe)
+            else:
+                self.frontend = FrontEnd.from_dict(fe)
             self.window_s = float(card["window_s"])
             self.hop_s = float(card["hop_s"])
             threshold = float(card["threshold"])
             smoothing = Smoothing.from_dict(card.get("smoothing", {}))
         except (KeyError, TypeError, ValueError) as e:
             raise ModelError(f"{self.path.with_suffix('.json')}: invalid model card ({type(e).__name__}: {e})") from e
-        if self.frontend.top_db is not None:
+        if not self.patch_model and self.frontend.top_db is not None:
             raise ModelError(f"{self.path.with_suffix('.json')}: frontend top_db must be null for detection (scores "
                              "would depend on the rest of the signal)")
         if self.frontend.sample_rate != SAMPLE_RATE:
             raise ModelError(f"{name}: card sample_rate {self.frontend.sample_rate} != {SAMPLE_RATE}")
         self.window_frames = round(self.window_s / self.frontend.hop_s)
         self.hop_frames = round(self.hop_s / self.frontend.hop_s)
-        if self.window_frames < 1 or self.hop_frames < 1:
+        if self.patch_model:  # one YAMNet patch per window, cut from the window's first 0.975 s
+            self.window_frames = self.frontend.patch_frames
+            if round(self.window_s * SAMPLE_RATE) < self.frontend.min_samples or self.hop_s <= 0:
+                raise ModelError(f"{name}: a YAMNet patch model needs window_s >= "
+                                 f"{self.frontend.min_samples / SAMPLE_RATE} s and hop_s > 0, got {self.window_s}, "
+                                 f"{self.hop_s}")
+        elif self.window_frames < 1 or self.hop_frames < 1:
             raise ModelError(f"{name}: window_s and hop_s must be at least one front-end hop "
                              f"({self.frontend.hop_s} s), got {self.window_s}, {self.hop_s}")
         if batch_windows < 1:
@@ -289,6 +307,8 @@ class Detector:
         self.second_stage = None
         self.second_stage_note = None  # why a card's second stage is not in use (None when in use or absent)
         spec = card.get("second_stage")
+        if spec is not None and self.patch_model:
+            raise ModelError(f"{self.path.with_suffix('.json')}: a YAMNet patch model cannot have a second stage")
         if spec is not None:
             threshold = self._load_second_stage(spec, second_stage, intra_op_threads, threshold)
         self.threshold = threshold
@@ -322,6 +342,8 @@ class Detector:
     @property
     def description(self) -> str:
         """One line for humans: which stages score the windows."""
+        if self.patch_model:
+            return f"{self.card.get('architecture', 'YAMNet transfer model')} (YAMNet patch on every window)"
         if self.second_stage is not None:
             return f"CNN, then YAMNet second stage on windows scoring >= {self.second_stage.gate:g}"
         return "CNN" + (f" ({self.second_stage_note})" if self.second_stage_note else "")
@@ -384,11 +406,28 @@ class Detector:
 
     @property
     def window_samples(self) -> int:
+        if self.patch_model:
+            return round(self.window_s * SAMPLE_RATE)
         return self.window_frames * self.frontend.hop_length
 
     @property
     def hop_samples(self) -> int:
+        if self.patch_model:
+            return round(self.hop_s * SAMPLE_RATE)
         return self.hop_frames * self.frontend.hop_length
+
+    def n_audio_windows(self, n_samples: int) -> int:
+        """Windows of a patch model in a signal of n_samples (at least one: a short signal is padded)."""
+        W, H = self.window_samples, self.hop_samples
+        return 1 if n_samples <= W else 1 + (n_samples - W) // H
+
+    def score_audio_windows(self, windows: np.ndarray) -> np.ndarray:
+        """Patch models: audio windows (n, samples) → float32 (n,) scores, in batches of `batch_windows`."""
+        from .models.yamnet import window_log_mels
+
+        out = [self.run_windows(window_log_mels(windows[i: i + self.batch_windows], self.frontend))
+               for i in range(0, len(windows), self.batch_windows)]
+        return np.concatenate(out) if out else np.zeros(0, np.float32)
 
     def window_audio(self, audio: np.ndarray, i: int, offset: int = 0) -> np.ndarray:
         """Samples of window i ([i·hop, i·hop + window), zero-padded past the end) from `audio`, whose first sample
@@ -444,6 +483,9 @@ class Detector:
         audio = _check_audio(audio)
         if audio.size > WHOLE_MAX_S * SAMPLE_RATE:
             return self.scan(iter_chunks(audio, int(BLOCK_S * SAMPLE_RATE)), keep_scores=True).scores
+        if self.patch_model:
+            n = self.n_audio_windows(audio.size)
+            return self.score_audio_windows(np.stack([self.window_audio(audio, i) for i in range(n)]))
         scores = self.score_mel(log_mel(audio, frontend=self.frontend))
         if self.second_stage is not None:
             scores = self.second_stage.combine(scores, lambda i: self.window_audio(audio, i))
@@ -529,7 +571,7 @@ class StreamDetector:
         self.det = detector
         fe = detector.frontend
         self._hop = fe.hop_length
-        n_fft, win = fe.fft_size, fe.win_length
+        n_fft, win = (fe.n_fft if detector.patch_model else fe.fft_size), fe.win_length
         # Frame j reads samples [j·hop + lo, j·hop + lo + win) of the signal (centred frames, zero outside).
         self._lo = (n_fft - win) // 2 - n_fft // 2
         self._margin = -(-max(0, -self._lo) // self._hop)  # frames of context needed on the left
@@ -570,9 +612,11 @@ class StreamDetector:
         if chunk.size and not np.isfinite(chunk).all():
             raise AudioError("<stream>", "audio contains NaN or infinite samples")
         self._buf = np.concatenate([self._buf, chunk]) if self._buf.size else chunk.copy()
-        if self.det.second_stage is not None:
+        if self.det.second_stage is not None or self.det.patch_model:
             self._ring = np.concatenate([self._ring, chunk]) if self._ring.size else chunk.copy()
         self.samples_seen += chunk.size
+        if self.det.patch_model:
+            return self._audio_windows(final=False)
         last = (self.samples_seen - self._need_right) // self._hop  # last frame whose samples have all arrived
         # Frames are computed only once the next window can be completed (fewer, larger log-mel calls).
         if last >= self._next_window * self.det.hop_frames + self.det.window_frames - 1:
@@ -588,10 +632,40 @@ class StreamDetector:
         self._finished = True
         if self.samples_seen == 0:
             return StreamStep(np.zeros(0, np.float32), 0, [])
+        if self.det.patch_model:
+            step = self._audio_windows(final=True)
+            ups = self.tracker.finish(self.samples_seen / SAMPLE_RATE)
+            return StreamStep(step.scores, step.start_index, step.updates + ups)
         self._frames_upto(self.samples_seen // self._hop, final=True)
         step = self._windows(final=True)
         ups = self.tracker.finish(self.samples_seen / SAMPLE_RATE)
         return StreamStep(step.scores, step.start_index, step.updates + ups)
+
+    def _audio_windows(self, final: bool) -> StreamStep:
+        """Patch models: score the windows whose samples have all arrived (at the end, one padded window if the
+        stream was shorter than a window), from the raw-audio ring."""
+        det = self.det
+        W, H = det.window_samples, det.hop_samples
+        start_index = self._next_window
+        if final and start_index == 0:
+            n_avail = det.n_audio_windows(self.samples_seen)
+        else:
+            n_avail = 0 if self.samples_seen < W else 1 + (self.samples_seen - W) // H
+        new = n_avail - start_index
+        if new <= 0:
+            return StreamStep(np.zeros(0, np.float32), start_index, [])
+        scores = det.score_audio_windows(
+            np.stack([det.window_audio(self._ring, start_index + j, self._ring_start) for j in range(new)]))
+        self._next_window = n_avail
+        keep = n_avail * H
+        if keep > self._ring_start:
+            self._ring = self._ring[keep - self._ring_start:].copy()
+            self._ring_start = keep
+        updates: list[EventUpdate] = []
+        for j, s in enumerate(scores):
+            known = min(self.samples_seen, (start_index + j) * H + W)
+            updates += self.tracker.update(float(s), at_s=known / SAMPLE_RATE)
+        return StreamStep(scores, start_index, updates)
 
     def _frames_upto(self, last: int, final: bool) -> None:
         if last < self._next_frame:

@@ -363,9 +363,11 @@ def train(data: Path = typer.Argument(..., help="Dataset folder (class folders o
         fail(f"{config}: {e}")
     if out.exists() and (out / "model.onnx").exists():
         fail(f"{out} already holds a trained model; choose another --out (nothing was overwritten)")
+    from .models.yamnet import YamnetMissingError
+
     try:
         card = train_product(data, cfg, out, noise_dir=noise)
-    except DatasetError as e:
+    except (DatasetError, YamnetMissingError) as e:
         fail(str(e))
     err.print(f"wrote {out / 'model.onnx'} and {out / 'model.json'}; test metrics: {card['metrics']['test']}")
 
@@ -432,20 +434,35 @@ def export(run: Path = typer.Argument(..., help="A run folder written by `scream
                                     help="Destination ONNX path, e.g. src/screamdetect/assets/default.onnx; the "
                                          "card is written beside it with the same stem (.json)."),
            force: bool = typer.Option(False, help="Overwrite an existing destination.")):
-    """Re-export a trained run to ONNX + model card, checking that ONNX and torch agree (max diff < 1e-4)."""
+    """Re-export a trained run to ONNX + model card, checking that ONNX and torch agree (max diff < 1e-4).
+    YAMNet transfer runs (yamnet_head, yamnet_ft) were exported and checked at training time: their model.onnx and
+    card are copied."""
     import json
+    import shutil
 
     import numpy as np
 
     from .export import check_onnx_matches, export_onnx, write_card
     from .product import load_trained_module
 
-    if not (run / "model.pt").is_file() or not (run / "model.json").is_file():
-        fail(f"{run}: not a training run (needs model.pt and model.json from `screamdetect train`)")
     if out.suffix != ".onnx":
         fail(f"--out must end in .onnx, got {out}")
     if (out.exists() or out.with_suffix(".json").exists()) and not force:
         fail(f"{out} (or its .json) exists; pass --force to overwrite")
+    try:
+        run_card = json.loads((run / "model.json").read_text())
+    except (OSError, ValueError):
+        run_card = {}
+    if isinstance(run_card.get("frontend"), dict) and run_card["frontend"].get("kind") == "yamnet" \
+            and (run / "model.onnx").is_file():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(run / "model.onnx", out)
+        shutil.copyfile(run / "model.json", out.with_suffix(".json"))
+        err.print(f"copied {run / 'model.onnx'} ({out.stat().st_size / 1e6:.2f} MB; a YAMNet transfer model, exported "
+                  f"and checked against torch when trained) and its card to {out}")
+        return
+    if not (run / "model.pt").is_file() or not (run / "model.json").is_file():
+        fail(f"{run}: not a training run (needs model.pt and model.json from `screamdetect train`)")
     module, (n_mels, n_frames) = load_trained_module(run / "model.pt")
     export_onnx(module, n_mels, n_frames, out)
     x = np.random.default_rng(0).normal(-50, 20, size=(16, n_mels, n_frames)).astype(np.float32)

@@ -34,7 +34,10 @@ def export_onnx(module, n_mels: int, n_frames: int, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     wrapped = _WithSigmoid(module).eval()
     dummy = torch.zeros(2, n_mels, n_frames, dtype=torch.float32)
-    with torch.no_grad():
+    import warnings
+
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the exporter's notes on constant folding: not actionable here
         torch.onnx.export(wrapped, (dummy,), str(path), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
                           dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}}, opset_version=OPSET,
                           dynamo=False)

@@ -71,6 +71,18 @@ class ProductConfig:
             raise ValueError(f"p_speed must be a probability in [0, 1], got {self.p_speed}")
         if not 0.5 <= self.speed_range[0] <= self.speed_range[1] <= 2.0:
             raise ValueError(f"speed_range must satisfy 0.5 <= low <= high <= 2, got {self.speed_range}")
+        from .models import MODELS, TRANSFER_MODELS
+
+        if self.model not in MODELS and self.model not in TRANSFER_MODELS:
+            raise ValueError(f"unknown model {self.model!r}; choose one of {', '.join([*MODELS, *TRANSFER_MODELS])}")
+        if self.model == "svm":
+            raise ValueError("model 'svm' is a study baseline on clip statistics, not a window detector: choose one "
+                             f"of {', '.join(m for m in [*MODELS, *TRANSFER_MODELS] if m != 'svm')}")
+        if self.model in TRANSFER_MODELS:
+            if self.second_stage:
+                raise ValueError(f"model {self.model!r} is YAMNet already: second_stage applies to the CNN models only")
+            if self.window_s < 0.975:
+                raise ValueError(f"model {self.model!r} needs window_s >= 0.975 (one YAMNet patch), got {self.window_s}")
         known = {"gate", "min_pass", "combine", "norm_dbfs", "hard_negative_minutes"}
         unknown = set(self.second_stage or {}) - known
         if unknown:
@@ -321,9 +333,13 @@ def train_product(data: str | Path, cfg: ProductConfig, out: str | Path, noise_d
     split.csv, config.json, calibration.json, metrics.json under `out`. Returns the card."""
     from .augment import NoiseBank
     from .export import check_onnx_matches, export_onnx, write_card
-    from .models import make_model
+    from .models import TRANSFER_MODELS, make_model
 
     split_spec = split_spec or SplitSpec()
+    if cfg.model in TRANSFER_MODELS:  # fail before the long part when YAMNet is not installed
+        from .models.yamnet import yamnet_zip_path
+
+        yamnet_zip_path()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
@@ -339,12 +355,17 @@ def train_product(data: str | Path, cfg: ProductConfig, out: str | Path, noise_d
 
     tr_clips, tr_audio = _load_all(splits["train"], "train")
     va_clips, va_audio = _load_all(splits["val"], "val")
-    X, y, _ = maker.make(tr_clips, tr_audio, augment=True, seed=cfg.seed)
+    transfer = cfg.model in TRANSFER_MODELS  # YAMNet models train on the windows' audio (their own front-end)
+    X, y, _ = maker.make(tr_clips, tr_audio, augment=True, seed=cfg.seed, as_audio=transfer)
     if cfg.background_minutes > 0:
-        Xb = background_windows(cfg, nb_train.pieces, [a for c, a in zip(tr_clips, tr_audio) if c.label == 0])
+        Xb = background_windows(cfg, nb_train.pieces, [a for c, a in zip(tr_clips, tr_audio) if c.label == 0],
+                                as_audio=transfer)
         X = np.concatenate([X, Xb])
         y = np.concatenate([y, np.zeros(len(Xb), dtype=y.dtype)])
         del Xb
+    if cfg.model in TRANSFER_MODELS:
+        return _train_transfer(out, cfg, maker, X, y, (va_clips, va_audio), splits, nsplit, t0,
+                               _card_data(ds, split_spec, counts, noise_dir, nsplit))
     Xv, yv, _ = maker.make(va_clips, va_audio, augment=False, seed=cfg.seed + 1)
     print(f"training windows: {len(y)} ({int(y.sum())} scream), validation windows: {len(yv)} ({int(yv.sum())} scream)")
     model = make_model(cfg.model, (cfg.frontend.n_mels, cfg.window_frames), seed=cfg.seed, **cfg.model_params)
@@ -364,11 +385,7 @@ def train_product(data: str | Path, cfg: ProductConfig, out: str | Path, noise_d
         "window_s": cfg.window_s, "hop_s": cfg.hop_s, "threshold": 0.5,
         "target_false_alarms_per_hour": cfg.target_false_alarms_per_hour,
         "smoothing": asdict(cfg.smoothing),
-        "training_data": {"dataset": _display_path(ds.root), "split": "group-aware 80/10/10, seed "
-                          f"{split_spec.seed} (split.csv)", "counts": counts, "licenses": ds.licenses,
-                          "noise_bank": f"{_display_path(noise_dir)} (train pieces only: {len(nsplit['train'])})",
-                          "noise_licenses": _noise_licenses(noise_dir, nsplit["train"]),
-                          "license_notes": LICENSE_NOTES},
+        "training_data": _card_data(ds, split_spec, counts, noise_dir, nsplit),
         "onnx_max_abs_diff_vs_torch": onnx_err,
     }
     (out / "history.json").write_text(json.dumps(getattr(model, "history_", {}), indent=1))
@@ -380,6 +397,67 @@ def train_product(data: str | Path, cfg: ProductConfig, out: str | Path, noise_d
 
         card = fit_second_stage(out, data, noise_dir=noise_dir, **cfg.second_stage)
     return card
+
+
+def _card_data(ds, split_spec: SplitSpec, counts: dict, noise_dir: Path, nsplit: dict) -> dict:
+    """The card's "training_data": dataset, split, counts and licences (of the clips and the noise pieces)."""
+    return {"dataset": _display_path(ds.root), "split": f"group-aware 80/10/10, seed {split_spec.seed} (split.csv)",
+            "counts": counts, "licenses": ds.licenses,
+            "noise_bank": f"{_display_path(noise_dir)} (train pieces only: {len(nsplit['train'])})",
+            "noise_licenses": _noise_licenses(noise_dir, nsplit["train"]), "license_notes": LICENSE_NOTES}
+
+
+def _train_transfer(out: Path, cfg: ProductConfig, maker: WindowMaker, X: np.ndarray, y: np.ndarray,
+                    va: tuple[list[Clip], list[np.ndarray]], splits: dict, nsplit: dict, t0: float,
+                    training_data: dict) -> dict:
+    """`train` for the YAMNet transfer models: X are audio windows (n, samples); each window becomes one YAMNet
+    log-mel patch (its first 0.975 s), the model trains on those, and its module (our float PyTorch YAMNet + the
+    head) is exported as a patch model (card frontend kind "yamnet"). Then calibration and test as for the CNN."""
+    from .export import check_onnx_matches, export_onnx, write_card
+    from .models import make_model
+    from .models.yamnet import (
+        YAMNET_FRONTEND,
+        YAMNET_LICENSE,
+        YAMNET_PACKAGE,
+        YAMNET_PACKAGE_VERSION,
+        window_log_mels,
+    )
+
+    fe = YAMNET_FRONTEND
+    Xv, yv, _ = maker.make(*va, augment=False, seed=cfg.seed + 1, as_audio=True)
+    print(f"training windows: {len(y)} ({int(y.sum())} scream), validation windows: {len(yv)} ({int(yv.sum())} "
+          f"scream); {cfg.model} on one YAMNet patch per window")
+    P, Pv = _log_mels_in_chunks(X, window_log_mels), _log_mels_in_chunks(Xv, window_log_mels)
+    del X
+    model = make_model(cfg.model, (fe.n_mels, fe.patch_frames), seed=cfg.seed, progress=True, **cfg.model_params)
+    model.fit(P, y, Pv, yv)
+    del P
+    onnx_path = export_onnx(model.module_, fe.n_mels, fe.patch_frames, out / "model.onnx")
+    onnx_err = check_onnx_matches(model.module_, onnx_path, Pv[:64])
+    card = {
+        "architecture": cfg.model, "model_params": model.get_params()["train"], "frontend": fe.to_dict(),
+        "window_s": cfg.window_s, "hop_s": cfg.hop_s, "threshold": 0.5,
+        "target_false_alarms_per_hour": cfg.target_false_alarms_per_hour, "smoothing": asdict(cfg.smoothing),
+        "training_data": training_data,
+        "yamnet": {"package": f"{YAMNET_PACKAGE}=={YAMNET_PACKAGE_VERSION}", "license": YAMNET_LICENSE,
+                   "weights": "model.onnx holds YAMNet's weights (dequantised from the package's 8-bit graph; "
+                              "fine-tuned blocks for yamnet_ft): Apache-2.0 upstream",
+                   "input": "the first 0.975 s of each window as one YAMNet log-mel patch (natural log)"},
+        "onnx_max_abs_diff_vs_torch": onnx_err,
+    }
+    (out / "history.json").write_text(json.dumps(getattr(model, "history_", {}), indent=1))
+    card["metrics"] = {"train_seconds": round(time.time() - t0, 1)}
+    write_card(card, onnx_path)
+    return calibrate_and_test(out, cfg, splits, nsplit, va=va)
+
+
+def _log_mels_in_chunks(windows: np.ndarray, fn, chunk: int = 2048) -> np.ndarray:
+    from rich.progress import track
+
+    out = np.empty((len(windows), 64, 96), dtype=np.float32)
+    for i in track(range(0, len(windows), chunk), description="YAMNet log-mel", transient=True):
+        out[i: i + chunk] = fn(windows[i: i + chunk])
+    return out
 
 
 def calibrate_and_test(out: str | Path, cfg: ProductConfig, splits: dict, noise_split: dict,

@@ -45,7 +45,9 @@ def product_scorer(model: Path | None, second_stage: bool = True) -> WindowScore
     det = Detector.load(model, second_stage=second_stage)
     size = det.path.stat().st_size
     name = "product CNN (ours)"
-    if det.second_stage is not None:
+    if det.patch_model:  # a YAMNet transfer model from `train` (configs/yamnet_*.yaml): its ONNX holds YAMNet
+        name = f"product {det.card.get('architecture', 'YAMNet')} (train/export; YAMNet patch on every window)"
+    elif det.second_stage is not None:
         from screamdetect.models.yamnet import yamnet_zip_path
 
         name = f"product cascade (ours): CNN >= {det.second_stage.gate:g} then YAMNet + logistic head"

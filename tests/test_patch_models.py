@@ -158,3 +158,5 @@ def test_train_and_export_a_yamnet_head_product(corpus_subset, corpus, tmp_path)
     rng = np.random.default_rng(0)
     x = _scene(rng, dur_s=12.0, tone=(5.0, 7.0))
     assert det.score_windows(x).size == 1 + (x.size - 16000) // 4000
+    r = CliRunner().invoke(app, ["second-stage", str(run), str(corpus_subset)])
+    assert r.exit_code == 2 and "YAMNet model (yamnet_head) already" in r.output

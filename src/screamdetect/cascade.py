@@ -219,6 +219,8 @@ def fit_second_stage(run, data, norm_dbfs: float | None = None, gate: float | No
     splits = load_or_make_split(ds, run / "split.csv", SplitSpec())
     noise_dir = Path(noise_dir) if noise_dir else Path(ds.root) / "noise"
     card = json.loads(onnx_path.with_suffix(".json").read_text())
+    if isinstance(card.get("frontend"), dict) and card["frontend"].get("kind") == "yamnet":
+        raise ValueError(f"{run}: a YAMNet model ({card.get('architecture')}) already; the second stage is for CNN runs")
     for k in ("format", "onnx_input", "onnx_output"):
         card.pop(k, None)
     old = card.pop("second_stage", None)

@@ -284,6 +284,11 @@ def background_windows(cfg: ProductConfig, noises: list[np.ndarray], negatives: 
     return X.astype(np.float32)
 
 
+# Thresholds tried by `calibrate`: 0.05-0.99 every 0.01, then finer near 1 for models whose scores saturate there
+# (YAMNet heads: their false alarms score 0.99+).
+CALIBRATION_THRESHOLDS = [*np.round(np.arange(0.05, 1.0, 0.01), 2).tolist(), 0.995, 0.998, 0.999, 0.9995, 0.9999]
+
+
 def calibrate(detector, val_screams: list[np.ndarray], val_negatives: list[np.ndarray], val_noises: list[np.ndarray],
               cfg: ProductConfig, out_dir: Path | None = None) -> dict:
     """Pick the threshold meeting `cfg.target_false_alarms_per_hour` with the best recall, on validation data.
@@ -309,7 +314,7 @@ def calibrate(detector, val_screams: list[np.ndarray], val_negatives: list[np.nd
         hours += sc.duration_s / 3600
     w, h, sm = detector.window_s, detector.hop_s, detector.smoothing
     rows = []
-    for thr in np.round(np.arange(0.05, 1.0, 0.01), 2):
+    for thr in CALIBRATION_THRESHOLDS:
         fa = sum(len(events_from_scores(s, thr, sm, w, h)) for s in free_scores)
         hit = 0
         for s, (s0, s1) in zip(pos_scores, pos_spans):

@@ -92,6 +92,16 @@ def test_patch_model_long_and_short_signals(tmp_path, rng):
     assert np.array_equal(sd.finish().scores, det.score_windows(short))
 
 
+def test_patch_model_stream_state_stays_bounded(tmp_path, rng):
+    det = Detector.load(_patch_model(tmp_path))
+    sd = det.stream()
+    x = (0.01 * rng.standard_normal(SAMPLE_RATE)).astype(np.float32)
+    for _ in range(100):
+        sd.process(x)
+        assert sd._ring.size < det.window_samples + x.size and sd._buf.size == 0
+    assert sd.time_s == 100.0 and sd._next_window == 1 + (100 * SAMPLE_RATE - 16000) // 4000
+
+
 def test_patch_model_card_errors(tmp_path):
     p = _patch_model(tmp_path, second_stage={"kind": "yamnet_logistic", "fallback": {"threshold": 0.5}})
     with pytest.raises(ModelError, match="cannot have a second stage"):

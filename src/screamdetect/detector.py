@@ -611,12 +611,14 @@ class StreamDetector:
     def _process(self, chunk: np.ndarray) -> StreamStep:
         if chunk.size and not np.isfinite(chunk).all():
             raise AudioError("<stream>", "audio contains NaN or infinite samples")
+        if self.det.patch_model:  # windows are cut from the raw-audio ring; no frames, no frame buffer
+            self._ring = np.concatenate([self._ring, chunk]) if self._ring.size else chunk.copy()
+            self.samples_seen += chunk.size
+            return self._audio_windows(final=False)
         self._buf = np.concatenate([self._buf, chunk]) if self._buf.size else chunk.copy()
-        if self.det.second_stage is not None or self.det.patch_model:
+        if self.det.second_stage is not None:
             self._ring = np.concatenate([self._ring, chunk]) if self._ring.size else chunk.copy()
         self.samples_seen += chunk.size
-        if self.det.patch_model:
-            return self._audio_windows(final=False)
         last = (self.samples_seen - self._need_right) // self._hop  # last frame whose samples have all arrived
         # Frames are computed only once the next window can be completed (fewer, larger log-mel calls).
         if last >= self._next_window * self.det.hop_frames + self.det.window_frames - 1:

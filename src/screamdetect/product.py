@@ -432,7 +432,7 @@ def _train_transfer(out: Path, cfg: ProductConfig, maker: WindowMaker, X: np.nda
     Xv, yv, _ = maker.make(*va, augment=False, seed=cfg.seed + 1, as_audio=True)
     print(f"training windows: {len(y)} ({int(y.sum())} scream), validation windows: {len(yv)} ({int(yv.sum())} "
           f"scream); {cfg.model} on one YAMNet patch per window")
-    P, Pv = _log_mels_in_chunks(X, window_log_mels), _log_mels_in_chunks(Xv, window_log_mels)
+    P, Pv = _log_mels_in_chunks(X, window_log_mels, fe), _log_mels_in_chunks(Xv, window_log_mels, fe)
     del X
     model = make_model(cfg.model, (fe.n_mels, fe.patch_frames), seed=cfg.seed, progress=True, **cfg.model_params)
     model.fit(P, y, Pv, yv)
@@ -456,12 +456,13 @@ def _train_transfer(out: Path, cfg: ProductConfig, maker: WindowMaker, X: np.nda
     return calibrate_and_test(out, cfg, splits, nsplit, va=va)
 
 
-def _log_mels_in_chunks(windows: np.ndarray, fn, chunk: int = 2048) -> np.ndarray:
+def _log_mels_in_chunks(windows: np.ndarray, fn, fe, chunk: int = 2048) -> np.ndarray:
+    """`fn(windows chunk, fe)` over all windows with a progress bar: float32 (n, n_mels, patch_frames)."""
     from rich.progress import track
 
-    out = np.empty((len(windows), 64, 96), dtype=np.float32)
+    out = np.empty((len(windows), fe.n_mels, fe.patch_frames), dtype=np.float32)
     for i in track(range(0, len(windows), chunk), description="YAMNet log-mel", transient=True):
-        out[i: i + chunk] = fn(windows[i: i + chunk])
+        out[i: i + chunk] = fn(windows[i: i + chunk], fe)
     return out
 
 

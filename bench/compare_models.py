@@ -7,7 +7,9 @@ metrics on the test scenes (evaluate.evaluate_events), scanning speed (× real t
 
     .venv/bin/python bench/compare_models.py --corpus ../shared/corpus --out runs/compare [--models product,zs,zs_group]
 
-Writes runs/compare/compare.json and compare.md.
+Writes runs/compare/compare.json, compare.md and compare.html (the table and two figures: event recall per SNR
+for each model, and speed against test AP with the 1000× target); `--report-only` rebuilds the last two from
+compare.json without measuring anything.
 """
 
 from __future__ import annotations
@@ -204,8 +206,14 @@ def main() -> None:
                     help="fine-tuned YAMNet state of the `ft` row (bench/yamnet_eval.py --models ft --save-ft)")
     ap.add_argument("--free-hours", type=float, default=1.0)
     ap.add_argument("--calib-hours", type=float, default=1.0)
+    ap.add_argument("--report-only", action="store_true", help="rebuild compare.md/.html from compare.json")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.report_only:
+        if not (args.out / "compare.json").is_file():
+            raise SystemExit(f"error: {args.out / 'compare.json'} not found: run without --report-only first")
+        write_report(json.loads((args.out / "compare.json").read_text()), args.out)
+        return
 
     ds = discover(args.corpus)
     splits = load_or_make_split(ds, args.out / "split.csv", SplitSpec())
@@ -252,10 +260,71 @@ def main() -> None:
         print(json.dumps(row, indent=1))
         rows = [r for r in rows if r["model"] != row["model"]] + [row]
         (args.out / "compare.json").write_text(json.dumps(rows, indent=1))
-    from screamdetect.report import table_markdown
+    write_report(rows, args.out)
 
-    (args.out / "compare.md").write_text(table_markdown(rows, floatfmt="{:.3g}"))
+
+SNRS = ("0", "5", "10", "20")
+
+
+def plot_recall_by_snr(rows: list[dict]):
+    """One line per model: event recall at each SNR; the legend gives its false alarms per hour on test."""
+    from screamdetect.report import plt
+
+    fig, ax = plt().subplots(figsize=(8.5, 4.8))
+    styles = ("-", "--", ":", "-.")
+    order = sorted(rows, key=lambda r: -np.nanmean([r.get(f"recall_{k}dB", np.nan) for k in SNRS]))
+    for i, r in enumerate(order):
+        y = [r.get(f"recall_{k}dB", np.nan) for k in SNRS]
+        ax.plot([float(k) for k in SNRS], y, marker="o", ls=styles[i % len(styles)], alpha=0.85,
+                label=f"{r['model'][:62]} ({r['fa_per_h']:.1g} FA/h)")
+    ax.set(xlabel="SNR of the inserted screams (dB)", ylabel="event recall (test scenes)", ylim=(-0.02, 1.0),
+           xticks=[0, 5, 10, 20], title="Event recall per SNR, each model calibrated to 0.5 false alarms/h on validation")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="upper left")
+    return fig
+
+
+def plot_speed_vs_ap(rows: list[dict]):
+    """Scanning speed (× real time, log axis) against test clip AP, with the detector's 1000× target; points are
+    numbered, the legend names them."""
+    from matplotlib.ticker import ScalarFormatter
+
+    from screamdetect.report import plt
+
+    fig, ax = plt().subplots(figsize=(8.5, 4.8))
+    for i, r in enumerate(rows, 1):
+        ax.scatter(r["x_realtime"], r["test_ap"], s=36, label=f"{i}: {r['model'][:62]}")
+        ax.annotate(str(i), (r["x_realtime"], r["test_ap"]), fontsize=8, xytext=(4, 3), textcoords="offset points")
+    ax.axvline(1000, color="k", ls="--", lw=1)
+    ax.text(1030, ax.get_ylim()[0] + 0.01, "target ≥ 1000×", fontsize=8)
+    ax.set(xscale="log", xlabel="× real time (score_windows, 10 min of test clips, one process)",
+           ylabel="test clip AP", title="Speed against ranking quality")
+    ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.xaxis.set_minor_formatter(ScalarFormatter())
+    ax.tick_params(axis="x", which="minor", labelsize=7)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    return fig
+
+
+def write_report(rows: list[dict], out: Path) -> None:
+    """compare.md (the table) and compare.html (the table + both figures, self-contained)."""
+    from screamdetect.report import fig_to_png_bytes, html_page, img_tag, table_html, table_markdown
+
+    (out / "compare.md").write_text(table_markdown(rows, floatfmt="{:.3g}"))
     print(table_markdown(rows, floatfmt="{:.3g}"))
+    recall_png = fig_to_png_bytes(plot_recall_by_snr(rows))
+    (out / "recall_by_snr.png").write_bytes(recall_png)
+    speed_png = fig_to_png_bytes(plot_speed_vs_ap(rows))
+    (out / "speed_vs_ap.png").write_bytes(speed_png)
+    page = html_page("Scream detectors side by side", [
+        ("Table", table_html(rows, floatfmt="{:.3g}")),
+        ("Event recall per SNR", img_tag(recall_png, "event recall per SNR")),
+        ("Speed against test AP", img_tag(speed_png, "speed against test AP")),
+    ], intro="Same split, same validation calibration (0.5 false alarms/h), same test scenes for every model; "
+             "bench/compare_models.py.")
+    (out / "compare.html").write_text(page)
+    print(f"wrote {out / 'compare.md'}, {out / 'compare.html'} (+ recall_by_snr.png, speed_vs_ap.png)")
 
 
 if __name__ == "__main__":

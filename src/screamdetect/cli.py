@@ -332,7 +332,7 @@ def listen(source: str = typer.Option(..., "--source", "-s", help="'mic' (or mic
         for s in sinks:
             s.close()
         fail(str(e))
-    err.print(f"listening to {source} as '{src_name}' ({det.description}; threshold {det.threshold:.3f}, "
+    err.print(f"listening to {source} as '{src_name}' ({det.description}; threshold {det.threshold:g}, "
               f"window {det.window_s} s, hop {det.hop_s} s); Ctrl-C to stop", highlight=False)
     summary = run_live(src.chunks(), det, sinks, source=src_name, clips=saver)
     err.print(f"{summary.seconds:.1f} s of audio, {len(summary.events)} event(s)"
@@ -387,7 +387,7 @@ def calibrate(run: Path = typer.Argument(..., help="A run folder written by `scr
         card = recalibrate(run, data, noise)
     except (DatasetError, ValueError) as e:
         fail(str(e))
-    err.print(f"threshold {card['threshold']:.2f}; test metrics: {card['metrics']['test']}")
+    err.print(f"threshold {card['threshold']:g}; test metrics: {card['metrics']['test']}")
 
 
 @app.command("second-stage")
@@ -424,7 +424,7 @@ def second_stage(run: Path = typer.Argument(..., help="A run folder written by `
                                 hard_negative_minutes=hard_negative_minutes)
     except (DatasetError, ValueError, YamnetMissingError) as e:
         fail(str(e))
-    err.print(f"gate {card['second_stage']['gate']}, threshold {card['threshold']:.2f}; "
+    err.print(f"gate {card['second_stage']['gate']}, threshold {card['threshold']:g}; "
               f"test metrics: {card['metrics']['test']}")
 
 
@@ -497,7 +497,7 @@ def demo(corpus: Optional[Path] = typer.Option(Path("../shared/corpus"), help="C
         fail(str(e))
     con = Console()
     con.print(f"[bold]scene[/bold]: {res['scene']} ({res['source']})")
-    con.print(f"[bold]detector[/bold]: {res['model']}, threshold {res['threshold']:.2f}")
+    con.print(f"[bold]detector[/bold]: {res['model']}, threshold {res['threshold']:g}")
     t = Table("true scream (s)", "SNR dB", "detected event (s)", "peak", "latency (s)")
     used = set()
     for g in res["truth"]:

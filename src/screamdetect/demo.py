@@ -95,7 +95,7 @@ def plot_scene(path: Path, audio: np.ndarray, scores: np.ndarray, hop_s: float, 
     a1.set_title(title)
     t = np.arange(scores.size) * hop_s + window_s / 2
     a2.plot(t, scores, lw=1.2, label="window score")
-    a2.axhline(threshold, color="r", ls="--", lw=1, label=f"threshold {threshold:.2f}")
+    a2.axhline(threshold, color="r", ls="--", lw=1, label=f"threshold {threshold:g}")
     for e in events:
         a2.axvspan(e.start_s, e.end_s, color="orange", alpha=0.35)
     for g in truth:

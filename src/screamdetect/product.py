@@ -489,7 +489,7 @@ def calibrate_and_test(out: str | Path, cfg: ProductConfig, splits: dict, noise_
     # [threshold, false alarms/h, recall] on validation: lets `--max-false-alarms-per-hour` pick a threshold.
     card["calibration"]["sweep"] = [[r["threshold"], round(r["false_alarms_per_hour"], 3), round(r["recall"], 3)]
                                     for r in cal["sweep"]]
-    print(f"calibrated threshold {cal['threshold']:.2f}: val recall {cal['val_recall']:.3f} at "
+    print(f"calibrated threshold {cal['threshold']:g}: val recall {cal['val_recall']:.3f} at "
           f"{cal['val_false_alarms_per_hour']:.2f} false alarms/h over {cal['scream_free_hours']:.1f} h")
 
     # Clip metrics on the TEST split: a clip's score = max window score (the detector's view).

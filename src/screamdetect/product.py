@@ -341,10 +341,15 @@ def train_product(data: str | Path, cfg: ProductConfig, out: str | Path, noise_d
     from .models import TRANSFER_MODELS, make_model
 
     split_spec = split_spec or SplitSpec()
-    if cfg.model in TRANSFER_MODELS:  # fail before the long part when YAMNet is not installed
-        from .models.yamnet import yamnet_zip_path
+    if cfg.model in TRANSFER_MODELS:  # fail before the long part when YAMNet (or onnx, to read it) is missing
+        from .models.yamnet import YamnetMissingError, yamnet_zip_path
 
         yamnet_zip_path()
+        try:
+            import onnx  # noqa: F401
+        except ImportError as e:
+            raise YamnetMissingError(f"{cfg.model} reads YAMNet's weights with the onnx package: pip install "
+                                     "'screamdetect[yamnet]'") from e
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()

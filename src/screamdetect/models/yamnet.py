@@ -314,8 +314,8 @@ def _load_graph(onnx_path: Path, with_weights: bool = True):
     try:
         import onnx
     except ImportError as e:
-        raise YamnetMissingError("reading the YAMNet graph needs the onnx package: pip install 'screamdetect[train]'"
-                                 ) from e
+        raise YamnetMissingError("reading the YAMNet graph needs the onnx package: pip install 'screamdetect[yamnet]' "
+                                 "(or [train])") from e
     return onnx.load(str(onnx_path), load_external_data=with_weights)
 
 
@@ -330,10 +330,10 @@ def yamnet_onnx_path(package: str | None = None, cache_dir: str | os.PathLike | 
     out = src.with_name("yamnet_float_io_v1.onnx")  # bump the suffix when the rewrite changes
     if out.is_file():
         return out
+    m = _load_graph(src, with_weights=False)  # first: a clear YamnetMissingError when onnx is not installed
     import onnx
     from onnx import TensorProto, helper
 
-    m = _load_graph(src, with_weights=False)
     g = m.graph
     names = {i.name for i in g.initializer}
     for need in (_IN_SCALE, _IN_ZP, _RESHAPE_CONST):

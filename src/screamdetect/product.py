@@ -341,7 +341,8 @@ def train_product(data: str | Path, cfg: ProductConfig, out: str | Path, noise_d
     from .models import TRANSFER_MODELS, make_model
 
     split_spec = split_spec or SplitSpec()
-    if cfg.model in TRANSFER_MODELS:  # fail before the long part when YAMNet (or onnx, to read it) is missing
+    transfer = cfg.model in TRANSFER_MODELS  # YAMNet models: trained on the windows' audio (their own front-end)
+    if transfer:  # fail before the long part when YAMNet (or onnx, to read it) is missing
         from .models.yamnet import YamnetMissingError, yamnet_zip_path
 
         yamnet_zip_path()
@@ -365,7 +366,6 @@ def train_product(data: str | Path, cfg: ProductConfig, out: str | Path, noise_d
 
     tr_clips, tr_audio = _load_all(splits["train"], "train")
     va_clips, va_audio = _load_all(splits["val"], "val")
-    transfer = cfg.model in TRANSFER_MODELS  # YAMNet models train on the windows' audio (their own front-end)
     X, y, _ = maker.make(tr_clips, tr_audio, augment=True, seed=cfg.seed, as_audio=transfer)
     if cfg.background_minutes > 0:
         Xb = background_windows(cfg, nb_train.pieces, [a for c, a in zip(tr_clips, tr_audio) if c.label == 0],
@@ -373,7 +373,7 @@ def train_product(data: str | Path, cfg: ProductConfig, out: str | Path, noise_d
         X = np.concatenate([X, Xb])
         y = np.concatenate([y, np.zeros(len(Xb), dtype=y.dtype)])
         del Xb
-    if cfg.model in TRANSFER_MODELS:
+    if transfer:
         return _train_transfer(out, cfg, maker, X, y, (va_clips, va_audio), splits, nsplit, t0,
                                _card_data(ds, split_spec, counts, noise_dir, nsplit))
     Xv, yv, _ = maker.make(va_clips, va_audio, augment=False, seed=cfg.seed + 1)

@@ -153,3 +153,41 @@ def test_speed_perturb_changes_tempo_and_pitch_together():
     spec = np.abs(np.fft.rfft(fast * np.hanning(fast.size)))
     assert abs(np.argmax(spec) * SAMPLE_RATE / fast.size - 1250.0) < 5  # 1 kHz played 1.25x faster
     assert speed_perturb(tone, 1.0) is tone
+
+
+def _share_above(x: np.ndarray, hz: float) -> float:
+    p = np.abs(np.fft.rfft(x)) ** 2
+    return float(p[np.fft.rfftfreq(x.size, 1 / SAMPLE_RATE) > hz].sum() / p.sum())
+
+
+def test_band_limit_removes_everything_above_4khz():
+    from screamdetect.product import band_limit
+
+    x = (0.1 * np.random.default_rng(0).standard_normal(SAMPLE_RATE)).astype(np.float32)
+    y = band_limit(x)
+    assert y.dtype == np.float32 and y.size == x.size
+    assert _share_above(x, 4100) > 0.4 and _share_above(y, 4100) < 1e-3
+    tone = (0.5 * np.sin(2 * np.pi * 1000 * np.arange(SAMPLE_RATE) / SAMPLE_RATE)).astype(np.float32)
+    assert np.corrcoef(band_limit(tone)[100:-100], tone[100:-100])[0, 1] > 0.999  # the telephone band passes
+
+
+def test_band_limited_copies_of_both_classes(corpus):
+    pytest.importorskip("audiomentations")
+    from screamdetect.augment import NoiseBank
+    from screamdetect.data import Clip
+    from screamdetect.product import WindowMaker
+
+    with pytest.raises(ValueError, match="p_band_limit"):
+        ProductConfig(p_band_limit=1.5)
+    nb = NoiseBank.from_dir(corpus / "noise", split="train")
+    x = np.zeros(SAMPLE_RATE * 2, dtype=np.float32)
+    x[SAMPLE_RATE // 2: SAMPLE_RATE] = burst(0.5, f0=1000.0, f1=7000.0)
+    clips = [Clip("p.wav", 1, "g1"), Clip("n.wav", 0, "g2")]
+    always = WindowMaker(ProductConfig(**{**CFG.__dict__, "p_band_limit": 1.0}), nb)
+    X, y, _ = always.make(clips, [x, x], augment=True, seed=0, as_audio=True)
+    assert {0, 1} <= set(y.tolist()) and max(_share_above(w, 4100) for w in X) < 1e-3
+    # off: no draw at all, so the windows are those of a config without the option
+    X0, _, _ = WindowMaker(CFG, nb).make(clips, [x, x], augment=True, seed=0, as_audio=True)
+    X1, _, _ = WindowMaker(ProductConfig(**{**CFG.__dict__, "p_band_limit": 0.0}), nb).make(
+        clips, [x, x], augment=True, seed=0, as_audio=True)
+    assert np.array_equal(X0, X1) and max(_share_above(w, 4100) for w in X0) > 0.01

@@ -49,6 +49,9 @@ class ProductConfig:
     # times faster/slower (pitch and tempo together: another voice, as in speech recognition's 0.9/1.0/1.1)
     p_speed: float = 0.0
     speed_range: tuple[float, float] = (0.9, 1.1)
+    # Band limiting (both classes alike, and the scream-free scenes): with probability p_band_limit a copy is
+    # resampled to 8 kHz and back, as telephone lines and many IP cameras (G.711) deliver it: nothing above 4 kHz
+    p_band_limit: float = 0.0
     level_dbfs: tuple[float, float] = (-40.0, -6.0)  # loudness of the clip's active part
     smoothing: Smoothing = field(default_factory=Smoothing)
     target_false_alarms_per_hour: float = 0.5
@@ -67,8 +70,9 @@ class ProductConfig:
         for name in ("pos_copies", "neg_copies", "neg_windows"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
-        if not 0.0 <= self.p_speed <= 1.0:
-            raise ValueError(f"p_speed must be a probability in [0, 1], got {self.p_speed}")
+        for name in ("p_speed", "p_band_limit"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be a probability in [0, 1], got {getattr(self, name)}")
         if not 0.5 <= self.speed_range[0] <= self.speed_range[1] <= 2.0:
             raise ValueError(f"speed_range must satisfy 0.5 <= low <= high <= 2, got {self.speed_range}")
         from .models import MODELS, TRANSFER_MODELS
@@ -157,6 +161,18 @@ def speed_perturb(audio: np.ndarray, factor: float) -> np.ndarray:
     return soxr.resample(audio, SAMPLE_RATE * factor, SAMPLE_RATE).astype(np.float32)
 
 
+BAND_LIMIT_RATE = 8000
+
+
+def band_limit(audio: np.ndarray) -> np.ndarray:
+    """`audio` as an 8 kHz capture chain delivers it: resampled to BAND_LIMIT_RATE and back (soxr), same length."""
+    import soxr
+
+    y = soxr.resample(soxr.resample(audio, SAMPLE_RATE, BAND_LIMIT_RATE), BAND_LIMIT_RATE, SAMPLE_RATE)
+    y = y[: audio.size] if y.size >= audio.size else np.pad(y, (0, audio.size - y.size))
+    return y.astype(np.float32)
+
+
 def _place(audio: np.ndarray, n_min: int, rng: np.random.Generator) -> tuple[np.ndarray, int]:
     """Put `audio` at a random offset in a zero buffer of at least n_min (+ up to 0.5 s) samples."""
     extra = int(rng.integers(0, SAMPLE_RATE // 2))
@@ -200,6 +216,8 @@ class WindowMaker:
         # A faint white floor for every window (both classes): real microphones never give digital silence.
         buf = buf + rng.standard_normal(buf.size).astype(np.float32) * np.float32(
             10 ** (rng.uniform(*NOISE_FLOOR_DBFS) / 20))
+        if augment and cfg.p_band_limit > 0 and rng.random() < cfg.p_band_limit:  # no draw when off
+            buf = band_limit(buf)
         scenes.fit_full_scale(buf)
         wins = audio_windows(buf, cfg) if as_audio else frame_windows(log_mel(buf, frontend=cfg.frontend), cfg)
         hop = cfg.hop_s
@@ -276,6 +294,8 @@ def background_windows(cfg: ProductConfig, noises: list[np.ndarray], negatives: 
     for _ in range(int(np.ceil(cfg.background_minutes))):
         bg = scenes.background(noises, negatives, 60.0, rng, spec)
         bg += rng.standard_normal(bg.size).astype(np.float32) * np.float32(10 ** (rng.uniform(*NOISE_FLOOR_DBFS) / 20))
+        if cfg.p_band_limit > 0 and rng.random() < cfg.p_band_limit:  # a whole minute through an 8 kHz chain
+            bg = band_limit(bg)
         scenes.fit_full_scale(bg)
         wins.append(audio_windows(bg, cfg) if as_audio else frame_windows(log_mel(bg, frontend=cfg.frontend), cfg))
     X = np.concatenate(wins)

@@ -111,7 +111,7 @@ def detect(paths: list[Path] = typer.Argument(..., help="Audio files and/or fold
            second: bool = typer.Option(True, "--second-stage/--no-second-stage",
                                                help="Run the model card's YAMNet second stage on candidate windows "
                                                "(when it has one); --no-second-stage: the CNN alone with its own "
-                                               "calibrated threshold, ~1.25x faster on busy audio.")):
+                                               "calibrated threshold, ~1.35x faster on busy audio.")):
     """Find screams in audio files: one result per input, in input order.
 
     Windows of the model's length are scored every hop; events are runs of high scores after smoothing.
@@ -272,7 +272,7 @@ def listen(source: str = typer.Option(..., "--source", "-s", help="'mic' (or mic
            second: bool = typer.Option(True, "--second-stage/--no-second-stage",
                                                help="Run the model card's YAMNet second stage on candidate windows "
                                                "(when it has one); --no-second-stage: the CNN alone with its own "
-                                               "calibrated threshold, ~1.25x faster on busy audio.")):
+                                               "calibrated threshold, ~1.35x faster on busy audio.")):
     """Detect screams live and raise alerts as they happen (Ctrl-C to stop).
 
     Alerts: {"type": "start"|"end", "source", "start_s", "end_s", "peak_score", "at_s", "time"} to every sink.
@@ -534,7 +534,7 @@ def evaluate_events_cmd(
         second: bool = typer.Option(True, "--second-stage/--no-second-stage",
                                                help="Run the model card's YAMNet second stage on candidate windows "
                                                "(when it has one); --no-second-stage: the CNN alone with its own "
-                                               "calibrated threshold, ~1.25x faster on busy audio.")):
+                                               "calibrated threshold, ~1.35x faster on busy audio.")):
     """Event-level metrics the way deployments are judged: event recall per SNR (0/5/10/20 dB), false alarms
     per hour on scream-free audio, alert latency after onset (median, p95). Scenes come from the TEST split."""
     import json

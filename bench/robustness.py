@@ -32,11 +32,9 @@ import soxr
 from screamdetect import Detector
 from screamdetect.audio import SAMPLE_RATE
 from screamdetect.evaluate import evaluate_events
+from screamdetect.product import band_limit
 
-
-def tel8k(x: np.ndarray) -> np.ndarray:
-    y = soxr.resample(soxr.resample(x, SAMPLE_RATE, 8000), 8000, SAMPLE_RATE)
-    return _same_length(y.astype(np.float32), x.size)
+tel8k = band_limit  # resampled to 8 kHz and back: the same chain training's p_band_limit uses
 
 
 def g711(x: np.ndarray) -> np.ndarray:

@@ -450,14 +450,13 @@ def _train_transfer(out: Path, cfg: ProductConfig, maker: WindowMaker, X: np.nda
         YAMNET_LICENSE,
         YAMNET_PACKAGE,
         YAMNET_PACKAGE_VERSION,
-        window_log_mels,
     )
 
     fe = YAMNET_FRONTEND
     Xv, yv, _ = maker.make(*va, augment=False, seed=cfg.seed + 1, as_audio=True)
     print(f"training windows: {len(y)} ({int(y.sum())} scream), validation windows: {len(yv)} ({int(yv.sum())} "
           f"scream); {cfg.model} on one YAMNet patch per window")
-    P, Pv = _log_mels_in_chunks(X, window_log_mels, fe), _log_mels_in_chunks(Xv, window_log_mels, fe)
+    P, Pv = _patches_in_chunks(X), _patches_in_chunks(Xv)
     del X
     model = make_model(cfg.model, (fe.n_mels, fe.patch_frames), seed=cfg.seed, progress=True, **cfg.model_params)
     model.fit(P, y, Pv, yv)
@@ -481,13 +480,16 @@ def _train_transfer(out: Path, cfg: ProductConfig, maker: WindowMaker, X: np.nda
     return calibrate_and_test(out, cfg, splits, nsplit, va=va)
 
 
-def _log_mels_in_chunks(windows: np.ndarray, fn, fe, chunk: int = 2048) -> np.ndarray:
-    """`fn(windows chunk, fe)` over all windows with a progress bar: float32 (n, n_mels, patch_frames)."""
+def _patches_in_chunks(windows: np.ndarray, chunk: int = 2048) -> np.ndarray:
+    """models.yamnet.window_log_mels over many audio windows, with a progress bar: float32 (n, 64, 96)."""
     from rich.progress import track
+
+    from .models.yamnet import YAMNET_FRONTEND as fe
+    from .models.yamnet import window_log_mels
 
     out = np.empty((len(windows), fe.n_mels, fe.patch_frames), dtype=np.float32)
     for i in track(range(0, len(windows), chunk), description="YAMNet log-mel", transient=True):
-        out[i: i + chunk] = fn(windows[i: i + chunk], fe)
+        out[i: i + chunk] = window_log_mels(windows[i: i + chunk], fe)
     return out
 
 

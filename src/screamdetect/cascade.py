@@ -187,6 +187,30 @@ def choose_gate(stage1_pos: np.ndarray, stage1_free: np.ndarray, min_pass: float
     return float(max(ok)) if ok else float(min(gates))
 
 
+# Hard-negative scenes are built in chunks of at most this many minutes: the windows of 2 h as audio take ~2 GB.
+HARD_NEGATIVE_CHUNK_MINUTES = 120.0
+
+
+def hard_negative_windows(cfg, noises: list[np.ndarray], negatives: list[np.ndarray], minutes: float,
+                          keep) -> np.ndarray:
+    """Audio windows of `minutes` of scream-free TRAIN scenes (other scenes than the CNN's: seed cfg.seed + 50,
+    + 1 per chunk) for which keep(windows) -> bool mask is true. Built chunk by chunk, so memory is bounded by a
+    chunk whatever `minutes`; the first chunk is the same audio as a single build of that many minutes."""
+    import dataclasses
+
+    from .product import background_windows
+
+    done, kept = 0.0, []
+    while done < minutes:
+        chunk = min(HARD_NEGATIVE_CHUNK_MINUTES, minutes - done)
+        hcfg = dataclasses.replace(cfg, background_minutes=chunk, background_windows=0, seed=cfg.seed + 50 + len(kept))
+        Xh = background_windows(hcfg, noises, negatives, as_audio=True)
+        kept.append(Xh[keep(Xh)])
+        done += chunk
+        del Xh
+    return np.concatenate(kept) if kept else np.zeros((0, cfg.window_frames * cfg.frontend.hop_length), np.float32)
+
+
 def fit_second_stage(run, data, norm_dbfs: float | None = None, gate: float | None = None, noise_dir=None,
                      min_pass: float = 0.8, combine: str = "geomean", hard_negative_minutes: float = 0.0) -> dict:
     """Train the second stage of a trained run (run/model.onnx + model.json + config.json + split.csv), store it
@@ -198,7 +222,6 @@ def fit_second_stage(run, data, norm_dbfs: float | None = None, gate: float | No
     the CNN passes (score >= gate) are added as negatives: the head learns to reject what the first stage lets
     through. The CNN-only threshold and calibration are kept in the card as the fallback. Returns the updated card.
     """
-    import dataclasses
     import json
     import time
     from pathlib import Path
@@ -248,10 +271,7 @@ def fit_second_stage(run, data, norm_dbfs: float | None = None, gate: float | No
         gate = choose_gate(s1[yv == 1], s1[yv == 0], min_pass)
     n_hard = 0
     if hard_negative_minutes > 0:
-        hcfg = dataclasses.replace(cfg, background_minutes=hard_negative_minutes, background_windows=0,
-                                   seed=cfg.seed + 50)
-        Xh = background_windows(hcfg, nb.pieces, negatives, as_audio=True)
-        Xh = Xh[stage1(Xh) >= gate]
+        Xh = hard_negative_windows(cfg, nb.pieces, negatives, hard_negative_minutes, lambda w: stage1(w) >= gate)
         n_hard = len(Xh)
         X, y = np.concatenate([X, Xh]), np.concatenate([y, np.zeros(n_hard, dtype=y.dtype)])
         del Xh

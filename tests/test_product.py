@@ -1,6 +1,8 @@
 """The product pipeline's pieces: window slicing (same as the detector), training windows, calibration, export."""
 
 import json
+from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -191,3 +193,18 @@ def test_band_limited_copies_of_both_classes(corpus):
     X1, _, _ = WindowMaker(ProductConfig(**{**CFG.__dict__, "p_band_limit": 0.0}), nb).make(
         clips, [x, x], augment=True, seed=0, as_audio=True)
     assert np.array_equal(X0, X1) and max(_share_above(w, 4100) for w in X0) > 0.01
+
+
+@pytest.mark.parametrize("name", ["default", "distill", "yamnet_head", "yamnet_ft"])
+def test_shipped_product_configs_load(name):
+    """Every product config under configs/ is valid; distill.yaml is the shipped recipe plus distillation only."""
+    import yaml
+
+    root = Path(__file__).resolve().parents[1] / "configs"
+    cfg = ProductConfig.from_dict(yaml.safe_load((root / f"{name}.yaml").read_text()))
+    default = ProductConfig.from_dict(yaml.safe_load((root / "default.yaml").read_text()))
+    assert (cfg.window_s, cfg.hop_s, cfg.target_false_alarms_per_hour) == (1.0, 0.25, 0.5)
+    if name == "distill":
+        assert cfg.distill and replace(cfg, distill={}) == default
+    if name == "default":
+        assert cfg.second_stage and not cfg.distill and cfg.p_band_limit == 0.2

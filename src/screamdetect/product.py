@@ -62,6 +62,9 @@ class ProductConfig:
     # YAMNet second stage (cascade.fit_second_stage) after the CNN: {} = none; keys gate, min_pass, combine, norm_dbfs,
     # hard_negative_minutes
     second_stage: dict = field(default_factory=dict)
+    # Distillation from YAMNet before the supervised training (distill.py): {} = none; keys epochs, dims, lr,
+    # batch_size
+    distill: dict = field(default_factory=dict)
     seed: int = 0
 
     def __post_init__(self):
@@ -87,6 +90,12 @@ class ProductConfig:
                 raise ValueError(f"model {self.model!r} is YAMNet already: second_stage applies to the CNN models only")
             if self.window_s < 0.975:
                 raise ValueError(f"model {self.model!r} needs window_s >= 0.975 (one YAMNet patch), got {self.window_s}")
+        if self.distill:
+            from .distill import check_spec
+
+            if self.model not in ("cnn", "cnn_reg", "cnn_f1"):
+                raise ValueError(f"distill applies to the CNN models (cnn, cnn_reg, cnn_f1), not {self.model!r}")
+            check_spec(self.distill)
         known = {"gate", "min_pass", "combine", "norm_dbfs", "hard_negative_minutes"}
         unknown = set(self.second_stage or {}) - known
         if unknown:
@@ -362,15 +371,17 @@ def train_product(data: str | Path, cfg: ProductConfig, out: str | Path, noise_d
 
     split_spec = split_spec or SplitSpec()
     transfer = cfg.model in TRANSFER_MODELS  # YAMNet models: trained on the windows' audio (their own front-end)
-    if transfer:  # fail before the long part when YAMNet (or onnx, to read it) is missing
+    uses = [what for what, on in ((cfg.model, transfer), ("distill", cfg.distill), ("second_stage", cfg.second_stage))
+            if on]
+    if uses:  # fail before the long part when YAMNet (or onnx, to read it) is missing
         from .models.yamnet import YamnetMissingError, yamnet_zip_path
 
         yamnet_zip_path()
         try:
             import onnx  # noqa: F401
         except ImportError as e:
-            raise YamnetMissingError(f"{cfg.model} reads YAMNet's weights with the onnx package: pip install "
-                                     "'screamdetect[yamnet]'") from e
+            raise YamnetMissingError(f"YAMNet (for {' and '.join(uses)}) is read with the onnx package, which is "
+                                     "not installed: pip install 'screamdetect[yamnet]'") from e
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
@@ -399,8 +410,11 @@ def train_product(data: str | Path, cfg: ProductConfig, out: str | Path, noise_d
     Xv, yv, _ = maker.make(va_clips, va_audio, augment=False, seed=cfg.seed + 1)
     print(f"training windows: {len(y)} ({int(y.sum())} scream), validation windows: {len(yv)} ({int(yv.sum())} scream)")
     model = make_model(cfg.model, (cfg.frontend.n_mels, cfg.window_frames), seed=cfg.seed, **cfg.model_params)
-    model.fit(X, y, Xv, yv)
-    del X, y
+    init, distilled = None, None
+    if cfg.distill:
+        init, distilled = _distill(cfg, model, maker, X, tr_clips, tr_audio, nb_train)
+    model.fit(X, y, Xv, yv, init_state=init)
+    del X, y, init
 
     import torch
 
@@ -418,6 +432,8 @@ def train_product(data: str | Path, cfg: ProductConfig, out: str | Path, noise_d
         "training_data": _card_data(ds, split_spec, counts, noise_dir, nsplit),
         "onnx_max_abs_diff_vs_torch": onnx_err,
     }
+    if distilled:
+        card["distilled_from"] = distilled
     (out / "history.json").write_text(json.dumps(getattr(model, "history_", {}), indent=1))
     card["metrics"] = {"train_seconds": round(time.time() - t0, 1)}
     write_card(card, onnx_path)
@@ -427,6 +443,34 @@ def train_product(data: str | Path, cfg: ProductConfig, out: str | Path, noise_d
 
         card = fit_second_stage(out, data, noise_dir=noise_dir, **cfg.second_stage)
     return card
+
+
+def _distill(cfg: ProductConfig, model, maker: WindowMaker, X: np.ndarray, clips: list[Clip],
+             audios: list[np.ndarray], nb) -> tuple[dict, dict]:
+    """The distilled initial weights of `model` (distill.py) and the card's record of it. The training windows
+    are rebuilt as audio with the same seeds (the same windows, window for window) for YAMNet to embed."""
+    from .distill import check_spec, distill_trunk, yamnet_targets
+    from .models.yamnet import YAMNET_LICENSE, YAMNET_PACKAGE, YAMNET_PACKAGE_VERSION
+
+    spec = check_spec(cfg.distill)
+    t0 = time.time()
+    Xa, _, _ = maker.make(clips, audios, augment=True, seed=cfg.seed, as_audio=True)
+    if cfg.background_minutes > 0:
+        negatives = [a for c, a in zip(clips, audios) if c.label == 0]
+        Xa = np.concatenate([Xa, background_windows(cfg, nb.pieces, negatives, as_audio=True)])
+    if len(Xa) != len(X):  # pragma: no cover - the two builds draw the same random numbers
+        raise RuntimeError(f"distill: {len(Xa)} audio windows for {len(X)} log-mel windows")
+    T, kept = yamnet_targets(Xa, spec["dims"], seed=cfg.seed, whiten=spec["whiten"])
+    del Xa
+    module = model.make_module()
+    module.norm.set_stats(X)
+    losses = distill_trunk(module, X, T, spec, seed=cfg.seed)
+    print(f"distilled from YAMNet: {len(X)} windows, {T.shape[1]} components ({kept:.0%} of the embeddings' "
+          f"variance), loss {losses[0]:.3f} -> {losses[-1]:.3f}")
+    return module.state_dict(), {
+        "teacher": f"YAMNet ({YAMNET_PACKAGE}=={YAMNET_PACKAGE_VERSION}, {YAMNET_LICENSE})", **spec,
+        "windows": int(len(X)), "variance_kept": round(kept, 4), "loss": [round(v, 4) for v in losses],
+        "seconds": round(time.time() - t0, 1)}
 
 
 def _card_data(ds, split_spec: SplitSpec, counts: dict, noise_dir: Path, nsplit: dict) -> dict:

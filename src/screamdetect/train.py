@@ -388,8 +388,9 @@ class TorchClassifier:
         torch.manual_seed(self.seed)
         return self.build_module()
 
-    def fit(self, X, y, X_val=None, y_val=None) -> TorchClassifier:
-        """Train on X (n, n_mels, n_frames) float32 dB, y (n,) 0/1; checkpoint/early-stop on X_val, y_val."""
+    def fit(self, X, y, X_val=None, y_val=None, init_state: dict | None = None) -> TorchClassifier:
+        """Train on X (n, n_mels, n_frames) float32 dB, y (n,) 0/1; checkpoint/early-stop on X_val, y_val.
+        init_state: start from these weights (a state dict of this model's module) instead of random ones."""
         X, y = _check_xy(X, y, "X", self.input_shape)
         if X_val is not None and y_val is not None:
             X_val, y_val = _check_xy(X_val, y_val, "X_val", self.input_shape)
@@ -397,6 +398,8 @@ class TorchClassifier:
         t0 = time.perf_counter()
         module = self.make_module()
         module.norm.set_stats(X)
+        if init_state is not None:
+            module.load_state_dict(init_state)
         hist = fit_module(module, X, y, X_val, y_val, self.config, desc=self.name)
         self.module_ = module
         self.best_epoch_ = hist.pop("best_epoch")

@@ -5,7 +5,7 @@ noise and non-screams, plus scream-free scenes for false alarms per hour), each 
 before the detector hears it; the threshold stays the card's (calibrated on clean validation audio), as it would
 in a deployment nobody recalibrated.
 
-    .venv/bin/python bench/robustness.py [--model PATH] [--conditions clean,tel8k,g711,mp3_32k,quiet20] [--repeats 2]
+    .venv/bin/python bench/robustness.py [--model PATH] [--conditions clean,tel8k,g711,mp3_32k,quiet20,room,hall] [--repeats 2]
 
 Conditions:
   clean     the scenes as they are (= evaluate-events)
@@ -13,6 +13,9 @@ Conditions:
   g711      tel8k plus 8-bit mu-law companding (G.711, what RTSP cameras commonly stream)
   mp3_32k   MP3 at 32 kbit/s mono through ffmpeg (libmp3lame), decoded back
   quiet20   the whole scene 20 dB quieter (a distant or low-gain microphone; SNRs unchanged)
+  room      the whole scene through a live room (synthetic impulse response: RT60 0.6 s, direct-to-reverberant
+            ratio 0 dB, one fixed response), at the same RMS
+  hall      the same through a large hall, far from the microphone (RT60 1.2 s, direct-to-reverberant -6 dB)
 
 Writes runs/robustness/robustness.json (one row per condition) and prints a markdown table.
 """
@@ -33,6 +36,7 @@ from screamdetect import Detector
 from screamdetect.audio import SAMPLE_RATE
 from screamdetect.evaluate import evaluate_events
 from screamdetect.product import band_limit
+from screamdetect.scenes import reverberate, room_impulse_response
 
 tel8k = band_limit  # resampled to 8 kHz and back: the same chain training's p_band_limit uses
 
@@ -68,11 +72,25 @@ def quiet20(x: np.ndarray) -> np.ndarray:
     return (x * np.float32(0.1)).astype(np.float32)
 
 
+ROOM_RIR = room_impulse_response(0.6, 0.0, np.random.default_rng(7))
+
+
+HALL_RIR = room_impulse_response(1.2, -6.0, np.random.default_rng(8))
+
+
+def room(x: np.ndarray) -> np.ndarray:
+    return reverberate(x, ROOM_RIR)
+
+
+def hall(x: np.ndarray) -> np.ndarray:
+    return reverberate(x, HALL_RIR)
+
+
 def _same_length(y: np.ndarray, n: int) -> np.ndarray:
     return y[:n] if y.size >= n else np.pad(y, (0, n - y.size))
 
 
-CONDITIONS = {"clean": lambda x: x, "tel8k": tel8k, "g711": g711, "mp3_32k": mp3_32k, "quiet20": quiet20}
+CONDITIONS = {"clean": lambda x: x, "tel8k": tel8k, "g711": g711, "mp3_32k": mp3_32k, "quiet20": quiet20, "room": room, "hall": hall}
 
 
 class Degraded:

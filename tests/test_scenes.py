@@ -80,3 +80,28 @@ def test_scenes_are_never_clipped_and_keep_their_snr(rng):
         assert len(np.unique(np.round(np.abs(s.audio), 6))) > 100  # not a clipped plateau
     bg = scenes.background(noises, [clicks], 20.0, rng, spec)
     assert np.abs(bg).max() <= scenes.PEAK_MAX + 1e-6
+
+
+@pytest.mark.parametrize("rt60, drr_db", [(0.6, 0.0), (0.3, 6.0)])
+def test_room_impulse_response_decays_at_rt60_and_keeps_the_level(rt60, drr_db):
+    from screamdetect.scenes import reverberate, room_impulse_response
+
+    rir = room_impulse_response(rt60, drr_db, np.random.default_rng(0))
+    assert rir.size == int(rt60 * SAMPLE_RATE) and rir[0] == 1.0
+    assert 10 * np.log10(np.sum(rir[1:].astype(np.float64) ** 2)) == pytest.approx(-drr_db, abs=1e-3)
+    # the tail's energy envelope falls 60 dB over rt60: compare 10 ms around 10 % and 90 % of it
+    e = rir[1:].astype(np.float64) ** 2
+    k, w = int(0.1 * e.size), 160
+    drop = 10 * np.log10(e[k: k + w].mean() / e[-k - w: -k].mean())
+    assert drop == pytest.approx(60 * 0.8, abs=6)
+    # a click comes out as the response itself (scaled to the same RMS); noise keeps its RMS and length
+    click = np.zeros(SAMPLE_RATE, np.float32)
+    click[100] = 1.0
+    y = reverberate(click, rir)
+    assert np.corrcoef(y[100: 100 + rir.size], rir)[0, 1] > 0.9999
+    x = (0.1 * np.random.default_rng(1).standard_normal(SAMPLE_RATE)).astype(np.float32)
+    z = reverberate(x, rir)
+    assert z.size == x.size and z.dtype == np.float32
+    assert np.sqrt(np.mean(z ** 2)) == pytest.approx(np.sqrt(np.mean(x ** 2)), rel=1e-5)
+    with pytest.raises(ValueError, match="rt60_s"):
+        room_impulse_response(0.0, 0.0, np.random.default_rng(0))

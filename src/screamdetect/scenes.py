@@ -269,3 +269,26 @@ def write_scene(scene: Scene, folder: str | Path) -> Path:
         {"audio": path.name, "duration_s": scene.duration_s, "events": [e.to_dict() for e in scene.events]},
         indent=1))
     return path
+
+
+def room_impulse_response(rt60_s: float, drr_db: float, rng: np.random.Generator) -> np.ndarray:
+    """A synthetic room impulse response at SAMPLE_RATE: a direct path (1 at t = 0) and a diffuse tail of white
+    noise decaying 60 dB in rt60_s, scaled so the direct-to-reverberant energy ratio is drr_db (0 dB: a source
+    a few metres away in a live room). float32 (rt60_s · SAMPLE_RATE,)."""
+    if not rt60_s > 0:
+        raise ValueError(f"rt60_s must be positive, got {rt60_s}")
+    n = max(2, int(rt60_s * SAMPLE_RATE))
+    t = np.arange(1, n) / SAMPLE_RATE
+    tail = rng.standard_normal(n - 1) * np.exp(-3 * np.log(10) * t / rt60_s)  # amplitude -60 dB at rt60
+    tail *= np.sqrt(10 ** (-drr_db / 10) / np.sum(tail ** 2))
+    return np.concatenate([[1.0], tail]).astype(np.float32)
+
+
+def reverberate(audio: np.ndarray, rir: np.ndarray) -> np.ndarray:
+    """`audio` heard through room impulse response `rir`: same length, same RMS (the room changes the sound, not
+    the level the detector's training saw)."""
+    from scipy.signal import fftconvolve
+
+    y = fftconvolve(audio.astype(np.float64), rir.astype(np.float64))[: audio.size]
+    rms_in, rms_out = np.sqrt(np.mean(audio.astype(np.float64) ** 2)), np.sqrt(np.mean(y ** 2))
+    return (y * (rms_in / rms_out if rms_out > 0 else 1.0)).astype(np.float32)

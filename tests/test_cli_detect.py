@@ -64,6 +64,13 @@ def test_all_good_exits_zero_and_parallel_equals_serial(files):
     one, two = _run([*args, "-j", "1"]), _run([*args, "-j", "2"])
     assert one.exit_code == 0 and two.exit_code == 0
     assert _jsonl(one) == _jsonl(two) and len(_jsonl(one)) == 3
+    # workers with two onnxruntime threads each (what the default gives on machines with 4+ cores): same results
+    from screamdetect.detector import expand_paths, scan_paths
+
+    items = expand_paths([str(d / "in" / "a.wav"), str(d / "in" / "sub"), str(d / "in" / "quiet.wav")])
+    assert list(scan_paths(items, model=model, jobs=2, threads_per_job=2)) == _jsonl(one)
+    with pytest.raises(ValueError, match="threads_per_job"):
+        next(scan_paths(items, model=model, jobs=2, threads_per_job=0))
 
 
 def test_scores_and_threshold(files):

@@ -842,9 +842,9 @@ def scan_one(det: Detector, path: str, keep_scores: bool = False) -> dict:
 _WORKER: Detector | None = None
 
 
-def _init_worker(model: str | None, threshold: float | None, second_stage: bool = True) -> None:
+def _init_worker(model: str | None, threshold: float | None, second_stage: bool = True, threads: int = 1) -> None:
     global _WORKER
-    _WORKER = Detector.load(model, threshold=threshold, intra_op_threads=1, second_stage=second_stage)
+    _WORKER = Detector.load(model, threshold=threshold, intra_op_threads=threads, second_stage=second_stage)
 
 
 def _work(args: tuple[str, bool]) -> dict:
@@ -854,14 +854,15 @@ def _work(args: tuple[str, bool]) -> dict:
 
 def scan_paths(items: list[tuple[str, str | None]], model: str | os.PathLike | None = None,
                threshold: float | None = None, jobs: int = 1, keep_scores: bool = False,
-               second_stage: bool = True) -> Iterator[dict]:
+               second_stage: bool = True, threads_per_job: int = 1) -> Iterator[dict]:
     """Scan (path, error) items from :func:`expand_paths`; yields result dicts in input order.
 
-    jobs > 1 scans files in parallel worker processes (each with a one-thread onnxruntime session). The model
-    is loaded here first, so a bad model raises ModelError before any work starts.
+    jobs > 1 scans files in parallel worker processes, each with `threads_per_job` onnxruntime (and BLAS) threads;
+    jobs = 1 scans here with onnxruntime's default threads (all cores). The model is loaded here first, so a bad
+    model raises ModelError before any work starts.
     """
-    if jobs < 1:
-        raise ValueError(f"jobs must be >= 1, got {jobs}")
+    if jobs < 1 or threads_per_job < 1:
+        raise ValueError(f"jobs and threads_per_job must be >= 1, got {jobs} and {threads_per_job}")
     det = Detector.load(model, threshold=threshold, second_stage=second_stage)
     todo = [p for p, e in items if e is None]
     jobs = min(jobs, len(todo))
@@ -872,12 +873,13 @@ def scan_paths(items: list[tuple[str, str | None]], model: str | os.PathLike | N
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
 
-    # Workers: one thread each for BLAS/OpenMP too (they inherit the environment at start).
+    # Workers: as many BLAS/OpenMP threads as onnxruntime threads (they inherit the environment at start).
     saved = {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
-    os.environ.update({k: "1" for k in saved})
+    os.environ.update({k: str(threads_per_job) for k in saved})
     try:
         ex = ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn"), initializer=_init_worker,
-                                 initargs=(None if model is None else str(model), threshold, second_stage))
+                                 initargs=(None if model is None else str(model), threshold, second_stage,
+                                           threads_per_job))
     finally:
         for k, v in saved.items():
             if v is None:

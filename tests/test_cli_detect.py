@@ -73,6 +73,36 @@ def test_all_good_exits_zero_and_parallel_equals_serial(files):
         next(scan_paths(items, model=model, jobs=2, threads_per_job=0))
 
 
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_progress_counts_the_seconds_of_audio_scanned(files, jobs):
+    """on_audio: block by block in one process, file by file from workers; it adds up to the audio scanned."""
+    from screamdetect.detector import expand_paths, scan_paths
+
+    d, model = files
+    seen = []
+    items = expand_paths([str(d / "in")])  # a.wav 20 s, sub/b.flac 30 s, quiet.wav 10 s, broken.wav
+    out = list(scan_paths(items, model=model, jobs=jobs, on_audio=seen.append))
+    assert sum(seen) == pytest.approx(60.0) and sum(r.get("duration_s", 0) for r in out) == pytest.approx(60.0)
+    if jobs == 1:
+        assert len(seen) > 3  # more than one call per file: a block at a time
+
+
+def test_a_terminal_sees_progress_in_audio_time(files, monkeypatch):
+    import io
+
+    from rich.console import Console
+
+    from screamdetect import cli
+
+    d, model = files
+    buf = io.StringIO()
+    monkeypatch.setattr(cli, "err", Console(file=buf, force_terminal=True, width=120))
+    res = _run([d / "in" / "a.wav", d / "in" / "sub" / "b.flac", "--model", model, "-f", "jsonl", "-j", "1"])
+    assert res.exit_code == 0 and len(_jsonl(res)) == 2
+    assert "of 0:50.0 audio" in buf.getvalue()  # 20 s + 30 s, from the files' headers
+
+
 def test_scores_and_threshold(files):
     d, model = files
     (r,) = _jsonl(_run([d / "in" / "a.wav", "--model", model, "-f", "jsonl", "--scores"]))

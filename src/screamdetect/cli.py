@@ -135,37 +135,54 @@ def detect(paths: list[Path] = typer.Argument(..., help="Audio files and/or fold
         fail(f"--threshold must be in (0, 1], got {threshold}")
     if jobs < 0:
         fail(f"--jobs must be >= 0, got {jobs}")
+    import math
+    import sys
+
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from .audio import audio_duration
+
     items = expand_paths(paths)
-    n_files = sum(e is None for _, e in items)
+    todo = [p for p, e in items if e is None]
     cores = os.cpu_count() or 1
     jobs = jobs or max(1, cores // 2)
-    try:
-        threshold = _resolve_threshold(model, threshold, max_fa, second)
-        results = scan_paths(items, model=model, threshold=threshold, jobs=jobs, keep_scores=scores,
-                             threads_per_job=max(1, cores // jobs),
-                             second_stage=second)
-        first = next(results)
-    except (ModelError, ValueError) as e:
-        fail(str(e))
-    except StopIteration:
-        fail("no inputs")
+    # Progress in seconds of audio when every file's header gives its duration (one long file too), else in files.
+    durations = [audio_duration(p) for p in todo] if err.is_terminal else []
+    total_s = sum(durations) if durations and all(math.isfinite(d) for d in durations) else None
+    # The bar is drawn on stderr; results go to stdout. Only when stdout is the same terminal are they printed
+    # through the bar (above it); redirected to a file or a pipe, stdout is left alone (rich would otherwise send
+    # the results to the terminal instead of the file).
+    progress = Progress(TextColumn("scanning"), BarColumn(), TextColumn("{task.fields[info]}"), TimeElapsedColumn(),
+                        console=err, transient=True, redirect_stdout=sys.stdout.isatty(), redirect_stderr=False,
+                        disable=not err.is_terminal or (len(todo) < 2 and (total_s or 0) < 60))
+    done = {"s": 0.0, "n": 0}
 
-    def all_results():
-        yield first
-        yield from results
-
-    import sys
+    def on_audio(seconds: float) -> None:
+        done["s"] += seconds
+        progress.update(task, completed=min(done["s"], total_s),
+                        info=f"{_hms(min(done['s'], total_s))} of {_hms(total_s)} audio")
 
     out = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
     failed = 0
     rows = []
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    progress = Progress(TextColumn("scanning"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                        console=err, transient=True, disable=n_files < 2 or not err.is_terminal)
     writer = None
     with progress:
-        task = progress.add_task("scan", total=len(items))
+        task = progress.add_task("scan", total=total_s if total_s else len(items), info="")
+        try:
+            threshold = _resolve_threshold(model, threshold, max_fa, second)
+            results = scan_paths(items, model=model, threshold=threshold, jobs=jobs, keep_scores=scores,
+                                 threads_per_job=max(1, cores // jobs), second_stage=second,
+                                 on_audio=on_audio if total_s else None)
+            first = next(results)
+        except (ModelError, ValueError) as e:
+            fail(str(e))
+        except StopIteration:
+            fail("no inputs")
+
+        def all_results():
+            yield first
+            yield from results
+
         for r in _interrupt_ends(all_results()):
             failed += "error" in r
             if fmt == "jsonl":
@@ -175,7 +192,9 @@ def detect(paths: list[Path] = typer.Argument(..., help="Audio files and/or fold
                 writer.writerow(_csv_row(r, scores))
             else:
                 rows.append(r)
-            progress.advance(task)
+            done["n"] += 1
+            if not total_s:
+                progress.update(task, completed=done["n"], info=f"{done['n']} of {len(items)} inputs")
     if fmt == "table":
         out.print(_results_table(rows))
         if failed:

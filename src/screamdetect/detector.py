@@ -31,7 +31,7 @@ import math
 import os
 import sys
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -528,15 +528,20 @@ class Detector:
                           (np.zeros(0, np.float32) if keep_scores else None))
 
     def scan_file(self, path: str | os.PathLike, keep_scores: bool = False, block_s: float = SCAN_BLOCK_S,
-                  prefetch: bool = True) -> ScanResult:
+                  prefetch: bool = True, on_block: Callable[[float], None] | None = None) -> ScanResult:
         """:meth:`scan` over a file read with audio.iter_audio_blocks. Raises AudioError for unusable files.
 
         prefetch: decode the next block in a background thread while this one is scored (decoders release the
         GIL, so decoding and features overlap on two cores); at most one block waits, so memory stays bounded
-        (about three blocks of block_s seconds in flight).
+        (about three blocks of block_s seconds in flight). on_block(seconds): called as each block is taken up
+        (for progress bars).
         """
         blocks = iter_audio_blocks(path, block_s=block_s)
-        return self.scan(_prefetched(blocks) if prefetch else blocks, keep_scores=keep_scores)
+        if prefetch:
+            blocks = _prefetched(blocks)
+        if on_block is not None:
+            blocks = _reporting(blocks, on_block)
+        return self.scan(blocks, keep_scores=keep_scores)
 
 
 @dataclass(frozen=True)
@@ -829,10 +834,17 @@ def scan_result_dict(path: str, res: ScanResult, hop_s: float | None = None) -> 
     return d
 
 
-def scan_one(det: Detector, path: str, keep_scores: bool = False) -> dict:
+def _reporting(blocks: Iterator[np.ndarray], on_block: Callable[[float], None]) -> Iterator[np.ndarray]:
+    for b in blocks:
+        on_block(b.size / SAMPLE_RATE)
+        yield b
+
+
+def scan_one(det: Detector, path: str, keep_scores: bool = False,
+             on_block: Callable[[float], None] | None = None) -> dict:
     """Scan one file; any failure becomes {"path", "error"} (never raises for a bad file)."""
     try:
-        return scan_result_dict(path, det.scan_file(path, keep_scores=keep_scores), det.hop_s)
+        return scan_result_dict(path, det.scan_file(path, keep_scores=keep_scores, on_block=on_block), det.hop_s)
     except AudioError as e:
         return {"path": path, "error": e.cause}
     except (OSError, RuntimeError, ValueError, MemoryError) as e:
@@ -854,12 +866,14 @@ def _work(args: tuple[str, bool]) -> dict:
 
 def scan_paths(items: list[tuple[str, str | None]], model: str | os.PathLike | None = None,
                threshold: float | None = None, jobs: int = 1, keep_scores: bool = False,
-               second_stage: bool = True, threads_per_job: int = 1) -> Iterator[dict]:
+               second_stage: bool = True, threads_per_job: int = 1,
+               on_audio: Callable[[float], None] | None = None) -> Iterator[dict]:
     """Scan (path, error) items from :func:`expand_paths`; yields result dicts in input order.
 
     jobs > 1 scans files in parallel worker processes, each with `threads_per_job` onnxruntime (and BLAS) threads;
     jobs = 1 scans here with onnxruntime's default threads (all cores). The model is loaded here first, so a bad
-    model raises ModelError before any work starts.
+    model raises ModelError before any work starts. on_audio(seconds): progress, in seconds of audio scanned (block
+    by block in one process; file by file from workers).
     """
     if jobs < 1 or threads_per_job < 1:
         raise ValueError(f"jobs and threads_per_job must be >= 1, got {jobs} and {threads_per_job}")
@@ -867,7 +881,7 @@ def scan_paths(items: list[tuple[str, str | None]], model: str | os.PathLike | N
     todo = [p for p, e in items if e is None]
     jobs = min(jobs, len(todo))
     if jobs <= 1:
-        results: Iterator[dict] = (scan_one(det, p, keep_scores) for p in todo)
+        results: Iterator[dict] = (scan_one(det, p, keep_scores, on_audio) for p in todo)
         yield from _interleave(items, results)
         return
     import multiprocessing as mp
@@ -888,7 +902,13 @@ def scan_paths(items: list[tuple[str, str | None]], model: str | os.PathLike | N
                 os.environ[k] = v
     with ex:
         futures = [(p, ex.submit(_work, (p, keep_scores))) for p in todo]
-        yield from _interleave(items, (_result(p, f) for p, f in futures))
+        yield from _interleave(items, (_reported(_result(p, f), on_audio) for p, f in futures))
+
+
+def _reported(result: dict, on_audio: Callable[[float], None] | None) -> dict:
+    if on_audio is not None and "duration_s" in result:
+        on_audio(result["duration_s"])
+    return result
 
 
 def _result(path: str, future) -> dict:

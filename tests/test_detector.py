@@ -166,6 +166,34 @@ def test_event_open_at_the_end_is_closed():
     assert len(ev) == 1 and ev[0].start_s == 0.25 and ev[0].end_s == 1.6
 
 
+def test_a_signal_too_short_for_k_of_n_uses_the_windows_it_has():
+    """One window (a clip under 1.25 s) can never be 2 of 3: there it is 1 of 1; with two, 2 of 2 (ceil(2·2/3))."""
+    sm = Smoothing(k=2, n=3, hold_s=0.5, refractory_s=1.0)
+    (ev,) = events_from_scores(np.array([0.96]), 0.94, sm, 1.0, 0.25, duration_s=1.0)
+    assert (ev.start_s, ev.end_s, ev.peak_score) == (0.0, 1.0, pytest.approx(0.96))
+    assert events_from_scores(np.array([0.9]), 0.94, sm, 1.0, 0.25, duration_s=1.0) == []
+    assert events_from_scores(np.array([0.96, 0.5]), 0.94, sm, 1.0, 0.25, duration_s=1.3) == []
+    assert len(events_from_scores(np.array([0.96, 0.95]), 0.94, sm, 1.0, 0.25, duration_s=1.3)) == 1
+    # three windows or more: the usual rule, also for a lone high window at the very end
+    assert events_from_scores(np.array([0.1, 0.1, 0.96]), 0.94, sm, 1.0, 0.25, duration_s=1.5) == []
+    # streaming: the event is announced (start, then end) when the signal ends
+    tr = EventTracker(0.94, sm, 1.0, 0.25)
+    assert tr.update(0.96) == []
+    assert [u.kind for u in tr.finish(1.0)] == ["start", "end"] and len(tr.events) == 1
+
+
+def test_a_short_scream_clip_is_an_event(det):
+    """A 1 s file with a scream-like burst (the band-energy test model scores it high) gives one event."""
+    x = scene(1.0, [(0.1, 0.8)])
+    assert det.score_windows(x).shape == (1,) and det.score_windows(x)[0] >= det.threshold
+    (ev,) = det.detect(x)
+    assert ev.start_s == 0.0 and ev.end_s == pytest.approx(1.0)
+    assert det.detect(background(1.0)) == []
+    sd = det.stream()  # live, in chunks: the same event, announced when the stream ends
+    ups = [u for i in range(0, x.size, 3000) for u in sd.process(x[i: i + 3000]).updates] + sd.finish().updates
+    assert [u.kind for u in ups] == ["start", "end"] and ups[-1].event == ev
+
+
 def test_tracker_emits_start_then_end():
     tr = EventTracker(0.5, Smoothing(k=2, n=3, hold_s=0.5, refractory_s=0.0), 1.0, 0.25)
     kinds = [u.kind for s in [0, 0.9, 0.9, 0.9, 0, 0, 0] for u in tr.update(s)]

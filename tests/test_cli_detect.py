@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -131,7 +132,7 @@ def test_empty_folder_and_bad_model(files, tmp_path):
     res = _run([d / "in" / "a.wav", "--model", tmp_path / "nope.onnx"])
     assert res.exit_code == 2 and "nope.onnx: model file not found" in " ".join(res.output.split())
     assert "Traceback" not in res.output
-    # with worker processes too: the model is checked while they start, and the error is the same one line
+    # with worker processes too: the same one-line error
     res = _run([d / "in" / "a.wav", d / "in" / "quiet.wav", "--model", tmp_path / "nope.onnx", "-j", "2"])
     assert res.exit_code == 2 and "nope.onnx: model file not found" in " ".join(res.output.split())
     assert "Traceback" not in res.output
@@ -160,6 +161,26 @@ def test_listen_to_a_file_writes_alerts_and_a_clip(files, tmp_path):
     (clip,) = clips.iterdir()
     assert msgs[2]["path"] == str(clip)
     assert msgs[2]["duration_s"] == pytest.approx(msgs[1]["end_s"] - msgs[1]["start_s"] + 2.0, abs=0.01)
+
+
+@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs ffmpeg (make setup installs it)")
+def test_listen_to_audio_piped_in(files, tmp_path):
+    """`--source -`: a FLAC piped into the command (a real process: ffmpeg reads its standard input)."""
+    import subprocess
+    import sys
+
+    d, model = files
+    out = tmp_path / "alerts.jsonl"
+    flac = (d / "in" / "sub" / "b.flac").read_bytes()  # bursts at 4 s and 20 s
+    run = subprocess.run([sys.executable, "-m", "screamdetect", "listen", "--source", "-", "--model", str(model),
+                          "--jsonl", str(out)], input=flac, capture_output=True, timeout=120, check=False)
+    assert run.returncode == 0, run.stderr.decode()
+    msgs = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [m["type"] for m in msgs] == ["start", "end", "start", "end"] and msgs[0]["source"] == "stdin"
+    assert 3.0 <= msgs[0]["start_s"] <= 4.5 and 19.0 <= msgs[2]["start_s"] <= 20.5
+    bad = subprocess.run([sys.executable, "-m", "screamdetect", "listen", "--source", "-", "--model", str(model)],
+                         input=b"not audio at all" * 100, capture_output=True, timeout=120, check=False)
+    assert bad.returncode != 0 and b"Traceback" not in bad.stderr and b"standard input: " in bad.stderr
 
 
 def test_listen_bad_inputs_are_one_line_errors(files, tmp_path):

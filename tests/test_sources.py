@@ -170,6 +170,11 @@ def test_open_source_and_names(tmp_path):
     assert source_name("rtsp://user:pw@cam.local:554/live?x=1") == "cam.local_554_live"
     assert source_name("/x/y/Ward 3 bed#2.wav") == "Ward_3_bed_2"
     assert source_name("mic") == "mic" and is_url("http://a/b") and not is_url("C:/a.wav")
+    piped = open_source("-")  # standard input: ffmpeg reads it (no -nostdin), and its end is the end
+    assert isinstance(piped, FfmpegSource) and not piped.live and source_name("-") == "stdin"
+    cmd = piped.command()
+    assert "-nostdin" not in cmd and cmd[cmd.index("-i") + 1] == "pipe:0"
+    assert "-nostdin" in open_source("rtsp://cam/live").command()
 
 
 def test_reconnect_policy():

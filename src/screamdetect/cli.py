@@ -268,8 +268,10 @@ def _hms(s: float) -> str:
 
 # ---- listen (issue 4) ----------------------------------------------------------------------------------------
 @app.command()
-def listen(source: str = typer.Option(..., "--source", "-s", help="'mic' (or mic:DEVICE), an audio file, or a "
-                                      "URL ffmpeg can open (rtsp://, http://, rtmp://, srt://...)."),
+def listen(source: str = typer.Option(..., "--source", "-s", help="'mic' (or mic:DEVICE), an audio file, a "
+                                      "URL ffmpeg can open (rtsp://, http://, rtmp://, srt://...), or - for audio "
+                                      "piped in (any format ffmpeg recognises, e.g. arecord -f S16_LE -r 16000 | "
+                                      "screamdetect listen -s -)."),
            realtime: bool = typer.Option(False, "--realtime", help="Replay a file at real speed (as if live)."),
            jsonl: str = typer.Option("-", "--jsonl", help="JSON-lines alerts: a file (appended to) or - for stdout."),
            webhook: Optional[str] = typer.Option(None, "--webhook", help="POST each alert as JSON to this URL "

@@ -133,6 +133,7 @@ class FfmpegSource(Source):
                  ffmpeg: str = "ffmpeg", io_timeout_s: float = 10.0):
         super().__init__()
         self.url = str(url)
+        self.stdin = self.url == "-"  # audio piped in (any format ffmpeg recognises): read ffmpeg's stdin
         self.chunk = _chunk_samples(chunk_s)
         self.realtime = realtime
         self.network = is_url(self.url)
@@ -148,7 +149,7 @@ class FfmpegSource(Source):
         self._proc: subprocess.Popen | None = None
 
     def command(self) -> list[str]:
-        cmd = [self.ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error"]
+        cmd = [self.ffmpeg, *([] if self.stdin else ["-nostdin"]), "-hide_banner", "-loglevel", "error"]
         if self.realtime:
             cmd.append("-re")
         if self.network:
@@ -156,7 +157,8 @@ class FfmpegSource(Source):
                 cmd += ["-rtsp_transport", "tcp", "-timeout", str(int(self.io_timeout_s * 1e6))]
             else:
                 cmd += ["-rw_timeout", str(int(self.io_timeout_s * 1e6))]
-        return cmd + ["-i", self.url, "-vn", "-f", "f32le", "-ac", "1", "-ar", str(SAMPLE_RATE), "pipe:1"]
+        return cmd + ["-i", "pipe:0" if self.stdin else self.url, "-vn", "-f", "f32le", "-ac", "1", "-ar",
+                      str(SAMPLE_RATE), "pipe:1"]
 
     def chunks(self) -> Iterator[np.ndarray]:
         if shutil.which(self.ffmpeg) is None:
@@ -172,7 +174,7 @@ class FfmpegSource(Source):
             if not self.live:
                 if err is None:
                     return
-                raise SourceError(f"{self.url}: {err}")
+                raise SourceError(f"{'standard input' if self.stdin else self.url}: {err}")
             failures += 1
             why = err or "stream ended"
             if failures > self.reconnect.max_retries:
@@ -187,8 +189,8 @@ class FfmpegSource(Source):
     def _run_once(self):
         """One ffmpeg run; yields chunks; returns (got_audio, error message or None)."""
         try:
-            proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                    stderr=subprocess.PIPE)
+            proc = subprocess.Popen(self.command(), stdin=None if self.stdin else subprocess.DEVNULL,
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         except OSError as e:
             return False, f"ffmpeg failed to start ({e})"
         self._proc = proc
@@ -222,7 +224,7 @@ class FfmpegSource(Source):
             return got, None
         if proc.returncode != 0:
             msg = tail[-1] if tail else f"ffmpeg exited with status {proc.returncode}"
-            return got, msg[len(self.url) + 2:] if msg.startswith(self.url + ": ") else msg
+            return got, msg.removeprefix(("pipe:0" if self.stdin else self.url) + ": ")
         if not got:
             return got, "no audio in the stream"
         return got, None
@@ -310,7 +312,9 @@ def safe_name(text: str) -> str:
 
 
 def source_name(spec: str) -> str:
-    """Default source name: 'mic', a file's stem, or a URL's host and path."""
+    """Default source name: 'mic', 'stdin', a file's stem, or a URL's host and path."""
+    if spec == "-":
+        return "stdin"
     if spec == "mic" or spec.startswith("mic:"):
         return safe_name(spec.replace(":", ""))
     if is_url(spec):
@@ -321,7 +325,10 @@ def source_name(spec: str) -> str:
 
 def open_source(spec: str, chunk_s: float = CHUNK_S, realtime: bool = False, reconnect: Reconnect = Reconnect(),
                 on_status: Callable[[str], None] | None = None) -> Source:
-    """'mic' or 'mic:DEVICE' → MicSource; a network URL → FfmpegSource (reconnecting); a file → FileSource."""
+    """'mic' or 'mic:DEVICE' → MicSource; a network URL → FfmpegSource (reconnecting); '-' → FfmpegSource on
+    standard input (audio piped in, in any format ffmpeg recognises; its end is the end); a file → FileSource."""
+    if spec == "-":
+        return FfmpegSource("-", chunk_s, realtime=realtime, live=False, reconnect=reconnect, on_status=on_status)
     if spec == "mic" or spec.startswith("mic:"):
         dev: int | str | None = spec[4:] or None
         if isinstance(dev, str) and dev.isdigit():

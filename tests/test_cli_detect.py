@@ -190,3 +190,35 @@ def test_listen_bad_inputs_are_one_line_errors(files, tmp_path):
                        (["--source", str(d / "in" / "a.wav"), "--mqtt", "host:0"], "MQTT port")]:
         res = CliRunner().invoke(app, ["listen", "--model", str(model), *args])
         assert res.exit_code == 2 and text in " ".join(res.output.split()) and "Traceback" not in res.output
+
+
+def test_evaluate_clips_on_a_labelled_folder(tmp_path):
+    """Your own labelled clips: one decision per clip (an event or not), AP from the highest window score, a row per
+    clip, and a bad file reported and left out (exit status 1)."""
+    model = write_band_energy_model(tmp_path / "model")
+    data = tmp_path / "mine"
+    (data / "scream").mkdir(parents=True)
+    (data / "not_scream").mkdir()
+    for i in range(3):
+        write_audio(data / "scream" / f"s{i}.wav", scene(4.0, [(1.0 + 0.3 * i, 2.0)], seed=i))
+        write_audio(data / "not_scream" / f"n{i}.wav", background(4.0, seed=10 + i))
+    write_audio(data / "not_scream" / "tricky.wav", scene(4.0, [(1.5, 0.1)], seed=7))  # a blip: one window at most
+    (data / "scream" / "broken.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk" * 10)
+    out = tmp_path / "eval"
+    res = CliRunner().invoke(app, ["evaluate-clips", str(data), "--model", str(model), "--out", str(out)])
+    assert res.exit_code == 1, res.output  # the broken file
+    assert "broken.wav" in res.output and "Traceback" not in res.output
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["clips"] == 8 and m["n_failed"] == 1
+    assert m["by_event"]["n"] == 7 and m["by_event"]["confusion"] == [[4, 0], [0, 3]]
+    assert m["by_event"]["recall"] == 1.0 and m["by_score"]["ap"] == 1.0
+    rows = list(csv.DictReader(io.StringIO((out / "clips.csv").read_text())))
+    assert len(rows) == 8 and {r["path"].rsplit("/", 1)[-1] for r in rows if r["error"]} == {"broken.wav"}
+    scream_rows = [r for r in rows if r["label"] == "1" and not r["error"]]
+    assert all(int(r["events"]) == 1 for r in scream_rows)
+    # only a part of the group-aware split, and bad options
+    res = CliRunner().invoke(app, ["evaluate-clips", str(data), "--model", str(model), "--out", str(out),
+                                   "--split", "nope"])
+    assert res.exit_code == 2 and "--split must be" in res.output
+    res = CliRunner().invoke(app, ["evaluate-clips", str(tmp_path / "absent"), "--model", str(model)])
+    assert res.exit_code == 2 and "no such file or folder" in res.output

@@ -555,7 +555,7 @@ def evaluate_events_cmd(
         repeats: int = typer.Option(3, help="Each test scream is inserted this many times per SNR."),
         free_hours: float = typer.Option(1.0, help="Hours of scream-free scenes for false alarms per hour."),
         split_file: Optional[Path] = typer.Option(None, help="Split CSV (default: OUT/split.csv, made if absent)."),
-        no_scenes: bool = typer.Option(False, help="Do not write the scene audio files."),
+        no_scenes: bool = typer.Option(False, "--no-scenes", help="Do not write the scene audio files."),
         second: bool = typer.Option(True, "--second-stage/--no-second-stage",
                                                help="Run the model card's YAMNet second stage on candidate windows "
                                                "(when it has one); --no-second-stage: the CNN alone with its own "
@@ -575,6 +575,92 @@ def evaluate_events_cmd(
     except (DatasetError, ModelError, ValueError) as e:
         fail(str(e))
     print(json.dumps(res, indent=1))
+
+
+@app.command("evaluate-clips")
+def evaluate_clips_cmd(
+        data: Path = typer.Argument(..., help="Labelled clips: class folders (scream/ and not_scream/, or 1/ and "
+                                    "0/) or a manifest CSV (path,label[,group,...])."),
+        out: Path = typer.Option(Path("runs/clips"), "--out", "-o", help="Output folder."),
+        model: Optional[Path] = typer.Option(None, help="ONNX model (default: the shipped one)."),
+        split: str = typer.Option("all", help="Which clips: all, or the train / val / test part of the group-aware "
+                                  "80/10/10 split (test, for the dataset a model was trained on)."),
+        split_file: Optional[Path] = typer.Option(None, help="Split CSV (default: OUT/split.csv, made if absent)."),
+        threshold: Optional[float] = typer.Option(None, help="Override the card's threshold."),
+        max_fa: Optional[float] = typer.Option(None, "--max-false-alarms-per-hour", help="Pick the threshold "
+                                               "from the card's validation calibration for this rate."),
+        second: bool = typer.Option(True, "--second-stage/--no-second-stage",
+                                    help="Run the model card's YAMNet second stage (when it has one).")):
+    """Clip-level metrics of a detector on a labelled dataset (your own, or another source than it was trained on).
+
+    Each clip is scored whole: a clip counts as a scream when the detector raises an event in it (what `detect`
+    reports); threshold-free AP and ROC AUC use its highest window score. Writes OUT/metrics.json, OUT/clips.csv
+    (one row per clip) and, with matplotlib, OUT/confusion.png and OUT/pr.png. A clip that cannot be read is
+    reported and left out; exit status 1 if any was.
+    """
+    import csv
+    import json
+
+    from .data import DatasetError, SplitSpec, discover, load_or_make_split
+    from .detector import Detector, ModelError
+    from .evaluate import evaluate_clips
+
+    con = Console(highlight=False)
+    if split not in ("all", "train", "val", "test"):
+        fail(f"--split must be all, train, val or test, got {split!r}")
+    try:
+        det = Detector.load(model, threshold=threshold, max_false_alarms_per_hour=max_fa, second_stage=second)
+        ds = discover(data)
+        clips = ds.clips
+        if split != "all":
+            out.mkdir(parents=True, exist_ok=True)
+            clips = load_or_make_split(ds, split_file or out / "split.csv", SplitSpec())[split]
+    except (DatasetError, ModelError, ValueError) as e:
+        fail(str(e))
+    trained_on = (det.card.get("training_data") or {}).get("dataset")
+    # the card's path is relative to where `train` ran: here, or the root of this source checkout
+    places = [Path(trained_on), Path(__file__).resolve().parents[2] / trained_on] if trained_on else []
+    if split != "test" and any(p.resolve() == Path(ds.root).resolve() for p in places):
+        err.print(f"[yellow]warning: {det.path.name} was trained on {trained_on}; --split {split} includes clips it "
+                  "was trained or calibrated on (use --split test)[/yellow]", highlight=False, soft_wrap=True)
+    res = evaluate_clips(det, clips, progress=err.is_terminal)
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "clips.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["path", "label", "score", "events", "error"])
+        w.writeheader()
+        w.writerows(res["rows"])
+    summary = {k: v for k, v in res.items() if k != "rows"}
+    if summary["by_score"]:
+        summary["by_score"] = {k: v for k, v in summary["by_score"].items() if k not in ("pr", "roc")}
+    summary.update({"dataset": str(ds.root), "split": split, "model": str(det.path), "detector": det.description,
+                    "clips": len(res["rows"])})
+    (out / "metrics.json").write_text(json.dumps(summary, indent=1))
+    from rich.markup import escape
+
+    for r in res["rows"]:
+        if "error" in r:  # one line each, as `fail` prints
+            err.print(f"[red]{escape(r['path'])}: {escape(r['error'])}[/red]", highlight=False, soft_wrap=True)
+    be, bs = res["by_event"], res["by_score"]
+    if be is None:
+        fail(f"no clip of {data} could be read")
+    con.print(f"{be['n']} clips ({be['n_pos']} screams) of {ds.root} ({split}); {det.description}, threshold "
+              f"{det.threshold:g}")
+    con.print(f"a clip with an event = scream: precision {be['precision']:.3f}, recall {be['recall']:.3f}, "
+              f"F1 {be['f1']:.3f}, accuracy {be['accuracy']:.3f}; true negatives {be['confusion'][0][0]}, false "
+              f"positives {be['confusion'][0][1]}, false negatives {be['confusion'][1][0]}, true positives "
+              f"{be['confusion'][1][1]}")
+    if bs:
+        con.print(f"highest window score: AP {bs['ap']:.3f}, ROC AUC {bs['roc_auc']:.3f}")
+        try:
+            from .report import plot_confusion, plot_pr, save_fig
+
+            save_fig(plot_confusion(be["confusion"], f"clips with an event ({split})"), out / "confusion.png")
+            save_fig(plot_pr(bs["pr"], bs["ap"], f"highest window score ({split})", prevalence=be["n_pos"] / be["n"]),
+                     out / "pr.png")
+        except ImportError:
+            pass
+    con.print(f"wrote {out / 'metrics.json'} and {out / 'clips.csv'}")
+    raise typer.Exit(1 if res["n_failed"] else 0)
 
 
 # ---- study / deploy-study (issue 3) --------------------------------------------------------------------------

@@ -321,3 +321,54 @@ def evaluate_events(detector, data, out_dir=None, noise_dir=None, split_file=Non
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "event_metrics.json").write_text(json.dumps(result, indent=1))
     return result
+
+
+def evaluate_clips(detector, clips: Sequence, progress: bool = True) -> dict:
+    """Clip-level metrics of a detector on labelled clips (data.Clip: path, label), e.g. a dataset of your own.
+
+    Each clip is scored whole: its score is its highest window score, and the detector's decision is whether it
+    raises an event in the clip (the smoothing included: what `screamdetect detect` reports). A clip that cannot be
+    read gets an "error" row and is left out of the metrics.
+    Returns {"rows": [{"path", "label", "score", "events"} | {"path", "label", "error"}], "n_failed",
+    "by_event": n, n_pos, accuracy, precision, recall, f1, confusion [[tn, fp], [fn, tp]], report,
+    "by_score": :func:`clip_metrics` of the scores at the detector's threshold (with PR/ROC curves; needs
+    scikit-learn, else None)}.
+    """
+    from .audio import AudioError, load_audio
+    from .detector import events_from_scores
+
+    rows: list[dict] = []
+    it = clips
+    if progress:
+        from rich.progress import track
+
+        it = track(clips, description="clips", transient=True)
+    for c in it:
+        try:
+            a = load_audio(c.path)
+            s = detector.score_windows(a)
+            ev = events_from_scores(s, detector.threshold, detector.smoothing, detector.window_s, detector.hop_s,
+                                    a.size / SAMPLE_RATE)
+            rows.append({"path": c.path, "label": int(c.label), "score": float(s.max()), "events": len(ev)})
+        except AudioError as e:
+            rows.append({"path": c.path, "label": int(c.label), "error": e.cause})
+        except (OSError, RuntimeError, ValueError, MemoryError) as e:
+            rows.append({"path": c.path, "label": int(c.label), "error": f"{type(e).__name__}: {e}"})
+    ok = [r for r in rows if "error" not in r]
+    out: dict = {"rows": rows, "n_failed": len(rows) - len(ok), "threshold": float(detector.threshold),
+                 "by_event": None, "by_score": None}
+    if not ok:
+        return out
+    y = np.array([r["label"] for r in ok], dtype=np.int64)
+    pred = np.array([r["events"] > 0 for r in ok], dtype=np.int64)
+    cm = confusion(y, pred)
+    (tn, fp), (fn, tp) = cm.tolist()
+    precision, recall, f1 = _prf(tp, fp, fn)
+    out["by_event"] = {"n": int(y.size), "n_pos": int(y.sum()), "accuracy": float((tn + tp) / y.size),
+                       "precision": precision, "recall": recall, "f1": f1, "confusion": cm.tolist()}
+    try:  # scikit-learn is in the [train] extra
+        out["by_event"]["report"] = classification_report(y, pred)
+        out["by_score"] = clip_metrics(y, np.array([r["score"] for r in ok]), detector.threshold, curves=True)
+    except ImportError:
+        pass
+    return out

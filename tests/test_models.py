@@ -76,6 +76,7 @@ def test_input_normalisation_lives_inside_the_module(name):
     assert mean.mean() < -10  # dB, not already-normalised values
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch's notes on its legacy (TorchScript) exporter
 @pytest.mark.parametrize("name", DEEP_MODELS)
 def test_onnx_export_matches_torch_with_a_dynamic_batch(name):
     import onnxruntime as ort

@@ -650,7 +650,8 @@ def evaluate_clips_cmd(
               f"positives {be['confusion'][0][1]}, false negatives {be['confusion'][1][0]}, true positives "
               f"{be['confusion'][1][1]}")
     if bs:
-        con.print(f"highest window score: AP {bs['ap']:.3f}, ROC AUC {bs['roc_auc']:.3f}")
+        con.print(f"highest window score: AP {bs['ap']:.3f}, ROC AUC {bs['roc_auc']:.3f}; >= threshold (one window, "
+                  f"no onset rule): precision {bs['precision']:.3f}, recall {bs['recall']:.3f}, F1 {bs['f1']:.3f}")
         try:
             from .report import plot_confusion, plot_pr, save_fig
 

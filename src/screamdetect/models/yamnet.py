@@ -187,8 +187,8 @@ def yamnet_log_mel(audio: np.ndarray, fe: YamnetFrontEnd = YAMNET_FRONTEND, pad:
 
 def _magnitudes(x: np.ndarray, fe: YamnetFrontEnd) -> np.ndarray:
     """|STFT| of float32 audio, frames of win_length every hop_length from its first sample: float32 (n_frames,
-    n_fft // 2 + 1). Each frame's spectrum depends on that frame's samples only (numpy's pocketfft transforms the
-    rows one by one), so it is the same whatever else is framed with it."""
+    n_fft // 2 + 1). Each frame's spectrum depends on that frame's samples only (scipy.fft transforms each row on
+    its own: the same bits whatever else is framed with it, tested through strided_log_mels)."""
     from scipy.fft import rfft
 
     if x.shape[-1] < fe.win_length:

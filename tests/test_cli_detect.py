@@ -222,3 +222,14 @@ def test_evaluate_clips_on_a_labelled_folder(tmp_path):
     assert res.exit_code == 2 and "--split must be" in res.output
     res = CliRunner().invoke(app, ["evaluate-clips", str(tmp_path / "absent"), "--model", str(model)])
     assert res.exit_code == 2 and "no such file or folder" in res.output
+
+
+def test_auto_gain_in_detect_and_its_workers(files, tmp_path):
+    """--auto-gain: a quiet recording's burst is found; worker processes apply it too."""
+    _, model = files
+    for i in range(2):
+        write_audio(tmp_path / f"quiet{i}.wav", scene(40.0, [(20.0 + i, 2.0)], seed=i) * np.float32(0.01))
+    plain = _jsonl(_run([tmp_path, "--model", model, "-f", "jsonl", "-j", "1"]))
+    gained = _jsonl(_run([tmp_path, "--model", model, "-f", "jsonl", "-j", "1", "--auto-gain"]))
+    assert [len(r["events"]) for r in plain] == [0, 0] and [len(r["events"]) for r in gained] == [1, 1]
+    assert _jsonl(_run([tmp_path, "--model", model, "-f", "jsonl", "-j", "2", "--auto-gain"])) == gained

@@ -106,3 +106,47 @@ def test_process_after_finish_is_an_error(det):
     sd.finish()
     with pytest.raises(RuntimeError, match="after finish"):
         sd.process(background(1.0))
+
+
+def test_auto_gain_is_causal_bounded_and_chunk_independent():
+    from screamdetect.detector import AutoGain
+
+    rng = np.random.default_rng(3)
+    quiet = (10 ** (-70 / 20) * rng.standard_normal(45 * SAMPLE_RATE)).astype(np.float32)  # -70 dBFS background
+    whole = AutoGain().process(quiet)
+    np.testing.assert_array_equal(whole[:SAMPLE_RATE], quiet[:SAMPLE_RATE])  # no history yet: the first second as is
+    gain = whole[10 * SAMPLE_RATE:] / quiet[10 * SAMPLE_RATE:]
+    np.testing.assert_allclose(gain, 10 ** (30 / 20), rtol=1e-5)  # -70 dBFS is 30 dB under the target: the cap
+    parts, i = [], 0
+    g = AutoGain()
+    for n in rng.integers(1, 40_000, size=200):
+        parts.append(g.process(quiet[i: i + n]))
+        i += n
+    parts.append(g.process(quiet[i:]))
+    np.testing.assert_array_equal(np.concatenate(parts), whole)
+    loud = (0.05 * rng.standard_normal(5 * SAMPLE_RATE)).astype(np.float32)  # -26 dBFS: above the target
+    np.testing.assert_array_equal(AutoGain().process(loud), loud)
+    mid = (10 ** (-50 / 20) * rng.standard_normal(5 * SAMPLE_RATE)).astype(np.float32)
+    g = AutoGain()
+    g.process(mid)
+    assert g.gain_db == pytest.approx(10.0, abs=0.2)  # -50 dBFS → +10 dB to the -40 dBFS target
+    with pytest.raises(ValueError, match="auto gain"):
+        AutoGain(target_dbfs=3.0)
+
+
+def test_auto_gain_finds_a_scream_that_a_quiet_microphone_hides(det):
+    """A scene 40 dB quieter: its burst no longer reaches the threshold; with auto gain it does, and streaming still
+    equals the whole signal."""
+    x = scene(40.0, [(25.0, 2.0)]) * np.float32(0.01)
+    assert det.detect(x) == []
+    det.auto_gain = {}
+    try:
+        ev = det.detect(x)
+        assert len(ev) == 1 and 24.0 <= ev[0].start_s <= 25.5
+        want = det.score_windows(x)
+        sd = det.stream()
+        got = [sd.process(c).scores for c in iter_chunks(x, 12_345)]
+        got.append(sd.finish().scores)
+        np.testing.assert_array_equal(np.concatenate(got), want)
+    finally:
+        det.auto_gain = None

@@ -110,6 +110,9 @@ def detect(paths: list[Path] = typer.Argument(..., help="Audio files and/or fold
            jobs: int = typer.Option(0, "--jobs", "-j", help="Worker processes, each with CPU cores / jobs "
                                     "onnxruntime threads (0 = one per two cores: on 2 cores one process with two "
                                     "threads was faster than two one-thread workers)."),
+           auto_gain: bool = typer.Option(False, "--auto-gain", help="Amplify quiet input first (up to +30 dB, "
+                                          "when the background is under -40 dBFS: a distant or low-gain microphone; "
+                                          "docs/detector.md)."),
            second: bool = typer.Option(True, "--second-stage/--no-second-stage",
                                                help="Run the model card's YAMNet second stage on candidate windows "
                                                "(when it has one); --no-second-stage: the CNN alone with its own "
@@ -172,7 +175,7 @@ def detect(paths: list[Path] = typer.Argument(..., help="Audio files and/or fold
             threshold = _resolve_threshold(model, threshold, max_fa, second)
             results = scan_paths(items, model=model, threshold=threshold, jobs=jobs, keep_scores=scores,
                                  threads_per_job=max(1, cores // jobs), second_stage=second,
-                                 on_audio=on_audio if total_s else None)
+                                 on_audio=on_audio if total_s else None, auto_gain=auto_gain)
             first = next(results)
         except (ModelError, ValueError) as e:
             fail(str(e))
@@ -273,6 +276,9 @@ def listen(source: str = typer.Option(..., "--source", "-s", help="'mic' (or mic
                                       "piped in (any format ffmpeg recognises, e.g. arecord -f S16_LE -r 16000 | "
                                       "screamdetect listen -s -)."),
            realtime: bool = typer.Option(False, "--realtime", help="Replay a file at real speed (as if live)."),
+           auto_gain: bool = typer.Option(False, "--auto-gain", help="Amplify quiet input first (up to +30 dB, "
+                                          "when the background is under -40 dBFS: a distant or low-gain microphone; "
+                                          "docs/detector.md)."),
            jsonl: str = typer.Option("-", "--jsonl", help="JSON-lines alerts: a file (appended to) or - for stdout."),
            webhook: Optional[str] = typer.Option(None, "--webhook", help="POST each alert as JSON to this URL "
                                                  "(background thread, retries with back-off)."),
@@ -326,7 +332,8 @@ def listen(source: str = typer.Option(..., "--source", "-s", help="'mic' (or mic
     if threads < 1:
         fail(f"--threads must be >= 1, got {threads}")
     try:
-        det = Detector.load(model, threshold=threshold, intra_op_threads=threads, second_stage=second)
+        det = Detector.load(model, threshold=threshold, intra_op_threads=threads, second_stage=second,
+                            auto_gain=auto_gain)
     except ModelError as e:
         fail(str(e))
     try:
@@ -556,6 +563,9 @@ def evaluate_events_cmd(
         free_hours: float = typer.Option(1.0, help="Hours of scream-free scenes for false alarms per hour."),
         split_file: Optional[Path] = typer.Option(None, help="Split CSV (default: OUT/split.csv, made if absent)."),
         no_scenes: bool = typer.Option(False, "--no-scenes", help="Do not write the scene audio files."),
+        auto_gain: bool = typer.Option(False, "--auto-gain", help="Amplify quiet input first (up to +30 dB, "
+                                          "when the background is under -40 dBFS: a distant or low-gain microphone; "
+                                          "docs/detector.md)."),
         second: bool = typer.Option(True, "--second-stage/--no-second-stage",
                                                help="Run the model card's YAMNet second stage on candidate windows "
                                                "(when it has one); --no-second-stage: the CNN alone with its own "
@@ -569,7 +579,8 @@ def evaluate_events_cmd(
     from .evaluate import evaluate_events
 
     try:
-        det = Detector.load(model, threshold=threshold, max_false_alarms_per_hour=max_fa, second_stage=second)
+        det = Detector.load(model, threshold=threshold, max_false_alarms_per_hour=max_fa, second_stage=second,
+                            auto_gain=auto_gain)
         res = evaluate_events(det, data, out_dir=out, repeats=repeats, free_hours=free_hours, split_file=split_file,
                               write_scenes=not no_scenes)
     except (DatasetError, ModelError, ValueError) as e:
@@ -587,6 +598,9 @@ def evaluate_clips_cmd(
                                   "80/10/10 split (test, for the dataset a model was trained on)."),
         split_file: Optional[Path] = typer.Option(None, help="Split CSV (default: OUT/split.csv, made if absent)."),
         threshold: Optional[float] = typer.Option(None, help="Override the card's threshold."),
+        auto_gain: bool = typer.Option(False, "--auto-gain", help="Amplify quiet input first (up to +30 dB, "
+                                          "when the background is under -40 dBFS: a distant or low-gain microphone; "
+                                          "docs/detector.md)."),
         max_fa: Optional[float] = typer.Option(None, "--max-false-alarms-per-hour", help="Pick the threshold "
                                                "from the card's validation calibration for this rate."),
         second: bool = typer.Option(True, "--second-stage/--no-second-stage",
@@ -609,7 +623,8 @@ def evaluate_clips_cmd(
     if split not in ("all", "train", "val", "test"):
         fail(f"--split must be all, train, val or test, got {split!r}")
     try:
-        det = Detector.load(model, threshold=threshold, max_false_alarms_per_hour=max_fa, second_stage=second)
+        det = Detector.load(model, threshold=threshold, max_false_alarms_per_hour=max_fa, second_stage=second,
+                            auto_gain=auto_gain)
         ds = discover(data)
         clips = ds.clips
         if split != "all":

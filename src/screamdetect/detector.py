@@ -245,6 +245,48 @@ def events_from_scores(scores: np.ndarray, threshold: float, smoothing: Smoothin
     return tr.events
 
 
+class AutoGain:
+    """Causal automatic gain for quiet inputs (a distant or low-gain microphone): the samples of second k of the
+    signal are multiplied by 10^(g/20), g = clip(target_dbfs − the 20th percentile of the RMS levels of the
+    `history_s` whole seconds before it, 0, max_gain_db) (nothing for the first second), then clipped to ±1. It
+    only ever amplifies, and only audio whose background is quieter than target_dbfs. Each second's gain depends on
+    earlier seconds only, computed from their samples as a whole, so the output is the same whatever the chunk
+    sizes (streaming = whole signal, bit for bit).
+    """
+
+    def __init__(self, target_dbfs: float = -40.0, max_gain_db: float = 30.0, history_s: int = 30):
+        if not (-100.0 < target_dbfs < 0.0 and 0.0 <= max_gain_db <= 60.0 and int(history_s) >= 1):
+            raise ValueError(f"auto gain needs -100 < target_dbfs < 0, 0 <= max_gain_db <= 60, history_s >= 1; got "
+                             f"{target_dbfs}, {max_gain_db}, {history_s}")
+        self.target_dbfs, self.max_gain_db = float(target_dbfs), float(max_gain_db)
+        self._levels: deque[float] = deque(maxlen=int(history_s))
+        self._current: list[np.ndarray] = []  # raw samples of the second in progress
+        self._pos = 0
+        self.gain_db = 0.0  # the gain applied now
+        self._gain = np.float32(1.0)
+
+    def process(self, x: np.ndarray) -> np.ndarray:
+        """The next samples (float32 mono at SAMPLE_RATE, any length) with the gain applied."""
+        x = np.asarray(x, dtype=np.float32).reshape(-1)
+        out = np.empty_like(x)
+        i = 0
+        while i < x.size:
+            take = min(SAMPLE_RATE - self._pos % SAMPLE_RATE, x.size - i)
+            seg = x[i: i + take]
+            out[i: i + take] = np.clip(seg * self._gain, -1.0, 1.0)
+            self._current.append(seg.copy())
+            self._pos += take
+            i += take
+            if self._pos % SAMPLE_RATE == 0:
+                second = np.concatenate(self._current)
+                self._current = []
+                self._levels.append(10 * math.log10(float(np.mean(second.astype(np.float64) ** 2)) + 1e-12))
+                self.gain_db = float(np.clip(self.target_dbfs - np.percentile(self._levels, 20), 0.0,
+                                             self.max_gain_db))
+                self._gain = np.float32(10 ** (self.gain_db / 20))
+        return out
+
+
 class Detector:
     """An ONNX scream model with its card: front-end, window/hop, threshold, smoothing.
 
@@ -257,6 +299,7 @@ class Detector:
 
         self.path = Path(onnx_path)
         self.card = card
+        self.auto_gain: dict | None = None  # AutoGain settings ({} = its defaults); None = off
         name = str(self.path)
         try:
             fe = card["frontend"]
@@ -364,12 +407,13 @@ class Detector:
     @classmethod
     def load(cls, path: str | os.PathLike | None = None, *, threshold: float | None = None,
              max_false_alarms_per_hour: float | None = None, intra_op_threads: int | None = None,
-             second_stage: bool = True) -> Detector:
+             second_stage: bool = True, auto_gain: bool = False) -> Detector:
         """Load an ONNX model and its card (same stem, .json). path None = the shipped default model.
 
         threshold overrides the card's; max_false_alarms_per_hour instead picks the lowest threshold whose false-alarm
         rate on the card's validation calibration sweep is within that target (not both). second_stage=False runs
-        the CNN alone even when the card has a second stage (with the card's CNN-only calibration).
+        the CNN alone even when the card has a second stage (with the card's CNN-only calibration). auto_gain:
+        amplify quiet inputs first (:class:`AutoGain`, its defaults; off by default).
         Raises ModelError naming the file when the model or card is missing or invalid.
         """
         if threshold is not None and max_false_alarms_per_hour is not None:
@@ -391,6 +435,8 @@ class Detector:
         if not isinstance(card, dict) or card.get("format") != CARD_FORMAT:
             raise ModelError(f"{card_path}: not a screamdetect model card (format should be '{CARD_FORMAT}')")
         det = cls(onnx_path, card, intra_op_threads=intra_op_threads, second_stage=second_stage)
+        if auto_gain:
+            det.auto_gain = {}
         if threshold is not None:
             det.threshold = threshold
         elif max_false_alarms_per_hour is not None:
@@ -495,6 +541,8 @@ class Detector:
         audio = _check_audio(audio)
         if audio.size > WHOLE_MAX_S * SAMPLE_RATE:
             return self.scan(iter_chunks(audio, int(BLOCK_S * SAMPLE_RATE)), keep_scores=True).scores
+        if self.auto_gain is not None:  # (the long path above applies it in the stream)
+            audio = AutoGain(**self.auto_gain).process(audio)
         if self.patch_model:
             n = self.n_audio_windows(audio.size)
             return self.score_audio_windows(np.stack([self.window_audio(audio, i) for i in range(n)]))
@@ -605,6 +653,7 @@ class StreamDetector:
         # Raw audio of the windows not scored yet, for the second stage (one window + one chunk at most).
         self._ring = np.zeros(0, dtype=np.float32)
         self._ring_start = 0  # signal index of _ring[0]
+        self._gain = AutoGain(**detector.auto_gain) if detector.auto_gain is not None else None
 
     @property
     def events(self) -> list[Event]:
@@ -621,6 +670,8 @@ class StreamDetector:
         if self._finished:
             raise RuntimeError("StreamDetector.process called after finish()")
         chunk = np.asarray(chunk, dtype=np.float32).reshape(-1)
+        if self._gain is not None:
+            chunk = self._gain.process(chunk)
         piece = int(STREAM_PIECE_S * SAMPLE_RATE)
         steps = [self._process(chunk[i: i + piece]) for i in range(0, max(chunk.size, 1), piece)]
         return _merge(steps)
@@ -866,9 +917,11 @@ def scan_one(det: Detector, path: str, keep_scores: bool = False,
 _WORKER: Detector | None = None
 
 
-def _init_worker(model: str | None, threshold: float | None, second_stage: bool = True, threads: int = 1) -> None:
+def _init_worker(model: str | None, threshold: float | None, second_stage: bool = True, threads: int = 1,
+                 auto_gain: bool = False) -> None:
     global _WORKER
-    _WORKER = Detector.load(model, threshold=threshold, intra_op_threads=threads, second_stage=second_stage)
+    _WORKER = Detector.load(model, threshold=threshold, intra_op_threads=threads, second_stage=second_stage,
+                            auto_gain=auto_gain)
 
 
 def _work(args: tuple[str, bool]) -> dict:
@@ -879,7 +932,7 @@ def _work(args: tuple[str, bool]) -> dict:
 def scan_paths(items: list[tuple[str, str | None]], model: str | os.PathLike | None = None,
                threshold: float | None = None, jobs: int = 1, keep_scores: bool = False,
                second_stage: bool = True, threads_per_job: int = 1,
-               on_audio: Callable[[float], None] | None = None) -> Iterator[dict]:
+               on_audio: Callable[[float], None] | None = None, auto_gain: bool = False) -> Iterator[dict]:
     """Scan (path, error) items from :func:`expand_paths`; yields result dicts in input order.
 
     jobs > 1 scans files in parallel worker processes, each with `threads_per_job` onnxruntime (and BLAS) threads;
@@ -889,7 +942,7 @@ def scan_paths(items: list[tuple[str, str | None]], model: str | os.PathLike | N
     """
     if jobs < 1 or threads_per_job < 1:
         raise ValueError(f"jobs and threads_per_job must be >= 1, got {jobs} and {threads_per_job}")
-    det = Detector.load(model, threshold=threshold, second_stage=second_stage)
+    det = Detector.load(model, threshold=threshold, second_stage=second_stage, auto_gain=auto_gain)
     todo = [p for p, e in items if e is None]
     jobs = min(jobs, len(todo))
     if jobs <= 1:
@@ -905,7 +958,7 @@ def scan_paths(items: list[tuple[str, str | None]], model: str | os.PathLike | N
     try:
         ex = ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn"), initializer=_init_worker,
                                  initargs=(None if model is None else str(model), threshold, second_stage,
-                                           threads_per_job))
+                                           threads_per_job, auto_gain))
     finally:
         for k, v in saved.items():
             if v is None:

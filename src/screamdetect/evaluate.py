@@ -241,16 +241,19 @@ def detect_with_alerts(detector, audio: np.ndarray) -> list:
     Replays the detector's own smoothing (EventTracker) over its window scores: the "start" update's at_s is
     the stream time at which the alert fires.
     """
+    return alerts_from_scores(detector.score_windows(audio), detector.tracker(), audio.size / SAMPLE_RATE)
+
+
+def alerts_from_scores(scores: np.ndarray, tr, duration_s: float) -> list:
+    """:func:`detect_with_alerts` on window scores already computed, with a fresh EventTracker `tr` (any threshold)."""
     from types import SimpleNamespace
 
-    scores = detector.score_windows(audio)
-    tr = detector.tracker()
     starts: dict[float, float] = {}
     for s in scores:
         for u in tr.update(float(s)):
             if u.kind == "start":
                 starts[u.start_s] = u.at_s
-    tr.finish(audio.size / SAMPLE_RATE)
+    tr.finish(duration_s)
     return [SimpleNamespace(start_s=e.start_s, end_s=e.end_s, peak_score=e.peak_score,
                             alert_s=starts.get(e.start_s, e.start_s)) for e in tr.events]
 

@@ -679,6 +679,130 @@ def evaluate_clips_cmd(
     raise typer.Exit(1 if res["n_failed"] else 0)
 
 
+@app.command("calibrate-site")
+def calibrate_site_cmd(
+        paths: list[Path] = typer.Argument(..., help="Scream-free audio from the site: files and/or folders (walked "
+                                           "recursively). Hours of it: with no false alarm, showing <= 0.5/h at 95 % "
+                                           "confidence takes 6 h."),
+        out: Path = typer.Option(Path("runs/site"), "--out", "-o", help="Output folder (site.json, site.png)."),
+        target: Optional[float] = typer.Option(None, "--max-false-alarms-per-hour", help="False-alarm target on "
+                                               "this audio (default: the card's target, 0.5/h)."),
+        model: Optional[Path] = typer.Option(None, "--model", "-m", help="ONNX model (its card .json beside it); "
+                                             "default: the shipped model."),
+        force: bool = typer.Option(False, "--force", help="Replace site.json / site.png already in OUT."),
+        auto_gain: bool = typer.Option(False, "--auto-gain", help="Amplify quiet input first, as `detect "
+                                       "--auto-gain` will (calibrate the way you will detect)."),
+        second: bool = typer.Option(True, "--second-stage/--no-second-stage",
+                                    help="Run the model card's YAMNet second stage (as `detect` will).")):
+    """Set the threshold for one site from its own scream-free audio: the lowest threshold whose false alarms on
+    that audio stay within the target.
+
+    The card's threshold is calibrated on corpus scenes full of children, animals and traffic. A quiet site (a ward
+    at night) can take a lower threshold and find more screams; a busy one needs a higher threshold. Record hours
+    of the site with no scream in them, run this, then `screamdetect detect|listen --threshold T`. It also lists
+    the highest-scoring false alarms: listen to them (a real scream in the recordings would hide as a false alarm).
+    Writes OUT/site.json (the whole sweep) and OUT/site.png. Exit status 1 if any file could not be read.
+    """
+    import json
+    import math
+
+    from rich.markup import escape
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from .audio import audio_duration
+    from .detector import Detector, ModelError, expand_paths
+    from .site import calibrate_site, plot_site, poisson_upper
+
+    if target is not None and target < 0:
+        fail(f"--max-false-alarms-per-hour must be >= 0, got {target}")
+    outputs = [out / "site.json", out / "site.png"]
+    if not force and any(p.exists() for p in outputs):
+        fail(f"{out} already holds a site calibration (site.json / site.png); choose another --out or pass --force")
+    try:
+        det = Detector.load(model, second_stage=second, auto_gain=auto_gain)
+    except (ModelError, ValueError) as e:
+        fail(str(e))
+    if target is None:
+        target = float(det.card.get("target_false_alarms_per_hour", 0.5))
+    items = expand_paths(paths)
+    for p, e in items:
+        if e is not None:
+            err.print(f"[red]{escape(p)}: {escape(e)}[/red]", highlight=False, soft_wrap=True)
+    todo = [p for p, e in items if e is None]
+    durations = [audio_duration(p) for p in todo]
+    total_s = sum(d for d in durations if math.isfinite(d))
+    progress = Progress(TextColumn("scanning"), BarColumn(), TextColumn("{task.fields[info]}"), TimeElapsedColumn(),
+                        console=err, transient=True, disable=not err.is_terminal)
+    done = {"s": 0.0}
+
+    def on_audio(seconds: float) -> None:
+        done["s"] += seconds
+        progress.update(task, completed=min(done["s"], total_s), info=f"{_hms(done['s'])} of {_hms(total_s)} audio")
+
+    def on_error(path: str, why: str) -> None:
+        progress.console.print(f"[red]{escape(path)}: {escape(why)}[/red]", highlight=False, soft_wrap=True)
+
+    with progress:
+        task = progress.add_task("scan", total=total_s or None, info="")
+        try:
+            res = calibrate_site(det, todo, target, on_audio=on_audio, on_error=on_error)
+        except KeyboardInterrupt:
+            fail("interrupted", code=130)
+    res["failed"] = [{"path": p, "error": e} for p, e in items if e is not None] + res["failed"]
+    if not res["files"]:
+        fail("no input could be read, so nothing was calibrated")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "site.json").write_text(json.dumps(res, indent=1))
+    con = Console(highlight=False, soft_wrap=True)
+    con.print(f"{res['hours']:.2f} h of scream-free audio in {res['files']} file(s); {det.description}; target "
+              f"{target:g} false alarms/h")
+
+    def line(name: str, row: dict) -> str:
+        rec = row.get("card_val_recall")
+        found = "" if rec is None else f"; finds {rec:.2f} of the card's validation screams"
+        return (f"{name} {row['threshold']:g}: {row['false_alarms']} false alarm(s) here, {row['per_hour']:.2f}/h "
+                f"(95 % bound {row['upper95_per_hour']:.2f}/h){found}")
+
+    if res["at_card_threshold"] is not None:
+        con.print(line("card threshold", res["at_card_threshold"]))
+    best = res["at_recommended"]
+    if best is None:
+        err.print(f"[yellow]no swept threshold keeps false alarms within {target:g}/h on this audio (even "
+                  f"{res['sweep'][-1]['threshold']:g} gives {res['sweep'][-1]['false_alarms']}): listen to the false "
+                  "alarms below; if they are screams, take those files out[/yellow]", highlight=False, soft_wrap=True)
+    else:
+        con.print(line("[bold]for this site[/bold]", best))
+        flags = f"--threshold {best['threshold']:g}" + (f" --model {model}" if model else "") + \
+            ("" if second else " --no-second-stage") + (" --auto-gain" if auto_gain else "")
+        con.print(f"use it: screamdetect detect {flags} ...  |  screamdetect listen {flags} ...", markup=False)
+        if best["upper95_per_hour"] > target:
+            need = (f"with none at all it takes {poisson_upper(0, 1.0) / target:.1f} h" if target > 0 else
+                    "no amount of audio shows a rate of 0")
+            err.print(f"[yellow]warning: {res['hours']:.2f} h is too little audio to show <= {target:g} false "
+                      f"alarms/h at 95 % confidence ({need}): record more of the site before trusting this "
+                      "threshold[/yellow]", highlight=False, soft_wrap=True)
+    fas = res["false_alarms_at_recommended"] if best is not None else res["false_alarms_at_card_threshold"]
+    if fas:
+        from rich.table import Table
+
+        t = Table(title="highest-scoring false alarms (listen to them: is any a real scream?)", title_justify="left")
+        for c in ("file", "start–end s", "peak"):
+            t.add_column(c, overflow="fold")
+        for e in fas[:10]:
+            t.add_row(e["path"], f"{e['start_s']:.2f}–{e['end_s']:.2f}", f"{e['peak_score']:.3f}")
+        con.print(t)
+    try:
+        from .report import save_fig
+
+        save_fig(plot_site(res), out / "site.png")
+        con.print(f"wrote {out / 'site.json'} and {out / 'site.png'}")
+    except ImportError:
+        con.print(f"wrote {out / 'site.json'} (no plot: matplotlib is not installed)")
+    if res["failed"]:
+        err.print(f"[red]{len(res['failed'])} input(s) could not be read (listed above)[/red]")
+    raise typer.Exit(1 if res["failed"] else 0)
+
+
 # ---- study / deploy-study (issue 3) --------------------------------------------------------------------------
 def _study_config(config: Optional[Path], models: Optional[str], conditions: Optional[str], epochs: Optional[int],
                   clip_s: Optional[float]):

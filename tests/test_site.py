@@ -1,0 +1,138 @@
+"""Site calibration (`screamdetect calibrate-site`): counting false alarms fast, the threshold rule, the command."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from _models import background, burst, write_band_energy_model
+from screamdetect.audio import load_audio, write_audio
+from screamdetect.cli import app
+from screamdetect.detector import Detector, Smoothing, events_from_scores
+from screamdetect.site import calibrate_site, count_events, poisson_upper
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_count_events_equals_the_tracker(seed):
+    """The island shortcut counts exactly the events of the full smoothing run, for any rule and timeline."""
+    rng = np.random.default_rng(seed)
+    for _ in range(300):
+        s = rng.random(int(rng.integers(0, 80))) ** rng.uniform(0.2, 5)  # from mostly low to mostly high scores
+        sm = Smoothing(k=int(rng.integers(1, 4)), n=3, hold_s=float(rng.choice([0.0, 0.25, 0.5, 1.0])),
+                       refractory_s=float(rng.choice([0.0, 0.5, 1.0, 2.0])))
+        thr = float(rng.choice([0.3, 0.5, 0.8, 0.95]))
+        assert count_events(s, thr, sm, 1.0, 0.25) == len(events_from_scores(s, thr, sm, 1.0, 0.25))
+
+
+def test_poisson_upper_bound():
+    # no event in H hours: the 95 % bound is -ln(0.05) / H ("rule of three")
+    assert poisson_upper(0, 6.0) == pytest.approx(-math.log(0.05) / 6.0, rel=1e-6)
+    assert poisson_upper(0, 6.0) < 0.5 < poisson_upper(0, 5.0)
+    assert poisson_upper(3, 1.0) > poisson_upper(2, 1.0) > 2.0
+    assert poisson_upper(0, 0.0) == math.inf
+
+
+def _with_bursts(dur_s: float, bursts: list[tuple[float, float]], seed: int) -> np.ndarray:
+    x = background(dur_s, seed)
+    for at, amp in bursts:
+        b = burst(2.0, amp)
+        i = round(at * 16000)
+        x[i: i + b.size] += b
+    return x
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    """120 s of 'scream-free' site audio holding three known sounds the test model scores: one loud chirp
+    (score ~1.0) in a.wav, two faint ones (scores 0.25-0.39) in b.flac, nothing in c.wav."""
+    d = tmp_path_factory.mktemp("site")
+    model = write_band_energy_model(d / "model")
+    (d / "in").mkdir()
+    write_audio(d / "in" / "a.wav", _with_bursts(40.0, [(10.0, 0.3)], 1))
+    write_audio(d / "in" / "b.flac", _with_bursts(40.0, [(8.0, 0.03), (28.0, 0.03)], 2))
+    write_audio(d / "in" / "c.wav", background(40.0, 3))
+    return d, model
+
+
+def test_threshold_is_the_lowest_that_meets_the_target(site):
+    d, model = site
+    det = Detector.load(model)
+    paths = sorted(str(p) for p in (d / "in").iterdir())
+    # 120 s = 1/30 h: a target of 30/h allows one false alarm
+    res = calibrate_site(det, paths, max_false_alarms_per_hour=30.0)
+    assert res["files"] == 3 and res["hours"] == pytest.approx(120 / 3600)
+    by_thr = {r["threshold"]: r["false_alarms"] for r in res["sweep"]}
+    assert by_thr[0.05] == 3 and by_thr[0.2] == 3  # every chirp fires at a low threshold
+    assert by_thr[0.9999] == 1  # the loud one even at the top of the sweep
+    t = res["recommended_threshold"]
+    assert 0.2 < t <= 0.4  # just above the faint chirps' scores, far below the loud one's
+    assert all(n > 1 for thr, n in by_thr.items() if thr < t)
+    # the one false alarm left is the loud chirp, found where it is, as `detect --threshold t` finds it
+    (fa,) = res["false_alarms_at_recommended"]
+    assert fa["path"] == str(d / "in" / "a.wav") and 9.0 <= fa["start_s"] <= 10.0 and 12.0 <= fa["end_s"] <= 13.0
+    found = [len(Detector.load(model, threshold=t).scan_file(p).events) for p in paths]
+    assert found == [1, 0, 0]
+    # no false alarm allowed: no swept threshold is above the loud chirp
+    strict = calibrate_site(det, paths, max_false_alarms_per_hour=0.0)
+    assert strict["recommended_threshold"] is None and strict["at_card_threshold"]["false_alarms"] == 1  # card: 0.5
+
+
+def test_unreadable_file_is_reported_and_skipped(site, tmp_path):
+    d, model = site
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk" * 10)
+    seen = []
+    res = calibrate_site(Detector.load(model), [str(bad), str(d / "in" / "a.wav")], 30.0,
+                         on_error=lambda p, why: seen.append(p))
+    assert seen == [str(bad)] and res["failed"][0]["path"] == str(bad) and "cannot decode" in res["failed"][0]["error"]
+    assert res["files"] == 1 and res["hours"] == pytest.approx(40 / 3600)
+
+
+def _cli(args):
+    return CliRunner().invoke(app, ["calibrate-site", *map(str, args)])
+
+
+def test_command_writes_results_and_never_overwrites(site, tmp_path):
+    d, model = site
+    (tmp_path / "broken.wav").write_bytes(b"junk")
+    out = tmp_path / "out"
+    res = _cli([d / "in", tmp_path / "broken.wav", tmp_path / "missing.flac", "--model", model, "-o", out,
+                "--max-false-alarms-per-hour", 30])
+    assert res.exit_code == 1, res.output  # two inputs failed, the rest was calibrated
+    saved = json.loads((out / "site.json").read_text())
+    assert saved["files"] == 3 and 0.2 < saved["recommended_threshold"] <= 0.4
+    assert {f["path"] for f in saved["failed"]} == {str(tmp_path / "broken.wav"), str(tmp_path / "missing.flac")}
+    assert (out / "site.png").stat().st_size > 10_000
+    assert f"--threshold {saved['recommended_threshold']:g}" in res.stdout
+    assert "too little audio" in res.stderr  # 2 minutes cannot show 30/h... at 95 % confidence
+    before = (out / "site.json").read_bytes()
+    again = _cli([d / "in", "--model", model, "-o", out, "--max-false-alarms-per-hour", 0.0])
+    assert again.exit_code == 2 and "--force" in again.stderr
+    assert (out / "site.json").read_bytes() == before
+    forced = _cli([d / "in", "--model", model, "-o", out, "--max-false-alarms-per-hour", 0.0, "--force"])
+    assert forced.exit_code == 0, forced.output
+    assert json.loads((out / "site.json").read_text())["recommended_threshold"] is None
+    assert "no swept threshold" in forced.stderr
+
+
+def test_command_with_nothing_readable_fails_clearly(site, tmp_path):
+    _, model = site
+    res = _cli([tmp_path / "missing.wav", "--model", model, "-o", tmp_path / "o"])
+    assert res.exit_code == 2 and "no input could be read" in res.stderr
+    assert not (tmp_path / "o" / "site.json").exists()
+
+
+def test_shipped_model_on_real_noise_agrees_with_detect(corpus, tmp_path):
+    """Real audio: three noise-bank pieces; the count at the card's threshold is what `detect` finds there."""
+    pieces = sorted((corpus / "noise").rglob("*.flac"))[:3]
+    det = Detector.load()
+    res = calibrate_site(det, [str(p) for p in pieces])
+    assert res["hours"] == pytest.approx(sum(load_audio(p).size for p in pieces) / 16000 / 3600, rel=1e-6)
+    found = sum(len(det.scan_file(p).events) for p in pieces)
+    assert res["at_card_threshold"]["false_alarms"] == found
+    assert res["at_card_threshold"]["card_val_recall"] == pytest.approx(det.calibration["val_recall"], abs=1e-3)
+    assert all(r["card_val_recall"] is not None for r in res["sweep"])

@@ -81,6 +81,21 @@ def test_threshold_is_the_lowest_that_meets_the_target(site):
     assert strict["recommended_threshold"] is None and strict["at_card_threshold"]["false_alarms"] == 1  # card: 0.5
 
 
+def test_conservative_rule_uses_the_upper_bound(site):
+    d, model = site
+    det = Detector.load(model)
+    paths = sorted(str(p) for p in (d / "in").iterdir())
+    # 200/h over 1/30 h: the measured rate allows all three chirps (6.7 events), so the lowest swept threshold
+    loose = calibrate_site(det, paths, max_false_alarms_per_hour=200.0)
+    assert loose["recommended_threshold"] == 0.05 and loose["at_recommended"]["false_alarms"] == 3
+    # the 95 % bound allows one (bound 142/h) but not three (232/h): just above the faint chirps again
+    strict = calibrate_site(det, paths, max_false_alarms_per_hour=200.0, conservative=True)
+    assert strict["at_recommended"]["false_alarms"] == 1 and 0.2 < strict["recommended_threshold"] <= 0.4
+    assert strict["at_recommended"]["upper95_per_hour"] <= 200.0
+    # with a target of 30/h no count is enough in two minutes (even none: bound 90/h)
+    assert calibrate_site(det, paths, 30.0, conservative=True)["recommended_threshold"] is None
+
+
 def test_unreadable_file_is_reported_and_skipped(site, tmp_path):
     d, model = site
     bad = tmp_path / "bad.wav"

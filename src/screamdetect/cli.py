@@ -690,6 +690,9 @@ def calibrate_site_cmd(
         model: Optional[Path] = typer.Option(None, "--model", "-m", help="ONNX model (its card .json beside it); "
                                              "default: the shipped model."),
         force: bool = typer.Option(False, "--force", help="Replace site.json / site.png already in OUT."),
+        conservative: bool = typer.Option(False, "--conservative", help="Pick the lowest threshold whose 95 % "
+                                          "upper bound on the false-alarm rate meets the target (needs >= 6 h of "
+                                          "audio for 0.5/h), not the rate measured."),
         auto_gain: bool = typer.Option(False, "--auto-gain", help="Amplify quiet input first, as `detect "
                                        "--auto-gain` will (calibrate the way you will detect)."),
         second: bool = typer.Option(True, "--second-stage/--no-second-stage",
@@ -745,7 +748,7 @@ def calibrate_site_cmd(
     with progress:
         task = progress.add_task("scan", total=total_s or None, info="")
         try:
-            res = calibrate_site(det, todo, target, on_audio=on_audio, on_error=on_error)
+            res = calibrate_site(det, todo, target, on_audio=on_audio, on_error=on_error, conservative=conservative)
         except KeyboardInterrupt:
             fail("interrupted", code=130)
     res["failed"] = [{"path": p, "error": e} for p, e in items if e is not None] + res["failed"]
@@ -766,21 +769,27 @@ def calibrate_site_cmd(
     if res["at_card_threshold"] is not None:
         con.print(line("card threshold", res["at_card_threshold"]))
     best = res["at_recommended"]
-    if best is None:
-        err.print(f"[yellow]no swept threshold keeps false alarms within {target:g}/h on this audio (even "
-                  f"{res['sweep'][-1]['threshold']:g} gives {res['sweep'][-1]['false_alarms']}): listen to the false "
-                  "alarms below; if they are screams, take those files out[/yellow]", highlight=False, soft_wrap=True)
+    enough_h = poisson_upper(0, 1.0) / target if target > 0 else math.inf  # hours that can show the target
+    top = res["sweep"][-1]
+    if best is None and top["false_alarms"] == 0:  # --conservative on too little audio
+        err.print(f"[yellow]{res['hours']:.2f} h of audio cannot show <= {target:g} false alarms/h at 95 % "
+                  f"confidence at any threshold (with no false alarm that takes {enough_h:.1f} h): record more of "
+                  "the site, or leave out --conservative[/yellow]", highlight=False, soft_wrap=True)
+    elif best is None:
+        err.print(f"[yellow]no swept threshold keeps {'the 95 % bound on ' if conservative else ''}false alarms "
+                  f"within {target:g}/h on this audio (the highest, {top['threshold']:g}, gives "
+                  f"{top['false_alarms']}): listen to the false alarms below; if they are screams, take those files "
+                  "out[/yellow]", highlight=False, soft_wrap=True)
     else:
         con.print(line("[bold]for this site[/bold]", best))
         flags = f"--threshold {best['threshold']:g}" + (f" --model {model}" if model else "") + \
             ("" if second else " --no-second-stage") + (" --auto-gain" if auto_gain else "")
         con.print(f"use it: screamdetect detect {flags} ...  |  screamdetect listen {flags} ...", markup=False)
-        if best["upper95_per_hour"] > target:
-            need = (f"with none at all it takes {poisson_upper(0, 1.0) / target:.1f} h" if target > 0 else
-                    "no amount of audio shows a rate of 0")
+        if res["hours"] < enough_h:
             err.print(f"[yellow]warning: {res['hours']:.2f} h is too little audio to show <= {target:g} false "
-                      f"alarms/h at 95 % confidence ({need}): record more of the site before trusting this "
-                      "threshold[/yellow]", highlight=False, soft_wrap=True)
+                      f"alarms/h at 95 % confidence even with no false alarm (that takes {enough_h:.1f} h): the "
+                      "threshold rests on little evidence; record more of the site[/yellow]", highlight=False,
+                      soft_wrap=True)
     fas = res["false_alarms_at_recommended"] if best is not None else res["false_alarms_at_card_threshold"]
     if fas:
         from rich.table import Table

@@ -86,9 +86,11 @@ def false_alarm_sweep(timelines: Sequence[Timeline], thresholds: Sequence[float]
     return rows
 
 
-def lowest_within(rows: Sequence[dict], target: float) -> dict | None:
-    """The row of the lowest threshold whose false-alarm rate is <= target (None if no threshold meets it)."""
-    ok = [r for r in rows if r["per_hour"] <= target]
+def lowest_within(rows: Sequence[dict], target: float, conservative: bool = False) -> dict | None:
+    """The row of the lowest threshold whose false-alarm rate is <= target (None if no threshold meets it).
+    conservative: whose 95 % upper bound on the rate is <= target instead."""
+    key = "upper95_per_hour" if conservative else "per_hour"
+    ok = [r for r in rows if r[key] <= target]
     return min(ok, key=lambda r: r["threshold"]) if ok else None
 
 
@@ -108,8 +110,11 @@ def _false_alarms(timelines: Sequence[Timeline], threshold: float, det: Detector
 
 def calibrate_site(det: Detector, paths: Sequence[str | os.PathLike], max_false_alarms_per_hour: float = 0.5,
                    on_audio: Callable[[float], None] | None = None,
-                   on_error: Callable[[str, str], None] | None = None) -> dict:
+                   on_error: Callable[[str, str], None] | None = None, conservative: bool = False) -> dict:
     """Score scream-free site audio and pick the threshold that meets the false-alarm target on it.
+
+    conservative: the lowest threshold whose 95 % upper bound on the rate meets the target (needs at least
+    -ln(0.05) / target hours of audio: 6 h for 0.5/h), instead of the measured rate.
 
     paths: audio files (folders expanded by the caller). A file that cannot be read is reported through
     on_error(path, why) and left out. Returns a JSON-ready dict: hours scanned, the card's threshold and what it
@@ -143,11 +148,11 @@ def calibrate_site(det: Detector, paths: Sequence[str | os.PathLike], max_false_
     rows = false_alarm_sweep(timelines, thresholds, det.smoothing, det.window_s, det.hop_s) if timelines else []
     for r in rows:
         r["card_val_recall"] = recall.get(round(r["threshold"], 6))
-    chosen = lowest_within(rows, max_false_alarms_per_hour)
+    chosen = lowest_within(rows, max_false_alarms_per_hour, conservative)
     at_card = next((r for r in rows if abs(r["threshold"] - det.threshold) < 1e-9), None)
     return {
         "model": str(det.path), "detector": det.description, "files": len(timelines), "hours": hours,
-        "target_false_alarms_per_hour": max_false_alarms_per_hour,
+        "target_false_alarms_per_hour": max_false_alarms_per_hour, "conservative": conservative,
         "card_threshold": det.threshold, "at_card_threshold": at_card,
         "recommended_threshold": None if chosen is None else chosen["threshold"], "at_recommended": chosen,
         "false_alarms_at_card_threshold": _false_alarms(timelines, det.threshold, det) if timelines else [],

@@ -135,10 +135,13 @@ def test_command_writes_results_and_never_overwrites(site, tmp_path):
 
 
 def test_command_with_nothing_readable_fails_clearly(site, tmp_path):
-    _, model = site
+    d, model = site
     res = _cli([tmp_path / "missing.wav", "--model", model, "-o", tmp_path / "o"])
     assert res.exit_code == 2 and "no input could be read" in res.stderr
     assert not (tmp_path / "o" / "site.json").exists()
+    for bad in ("nan", "-1"):
+        res = _cli([d / "in", "--model", model, "-o", tmp_path / "o", "--max-false-alarms-per-hour", bad])
+        assert res.exit_code == 2 and "must be a number >= 0" in res.stderr and "Traceback" not in res.output
 
 
 def test_shipped_model_on_real_noise_agrees_with_detect(corpus, tmp_path):

@@ -716,8 +716,8 @@ def calibrate_site_cmd(
     from .detector import Detector, ModelError, expand_paths
     from .site import calibrate_site, plot_site, poisson_upper
 
-    if target is not None and target < 0:
-        fail(f"--max-false-alarms-per-hour must be >= 0, got {target}")
+    if target is not None and not (0 <= target < math.inf):
+        fail(f"--max-false-alarms-per-hour must be a number >= 0, got {target}")
     outputs = [out / "site.json", out / "site.png"]
     if not force and any(p.exists() for p in outputs):
         fail(f"{out} already holds a site calibration (site.json / site.png); choose another --out or pass --force")

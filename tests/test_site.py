@@ -13,7 +13,7 @@ from _models import background, burst, write_band_energy_model
 from screamdetect.audio import load_audio, write_audio
 from screamdetect.cli import app
 from screamdetect.detector import Detector, Smoothing, events_from_scores
-from screamdetect.site import calibrate_site, count_events, poisson_upper
+from screamdetect.site import ExcerptSampler, calibrate_site, count_events, load_screams, poisson_upper
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -154,3 +154,73 @@ def test_shipped_model_on_real_noise_agrees_with_detect(corpus, tmp_path):
     assert res["at_card_threshold"]["false_alarms"] == found
     assert res["at_card_threshold"]["card_val_recall"] == pytest.approx(det.calibration["val_recall"], abs=1e-3)
     assert all(r["card_val_recall"] is not None for r in res["sweep"])
+
+
+def test_excerpt_sampler_weights_blocks_by_length():
+    picks = 0
+    for seed in range(300):
+        sampler = ExcerptSampler(1, seed=seed)
+        for i in range(10):
+            sampler.offer(np.full(5 * 16000, i, np.float32))  # ten 5 s blocks
+        sampler.offer(np.full(50 * 16000, 99, np.float32))  # one 50 s block: half of all the audio
+        sampler.offer(np.zeros(16000, np.float32))  # 1 s: under the 5 s minimum, never kept
+        (kept,) = sampler.excerpts()
+        assert kept.size >= 5 * 16000
+        picks += kept[0] == 99
+    assert 0.4 < picks / 300 < 0.6
+    three = ExcerptSampler(3, seed=0)
+    for i in range(10):
+        three.offer(np.full(6 * 16000, i, np.float32))
+    firsts = [int(b[0]) for b in three.excerpts()]
+    assert len(firsts) == 3 and firsts == sorted(firsts)  # in the order seen
+
+
+@pytest.fixture(scope="module")
+def screams(tmp_path_factory):
+    """Two 'scream' clips for the test model (a chirp with silence around it) and one that is not audio."""
+    d = tmp_path_factory.mktemp("screams")
+    pad = np.zeros(8000, np.float32)
+    write_audio(d / "s1.wav", np.concatenate([pad, burst(2.0, 0.3), pad]))
+    write_audio(d / "s2.flac", np.concatenate([pad, burst(1.5, 0.1, 3000.0, 6000.0), pad]))
+    (d / "bad.wav").write_bytes(b"junk")
+    return d
+
+
+def test_site_recall_of_inserted_screams(site, screams):
+    """The test model finds a chirp 10 dB or more above the site background at 0.8 (scores >= 0.9), not at
+    5 dB (~0.6); at 0.2 also at 5 dB, never at 0 dB (~0.1)."""
+    d, model = site
+    bad = []
+    clips = load_screams([screams / "s1.wav", screams / "s2.flac", screams / "bad.wav"],
+                         on_error=lambda p, why: bad.append(p))
+    assert [n for n, _ in clips] == [str(screams / "s1.wav"), str(screams / "s2.flac")]
+    assert bad == [str(screams / "bad.wav")]
+    res = calibrate_site(Detector.load(model), [str(d / "in" / "c.wav")], 30.0, screams=clips)
+    ins = res["inserted_screams"]
+    assert ins["trials"] == 8 and ins["skipped_silent"] == 0 and ins["excerpts"] == 2  # 40 s file: 20 s blocks
+    rows = {r["threshold"]: r for r in res["sweep"]}
+    assert rows[0.8]["site_recall_by_snr"] == {"0": 0.0, "5": 0.0, "10": 1.0, "20": 1.0}
+    assert rows[0.2]["site_recall_by_snr"] == {"0": 0.0, "5": 1.0, "10": 1.0, "20": 1.0}
+    assert rows[0.8]["site_recall"] == 0.5
+
+
+def test_no_site_recall_over_digital_silence(site, screams, tmp_path):
+    d, model = site
+    write_audio(tmp_path / "silent.wav", np.zeros(30 * 16000, np.float32))
+    res = calibrate_site(Detector.load(model), [str(tmp_path / "silent.wav")], 30.0,
+                         screams=load_screams([screams / "s1.wav"]))
+    assert res["inserted_screams"]["trials"] == 0 and res["inserted_screams"]["skipped_silent"] == 4
+    assert all(r["site_recall"] is None for r in res["sweep"])
+
+
+def test_command_with_screams(site, screams, tmp_path):
+    d, model = site
+    res = _cli([d / "in", "--screams", screams, "--model", model, "-o", tmp_path / "o",
+                "--max-false-alarms-per-hour", 30])
+    assert res.exit_code == 1, res.output  # bad.wav among the screams
+    saved = json.loads((tmp_path / "o" / "site.json").read_text())
+    assert saved["inserted_screams"]["trials"] == 8
+    assert [f["path"] for f in saved["failed"]] == [str(screams / "bad.wav")]
+    assert "of the screams inserted here" in res.stdout
+    res = _cli([d / "in", "--screams", screams / "bad.wav", "--model", model, "-o", tmp_path / "o2"])
+    assert res.exit_code == 2 and "none of the --screams clips could be read" in res.stderr

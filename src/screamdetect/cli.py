@@ -689,6 +689,10 @@ def calibrate_site_cmd(
                                                "this audio (default: the card's target, 0.5/h)."),
         model: Optional[Path] = typer.Option(None, "--model", "-m", help="ONNX model (its card .json beside it); "
                                              "default: the shipped model."),
+        screams: Optional[list[Path]] = typer.Option(None, "--screams", help="Scream clips of your own (files or "
+                                                     "folders; repeatable): each is inserted at 0, 5, 10 and 20 dB "
+                                                     "SNR into excerpts of the site audio, to measure what every "
+                                                     "threshold finds at this site."),
         force: bool = typer.Option(False, "--force", help="Replace site.json / site.png already in OUT."),
         conservative: bool = typer.Option(False, "--conservative", help="Pick the lowest threshold whose 95 % "
                                           "upper bound on the false-alarm rate meets the target (needs >= 6 h of "
@@ -714,7 +718,7 @@ def calibrate_site_cmd(
 
     from .audio import audio_duration
     from .detector import Detector, ModelError, expand_paths
-    from .site import calibrate_site, plot_site, poisson_upper
+    from .site import calibrate_site, load_screams, plot_site, poisson_upper
 
     if target is not None and not (0 <= target < math.inf):
         fail(f"--max-false-alarms-per-hour must be a number >= 0, got {target}")
@@ -732,6 +736,19 @@ def calibrate_site_cmd(
         if e is not None:
             err.print(f"[red]{escape(p)}: {escape(e)}[/red]", highlight=False, soft_wrap=True)
     todo = [p for p, e in items if e is None]
+    clips = []
+    if screams:
+        scream_items = expand_paths(screams)
+        bad_screams = [{"path": p, "error": e} for p, e in scream_items if e is not None]
+
+        def bad_scream(path: str, why: str) -> None:
+            bad_screams.append({"path": path, "error": why})
+
+        clips = load_screams([p for p, e in scream_items if e is None], on_error=bad_scream)
+        for b in bad_screams:
+            err.print(f"[red]{escape(b['path'])}: {escape(b['error'])}[/red]", highlight=False, soft_wrap=True)
+        if not clips:
+            fail("none of the --screams clips could be read")
     durations = [audio_duration(p) for p in todo]
     total_s = sum(d for d in durations if math.isfinite(d))
     progress = Progress(TextColumn("scanning"), BarColumn(), TextColumn("{task.fields[info]}"), TimeElapsedColumn(),
@@ -748,10 +765,12 @@ def calibrate_site_cmd(
     with progress:
         task = progress.add_task("scan", total=total_s or None, info="")
         try:
-            res = calibrate_site(det, todo, target, on_audio=on_audio, on_error=on_error, conservative=conservative)
+            res = calibrate_site(det, todo, target, on_audio=on_audio, on_error=on_error, conservative=conservative,
+                                 screams=clips)
         except KeyboardInterrupt:
             fail("interrupted", code=130)
-    res["failed"] = [{"path": p, "error": e} for p, e in items if e is not None] + res["failed"]
+    res["failed"] = [{"path": p, "error": e} for p, e in items if e is not None] + res["failed"] + \
+        (bad_screams if screams else [])
     if not res["files"]:
         fail("no input could be read, so nothing was calibrated")
     out.mkdir(parents=True, exist_ok=True)
@@ -760,9 +779,21 @@ def calibrate_site_cmd(
     con.print(f"{res['hours']:.2f} h of scream-free audio in {res['files']} file(s); {det.description}; target "
               f"{target:g} false alarms/h")
 
+    ins = res["inserted_screams"]
+    if ins is not None:
+        con.print(f"{ins['trials']} scream insertions ({ins['screams']} clip(s) × {len(ins['snrs_db'])} SNRs) into "
+                  f"{ins['excerpts']} excerpt(s) of the site audio" + (f"; {ins['skipped_silent']} skipped (digital "
+                                                                      "silence)" if ins["skipped_silent"] else ""))
+        if ins["note"]:
+            err.print(f"[yellow]no site recall: {ins['note']}[/yellow]", highlight=False, soft_wrap=True)
+
     def line(name: str, row: dict) -> str:
         rec = row.get("card_val_recall")
         found = "" if rec is None else f"; finds {rec:.2f} of the card's validation screams"
+        if row.get("site_recall") is not None:
+            snr = " / ".join(f"{v:.2f}" for v in row["site_recall_by_snr"].values())
+            found += (f"; finds {row['site_recall']:.2f} of the screams inserted here ("
+                      f"{' / '.join(row['site_recall_by_snr'])} dB: {snr})")
         return (f"{name} {row['threshold']:g}: {row['false_alarms']} false alarm(s) here, {row['per_hour']:.2f}/h "
                 f"(95 % bound {row['upper95_per_hour']:.2f}/h){found}")
 

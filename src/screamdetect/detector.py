@@ -588,19 +588,20 @@ class Detector:
                           (np.zeros(0, np.float32) if keep_scores else None))
 
     def scan_file(self, path: str | os.PathLike, keep_scores: bool = False, block_s: float = SCAN_BLOCK_S,
-                  prefetch: bool = True, on_block: Callable[[float], None] | None = None) -> ScanResult:
+                  prefetch: bool = True, on_block: Callable[[float], None] | None = None,
+                  tap: Callable[[np.ndarray], None] | None = None) -> ScanResult:
         """:meth:`scan` over a file read with audio.iter_audio_blocks. Raises AudioError for unusable files.
 
         prefetch: decode the next block in a background thread while this one is scored (decoders release the
         GIL, so decoding and features overlap on two cores); at most one block waits, so memory stays bounded
         (about three blocks of block_s seconds in flight). on_block(seconds): called as each block is taken up
-        (for progress bars).
+        (for progress bars). tap(block): sees each decoded block (float32 at SAMPLE_RATE) before it is scored.
         """
         blocks = iter_audio_blocks(path, block_s=block_s)
         if prefetch:
             blocks = _prefetched(blocks)
-        if on_block is not None:
-            blocks = _reporting(blocks, on_block)
+        if on_block is not None or tap is not None:
+            blocks = _reporting(blocks, on_block, tap)
         return self.scan(blocks, keep_scores=keep_scores)
 
 
@@ -897,9 +898,13 @@ def scan_result_dict(path: str, res: ScanResult, hop_s: float | None = None) -> 
     return d
 
 
-def _reporting(blocks: Iterator[np.ndarray], on_block: Callable[[float], None]) -> Iterator[np.ndarray]:
+def _reporting(blocks: Iterator[np.ndarray], on_block: Callable[[float], None] | None,
+               tap: Callable[[np.ndarray], None] | None = None) -> Iterator[np.ndarray]:
     for b in blocks:
-        on_block(b.size / SAMPLE_RATE)
+        if on_block is not None:
+            on_block(b.size / SAMPLE_RATE)
+        if tap is not None:
+            tap(b)
         yield b
 
 

@@ -205,7 +205,7 @@ def test_site_recall_of_inserted_screams(site, screams):
 
 
 def test_no_site_recall_over_digital_silence(site, screams, tmp_path):
-    d, model = site
+    _, model = site
     write_audio(tmp_path / "silent.wav", np.zeros(30 * 16000, np.float32))
     res = calibrate_site(Detector.load(model), [str(tmp_path / "silent.wav")], 30.0,
                          screams=load_screams([screams / "s1.wav"]))

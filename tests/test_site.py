@@ -139,6 +139,9 @@ def test_command_with_nothing_readable_fails_clearly(site, tmp_path):
     res = _cli([tmp_path / "missing.wav", "--model", model, "-o", tmp_path / "o"])
     assert res.exit_code == 2 and "no input could be read" in res.stderr
     assert not (tmp_path / "o" / "site.json").exists()
+    (tmp_path / "a_file").write_text("keep me")
+    res = _cli([d / "in", "--model", model, "-o", tmp_path / "a_file"])
+    assert res.exit_code == 2 and "must be a folder" in res.stderr and (tmp_path / "a_file").read_text() == "keep me"
     for bad in ("nan", "-1"):
         res = _cli([d / "in", "--model", model, "-o", tmp_path / "o", "--max-false-alarms-per-hour", bad])
         assert res.exit_code == 2 and "must be a number >= 0" in res.stderr and "Traceback" not in res.output

@@ -723,6 +723,8 @@ def calibrate_site_cmd(
     if target is not None and not (0 <= target < math.inf):
         fail(f"--max-false-alarms-per-hour must be a number >= 0, got {target}")
     outputs = [out / "site.json", out / "site.png"]
+    if out.exists() and not out.is_dir():
+        fail(f"{out}: --out must be a folder, and this is a file")
     if not force and any(p.exists() for p in outputs):
         fail(f"{out} already holds a site calibration (site.json / site.png); choose another --out or pass --force")
     try:
@@ -773,8 +775,11 @@ def calibrate_site_cmd(
         (bad_screams if screams else [])
     if not res["files"]:
         fail("no input could be read, so nothing was calibrated")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "site.json").write_text(json.dumps(res, indent=1))
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "site.json").write_text(json.dumps(res, indent=1))
+    except OSError as e:
+        fail(f"{out}: cannot write the results ({e.strerror or e})")
     con = Console(highlight=False, soft_wrap=True)
     con.print(f"{res['hours']:.2f} h of scream-free audio in {res['files']} file(s); {det.description}; target "
               f"{target:g} false alarms/h")

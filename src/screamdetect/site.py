@@ -148,7 +148,8 @@ def insertion_trials(det: Detector, excerpts: Sequence[np.ndarray], screams: Seq
     """Insert every scream at every SNR into a site excerpt (taken in turn) at a random place, and score it.
 
     Returns (trials, skipped): a trial is skipped where the excerpt is digitally silent under the scream (an SNR
-    against silence means nothing).
+    against silence means nothing). A clip longer than its excerpt less 2 · MARGIN_S is cut to fit. Each excerpt
+    is scored on its own (with the detector's auto gain, if on, starting afresh).
     """
     from .scenes import active_region, fit_full_scale, insert_scream
 
@@ -287,7 +288,8 @@ def calibrate_site(det: Detector, paths: Sequence[str | os.PathLike], max_false_
 
 
 def plot_site(result: dict):
-    """False alarms per hour on the site audio against the threshold, with the card's validation recall."""
+    """False alarms per hour on the site audio against the threshold, with the site recall (inserted screams) and
+    the card's validation recall where known."""
     from .report import plt
 
     p = plt()

@@ -21,7 +21,6 @@ Writes runs/site_calibration/site_calibration.json and prints a markdown table.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import time
 from pathlib import Path
@@ -33,20 +32,16 @@ from screamdetect.evaluate import alerts_from_scores, event_metrics, match_event
 from screamdetect.site import Timeline, false_alarm_sweep, lowest_within
 
 KINDS = {  # noise categories (None: all), non-screams scattered per minute
-    "quiet": ({"rain", "wind", "water", "traffic", "cafe"}, 0.0),
-    "indoor": ({"rain", "wind", "water", "traffic", "cafe"}, 2.0),
+    "quiet": (["rain", "wind", "water", "traffic", "cafe"], 0.0),
+    "indoor": (["rain", "wind", "water", "traffic", "cafe"], 2.0),
     "outdoor": (None, 0.0),
     "busy": (None, 10.0),
 }
 
 
-def split_material(ds, splits, name: str, categories: set[str] | None):
+def split_material(ds, splits, name: str, categories: list[str] | None):
     clips = splits[name]
-    with open(Path(ds.root) / "noise" / "manifest.csv", newline="") as f:
-        cat = {r["path"]: r["category"] for r in csv.DictReader(f)}
-    pieces = [p for p in sc.noise_split(Path(ds.root) / "noise", seed=0)[name]
-              if categories is None or cat.get(p.name) in categories]
-    noise = sc.load_many(pieces)
+    noise = sc.load_many(sc.noise_split(Path(ds.root) / "noise", seed=0, categories=categories)[name])
     screams = list(zip([c.path for c in clips if c.label == 1],
                        sc.load_many([c.path for c in clips if c.label == 1])))
     negatives = sc.load_many([c.path for c in clips if c.label == 0], max_s=15.0)

@@ -42,3 +42,27 @@ def test_event_metrics_by_snr_and_rate():
     assert r["false_alarms_per_hour"] == 1.5
     assert r["latency_median_s"] == pytest.approx(0.5)
     assert r["latency_p95_s"] == pytest.approx(np.percentile([0.5, 0.25, 1.0], 95))
+
+
+def test_evaluate_events_on_a_kind_of_site(corpus, tmp_path):
+    """Real corpus, shipped model: scenes of ambience only (no non-screams, rain and wind pieces of the TEST noise),
+    every test scream once per SNR; the ground truth written beside each scene holds exactly those screams."""
+    import json
+
+    from screamdetect import Detector
+    from screamdetect.data import SplitSpec, discover, load_or_make_split
+    from screamdetect.evaluate import evaluate_events
+    from screamdetect.scenes import SceneSpec, noise_split
+
+    split_file = tmp_path / "split.csv"
+    res = evaluate_events(Detector.load(), corpus, out_dir=tmp_path / "ev", split_file=split_file, repeats=1,
+                          free_hours=300 / 3600, scene_spec=SceneSpec(clips_per_minute=0), noise_categories=["rain", "wind"])
+    n_test = sum(c.label == 1 for c in load_or_make_split(discover(corpus), split_file, SplitSpec())["test"])
+    assert res["events"] == 4 * n_test and res["events_by_snr"] == {s: n_test for s in ("0", "5", "10", "20")}
+    assert res["clips_per_minute"] == 0 and res["noise_categories"] == ["rain", "wind"]
+    assert res["test_noise_pieces"] == len(noise_split(corpus / "noise", categories=["rain", "wind"])["test"]) >= 2
+    assert res["scream_free_hours"] == pytest.approx(300 / 3600)  # one 5 min scene
+    truth = [json.loads(p.read_text()) for p in sorted((tmp_path / "ev" / "scenes").glob("*.json"))]
+    assert sum(len(t["events"]) for t in truth) == 4 * n_test
+    with pytest.raises(ValueError, match="not in"):
+        evaluate_events(Detector.load(), corpus, split_file=split_file, noise_categories=["lava"])

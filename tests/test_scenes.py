@@ -61,6 +61,20 @@ def test_noise_split_is_disjoint_and_covers_the_bank(corpus):
     assert sp == scenes.noise_split(corpus / "noise")
 
 
+def test_noise_split_by_category_keeps_each_piece_in_its_split(corpus):
+    import csv
+
+    with open(corpus / "noise" / "manifest.csv", newline="") as f:
+        cat = {r["path"]: r["category"] for r in csv.DictReader(f)}
+    full = scenes.noise_split(corpus / "noise")
+    quiet = scenes.noise_split(corpus / "noise", categories=["rain", "wind"])
+    for k in full:
+        assert quiet[k] == [p for p in full[k] if cat[p.name] in ("rain", "wind")]
+    assert quiet["test"] and {cat[p.name] for p in quiet["train"]} == {"rain", "wind"}
+    with pytest.raises(ValueError, match=r"\['lava'\] are not in .*it has: .*birds"):
+        scenes.noise_split(corpus / "noise", categories=["rain", "lava"])
+
+
 def test_scene_spec_rejects_bad_values():
     with pytest.raises(ValueError, match="duration_s"):
         scenes.SceneSpec(duration_s=5.0, min_gap_s=3.0)

@@ -563,6 +563,11 @@ def evaluate_events_cmd(
         free_hours: float = typer.Option(1.0, help="Hours of scream-free scenes for false alarms per hour."),
         split_file: Optional[Path] = typer.Option(None, help="Split CSV (default: OUT/split.csv, made if absent)."),
         no_scenes: bool = typer.Option(False, "--no-scenes", help="Do not write the scene audio files."),
+        clips_per_minute: float = typer.Option(10.0, "--clips-per-minute", help="Non-screams scattered over the "
+                                               "noise beds per minute (0: ambience only, a quiet site)."),
+        noise_categories: Optional[str] = typer.Option(None, "--noise-categories", help="Only noise pieces of "
+                                                       "these categories, comma-separated (e.g. rain,wind,water,"
+                                                       "traffic,cafe: no birds); default all."),
         auto_gain: bool = typer.Option(False, "--auto-gain", help="Amplify quiet input first (up to +30 dB, "
                                           "when the background is under -40 dBFS: a distant or low-gain microphone; "
                                           "docs/detector.md)."),
@@ -577,12 +582,15 @@ def evaluate_events_cmd(
     from .data import DatasetError
     from .detector import Detector, ModelError
     from .evaluate import evaluate_events
+    from .scenes import SceneSpec
 
+    cats = None if noise_categories is None else [c.strip() for c in noise_categories.split(",") if c.strip()]
     try:
+        spec = SceneSpec(clips_per_minute=clips_per_minute)
         det = Detector.load(model, threshold=threshold, max_false_alarms_per_hour=max_fa, second_stage=second,
                             auto_gain=auto_gain)
         res = evaluate_events(det, data, out_dir=out, repeats=repeats, free_hours=free_hours, split_file=split_file,
-                              write_scenes=not no_scenes)
+                              write_scenes=not no_scenes, scene_spec=spec, noise_categories=cats)
     except (DatasetError, ModelError, ValueError) as e:
         fail(str(e))
     print(json.dumps(res, indent=1))

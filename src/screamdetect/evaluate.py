@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -260,12 +260,13 @@ def alerts_from_scores(scores: np.ndarray, tr, duration_s: float) -> list:
 
 def evaluate_events(detector, data, out_dir=None, noise_dir=None, split_file=None, split_spec=None,
                     scene_spec=None, repeats: int = 3, free_hours: float = 1.0, tolerance_s: float = 1.0,
-                    write_scenes: bool = True) -> dict:
+                    write_scenes: bool = True, noise_categories=None) -> dict:
     """Event-level evaluation of a detector on long scenes built from the TEST split only.
 
     Scenes: test-split screams inserted at every SNR of `scene_spec.snrs_db` (`repeats` times each, in different
     backgrounds) over noise beds of the TEST noise pieces with test-split non-screams scattered over them; plus
-    `free_hours` of scream-free scenes for false alarms per hour. Scenes and their ground truth (JSON beside each
+    `free_hours` of scream-free scenes for false alarms per hour (the same `scene_spec`: levels, non-screams per
+    minute). noise_categories: only the test noise pieces of these categories (a kind of site: e.g. no birds). Scenes and their ground truth (JSON beside each
     FLAC) are written to out_dir/scenes when `write_scenes`. `detector` needs score_windows() and tracker()
     (screamdetect.Detector) or a detect_with_alerts-compatible object. Returns the metrics dict.
     """
@@ -282,7 +283,9 @@ def evaluate_events(detector, data, out_dir=None, noise_dir=None, split_file=Non
     split_file = Path(split_file) if split_file else (out_dir / "split.csv" if out_dir else Path("runs/split.csv"))
     splits = load_or_make_split(ds, split_file, split_spec)
     noise_dir = Path(noise_dir) if noise_dir else Path(ds.root) / "noise"
-    test_noise = sc.load_many(sc.noise_split(noise_dir, seed=split_spec.seed)["test"])
+    test_noise = sc.load_many(sc.noise_split(noise_dir, seed=split_spec.seed, categories=noise_categories)["test"])
+    if not test_noise:
+        raise ValueError(f"no test noise piece of {noise_dir} in categories {sorted(noise_categories or [])}")
     test = splits["test"]
     screams = [(c.path, a) for c, a in zip([c for c in test if c.label == 1],
                                            sc.load_many([c.path for c in test if c.label == 1]))]
@@ -303,7 +306,7 @@ def evaluate_events(detector, data, out_dir=None, noise_dir=None, split_file=Non
             sc.write_scene(scene, out_dir / "scenes")
     free = 0
     free_s = 0.0
-    fspec = sc.SceneSpec(duration_s=300.0, seed=spec.seed + 101)
+    fspec = replace(spec, duration_s=300.0, seed=spec.seed + 101)
     n_free = max(1, int(np.ceil(free_hours * 3600 / fspec.duration_s)))
     for scene in track(sc.scream_free_scenes(negatives, test_noise, free_hours, fspec), total=n_free,
                        description="scream-free scenes", transient=True):
@@ -315,6 +318,8 @@ def evaluate_events(detector, data, out_dir=None, noise_dir=None, split_file=Non
         "event_scene_hours": event_scene_s / 3600,
         "test_screams": len(screams), "test_negatives": len(negatives), "test_noise_pieces": len(test_noise),
         "repeats": repeats, "tolerance_s": tolerance_s, "snrs_db": list(spec.snrs_db),
+        "clips_per_minute": spec.clips_per_minute,
+        "noise_categories": None if noise_categories is None else sorted(noise_categories),
         "threshold": float(getattr(detector, "threshold", float("nan"))),
         "split": f"test split of {ds.root} ({split_file})",
     })

@@ -71,10 +71,13 @@ class SceneSpec:
             raise ValueError(f"clips_per_minute must be >= 0, got {self.clips_per_minute}")
 
 
-def noise_split(noise_dir: str | Path, seed: int = 0) -> dict[str, list[Path]]:
+def noise_split(noise_dir: str | Path, seed: int = 0, categories: Sequence[str] | None = None
+                ) -> dict[str, list[Path]]:
     """Deal the noise bank's pieces to train/val/test (60/20/20 within each category, seeded).
 
-    Reads noise/manifest.csv when present (its `category` column), else treats every audio file as one category.
+    Reads noise/manifest.csv when present (its `category` column), else treats every audio file as one category
+    ("noise"). categories: keep only the pieces of these categories (each piece stays in the split it has without
+    the filter); an unknown category is a ValueError naming the known ones.
     """
     noise_dir = Path(noise_dir)
     man = noise_dir / "manifest.csv"
@@ -104,6 +107,12 @@ def noise_split(noise_dir: str | Path, seed: int = 0) -> dict[str, list[Path]]:
         out["val"] += paths[:n_val]
         out["test"] += paths[n_val: n_val + n_test]
         out["train"] += paths[n_val + n_test:]
+    if categories is not None:
+        unknown = sorted(set(categories) - set(by_cat))
+        if unknown:
+            raise ValueError(f"noise categories {unknown} are not in {noise_dir} (it has: {', '.join(sorted(by_cat))})")
+        keep = {p for c in categories for p in by_cat[c]}
+        out = {k: [p for p in v if p in keep] for k, v in out.items()}
     return out
 
 

@@ -227,3 +227,10 @@ def test_command_with_screams(site, screams, tmp_path):
     assert "of the screams inserted here" in res.stdout
     res = _cli([d / "in", "--screams", screams / "bad.wav", "--model", model, "-o", tmp_path / "o2"])
     assert res.exit_code == 2 and "none of the --screams clips could be read" in res.stderr
+
+
+def test_help_paragraphs_are_reflowed():
+    """--help shows each docstring paragraph as one paragraph, not cut at the source's 120 columns."""
+    res = CliRunner().invoke(app, ["calibrate-site", "--help"], env={"COLUMNS": "200"})
+    assert res.exit_code == 0
+    assert "A quiet site (a ward at night) can take a lower threshold" in res.stdout

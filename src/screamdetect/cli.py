@@ -963,7 +963,9 @@ def deploy_study(
 
     Each dataset gets its own group-aware split. Thresholds come from the phase's validation data (never from its
     test split). Example on one corpus, by source:
+
     screamdetect deploy-study ../shared/corpus --a-sources "!student" --b-sources student
+
     ("!name" excludes a source; DATA::source=a,b and DATA::source!=a select inside a DATA argument)
     """
     from .data import DatasetError
@@ -988,6 +990,20 @@ def deploy_study(
         fail(str(e))
     except ValueError as e:
         fail(f"deploy-study: {e}")
+
+
+def _reflowed(doc: str) -> str:
+    """A docstring as --help shows it best: each paragraph on one line (rich wraps it to the terminal), paragraphs
+    kept apart. Docstrings are wrapped at 120 columns in the source, and rich would keep those line breaks."""
+    import inspect
+
+    return "\n\n".join(" ".join(line.strip() for line in par.splitlines())
+                       for par in inspect.cleandoc(doc).split("\n\n"))
+
+
+for _cmd in app.registered_commands:
+    if _cmd.help is None and _cmd.callback is not None and _cmd.callback.__doc__:
+        _cmd.help = _reflowed(_cmd.callback.__doc__)
 
 
 def main() -> None:

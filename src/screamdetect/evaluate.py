@@ -266,8 +266,8 @@ def evaluate_events(detector, data, out_dir=None, noise_dir=None, split_file=Non
     Scenes: test-split screams inserted at every SNR of `scene_spec.snrs_db` (`repeats` times each, in different
     backgrounds) over noise beds of the TEST noise pieces with test-split non-screams scattered over them; plus
     `free_hours` of scream-free scenes for false alarms per hour (the same `scene_spec`: levels, non-screams per
-    minute). noise_categories: only the test noise pieces of these categories (a kind of site: e.g. no birds). Scenes and their ground truth (JSON beside each
-    FLAC) are written to out_dir/scenes when `write_scenes`. `detector` needs score_windows() and tracker()
+    minute). noise_categories: only the test noise pieces of these categories (a kind of site: e.g. no birds).
+    Scenes and their ground truth (JSON beside each FLAC) are written to out_dir/scenes when `write_scenes`. `detector` needs score_windows() and tracker()
     (screamdetect.Detector) or a detect_with_alerts-compatible object. Returns the metrics dict.
     """
     from pathlib import Path

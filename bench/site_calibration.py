@@ -13,7 +13,7 @@ the site's. Kinds (`--kinds`):
   busy     every category plus 10 non-screams a minute (people, animals, games, street): the card's own calibration
            and evaluate-events scenes
 
-    .venv/bin/python bench/site_calibration.py [--model PATH] [--kinds quiet,indoor,outdoor,busy] [--site-hours 4]
+    .venv/bin/python bench/site_calibration.py [--model PATH] [--kinds quiet,indoor,outdoor,busy] [--site-hours 4] [--free-hours 4]
 
 Writes runs/site_calibration/site_calibration.json and prints a markdown table.
 """
@@ -55,7 +55,7 @@ def main() -> None:
     ap.add_argument("--split-file", type=Path, default=Path("runs/default6/split.csv"))
     ap.add_argument("--kinds", default="quiet,indoor,outdoor,busy", help=f"comma-separated, of {', '.join(KINDS)}")
     ap.add_argument("--site-hours", type=float, default=4.0)
-    ap.add_argument("--free-hours", type=float, default=1.0)
+    ap.add_argument("--free-hours", type=float, default=4.0)
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--target", type=float, default=0.5, help="false alarms per hour")
     ap.add_argument("--out", type=Path, default=Path("runs/site_calibration"))

@@ -8,6 +8,7 @@ import pytest
 from screamdetect.models import make_model
 from screamdetect.train import (
     TrainConfig,
+    _mixup,
     _spec_augment,
     binary_f1,
     class_weights,
@@ -51,7 +52,8 @@ def test_binary_f1_known_answers():
 def test_bad_train_config_rejected():
     for kw, word in (({"epochs": 0}, "epochs"), ({"lr": -1.0}, "lr"), ({"checkpoint": "auc"}, "checkpoint"),
                      ({"patience": 0}, "patience"), ({"batch_size": 0}, "batch_size"),
-                     ({"weight_decay": -1e-3}, "weight_decay"), ({"threshold": 1.0}, "threshold")):
+                     ({"weight_decay": -1e-3}, "weight_decay"), ({"threshold": 1.0}, "threshold"),
+                     ({"mixup": -0.1}, "mixup"), ({"mixup": float("nan")}, "mixup")):
         with pytest.raises(ValueError, match=word):
             TrainConfig(**kw)
 
@@ -137,3 +139,31 @@ def test_spec_augment_masks_bands_and_frames():
     X, y = tone_vs_noise(32, seed=5)
     m = make_model("cnn", SHAPE, seed=0, epochs=1, spec_augment=True, **FAST).fit(X, y)
     assert np.isfinite(m.predict_proba(X)).all()
+
+
+def test_mixup_blends_inputs_and_targets_alike(toy):
+    import torch
+
+    # Each example is a constant: a blend of two constants is a constant, so λ can be read back from x and checked
+    # against the target.
+    levels = torch.tensor([0.0, 10.0, 20.0, 30.0, 40.0, 50.0])
+    x = levels[:, None, None].expand(6, 4, 5).clone()
+    y = torch.tensor([0.0, 1.0, 0.0, 1.0, 0.0, 1.0])
+    xm, ym = _mixup(x, y, 0.4, np.random.default_rng(0), torch.Generator().manual_seed(0))
+    assert xm.shape == x.shape and ym.shape == y.shape
+    assert torch.allclose(xm, xm[:, :1, :1].expand_as(xm))
+    assert not torch.equal(xm, x) and ((ym > 0) & (ym < 1)).any()
+    for i in range(6):  # x_i' = λ x_i + (1 − λ) x_j and y_i' = λ y_i + (1 − λ) y_j for one j and the same λ
+        fits = [j for j in range(6) if j != i and abs(float(levels[i] - levels[j])) > 0
+                and abs(float((xm[i, 0, 0] - levels[j]) / (levels[i] - levels[j]) * (y[i] - y[j]) + y[j] - ym[i]))
+                < 1e-5]
+        same = abs(float(xm[i, 0, 0] - levels[i])) < 1e-4 and abs(float(ym[i] - y[i])) < 1e-6
+        assert fits or same
+    assert torch.equal(x, levels[:, None, None].expand(6, 4, 5))  # input untouched
+    X, y, Xv, yv = toy
+    on = make_model("cnn", SHAPE, seed=0, epochs=2, mixup=0.4, **FAST).fit(X, y, Xv, yv)
+    off = make_model("cnn", SHAPE, seed=0, epochs=2, **FAST).fit(X, y, Xv, yv)
+    assert np.isfinite(on.predict_proba(Xv)).all()
+    assert not np.allclose(on.predict_proba(Xv), off.predict_proba(Xv))  # it does change training
+    again = make_model("cnn", SHAPE, seed=0, epochs=2, mixup=0.4, **FAST).fit(X, y, Xv, yv)
+    assert np.array_equal(on.predict_proba(Xv), again.predict_proba(Xv))  # and stays deterministic for a seed

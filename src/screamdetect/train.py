@@ -31,7 +31,9 @@ class TrainConfig:
     epochs without improvement of the checkpoint metric (None = never stop early). seed: initialisation, batch
     order, dropout, masking. threads: torch CPU threads. progress: rich progress bar. spec_augment: random
     frequency/time masks on training batches (off by default); freq_mask/time_mask: maximum mask widths in bins
-    and frames. threshold: the probability above which a clip counts as a scream for accuracy and F1.
+    and frames. mixup: the alpha of mixup (0 = off): each training example is blended with another of its batch,
+    x = λ·x_i + (1 − λ)·x_j on the log-mel (dB) input with soft target λ·y_i + (1 − λ)·y_j, λ ~ Beta(alpha, alpha)
+    drawn per example. threshold: the probability above which a clip counts as a scream for accuracy and F1.
     """
 
     epochs: int = 20
@@ -47,6 +49,7 @@ class TrainConfig:
     spec_augment: bool = False
     freq_mask: int = 8
     time_mask: int = 20
+    mixup: float = 0.0
     threshold: float = 0.5
 
     def __post_init__(self):
@@ -66,6 +69,8 @@ class TrainConfig:
             raise ValueError(f"threads must be >= 1, got {self.threads}")
         if self.freq_mask < 0 or self.time_mask < 0:
             raise ValueError(f"freq_mask and time_mask must be >= 0, got {self.freq_mask}, {self.time_mask}")
+        if not (self.mixup >= 0 and math.isfinite(self.mixup)):
+            raise ValueError(f"mixup must be a finite number >= 0 (0 = off), got {self.mixup}")
         if not 0 < self.threshold < 1:
             raise ValueError(f"threshold must be in (0, 1), got {self.threshold}")
 
@@ -170,6 +175,16 @@ def _spec_augment(xb, cfg: TrainConfig, gen):
     return xb
 
 
+def _mixup(xb, yb, alpha: float, rng: np.random.Generator, gen):
+    """Mixup (Zhang et al., 2018): each example blended with a random other of the batch, targets alike."""
+    import torch
+
+    lam = torch.from_numpy(rng.beta(alpha, alpha, size=xb.shape[0]).astype(np.float32))
+    perm = torch.randperm(xb.shape[0], generator=gen)
+    xb = lam[:, None, None] * xb + (1 - lam[:, None, None]) * xb[perm]
+    return xb, lam * yb + (1 - lam) * yb[perm]
+
+
 def predict_logits(module, X: np.ndarray, batch_size: int = 256):
     """Logits of `module` (eval mode, no grad) for X (n, n_mels, n_frames) float32 → float32 (n,)."""
     import torch
@@ -245,13 +260,15 @@ def fit_module(module, X: np.ndarray, y: np.ndarray, X_val: np.ndarray | None = 
                     continue  # a lone last example breaks batch norm; it is seen again next epoch
                 if config.spec_augment:
                     xb = _spec_augment(xb, config, gen)
+                if config.mixup > 0:  # no draw at all when off (runs without it stay reproducible)
+                    xb, yb = _mixup(xb, yb, config.mixup, rng, gen)
                 logits = module(xb).reshape(-1)
                 loss = loss_fn(logits, yb)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
                 tot_loss += float(loss.detach()) * xb.shape[0]
-                tot_correct += int(((logits.detach() > thr_logit).float() == yb).sum())
+                tot_correct += int(((logits.detach() > thr_logit) == (yb > 0.5)).sum())  # mixed: the larger share
                 if progress is not None:
                     progress.advance(task)
             hist["loss"].append(tot_loss / X.shape[0])

@@ -1,12 +1,14 @@
 """Benchmark: CPU cost of live detection per stream, feeding 0.1 s chunks at a simulated real-time rate.
 
 Run: .venv/bin/python bench/bench_live.py [--model PATH] [--seconds 60] [--chunk-s 0.1] [--streams 1] [--speed 1]
+     [--threads]
 
 Each of --streams StreamDetectors (one shared onnxruntime session, one thread) gets a chunk every --chunk-s
 seconds of wall-clock time (divided by --speed; 1 = real time), from corpus audio (../shared/corpus, or a
 synthetic scene), and its alerts go through the live loop's JSON-lines sink (to /dev/null). Reported: process
 CPU time (user + system, all threads) per second of audio per stream, as % of one core (target <= 2 %), and the
-time to process one chunk (median, p95, max). --model: as bench_scan.py (default: the shipped model, else the
+time to process one chunk (median, p95, max). --threads: each stream in its own thread through
+`alerts.run_many`, as `screamdetect listen -s A -s B ...` runs them (no per-chunk times then). --model: as bench_scan.py (default: the shipped model, else the
 band-energy test model, whose inference is nearly free).
 """
 
@@ -28,7 +30,7 @@ sys.path.insert(0, str(REPO / "bench"))
 
 from bench_scan import corpus_flac, resolve_model
 
-from screamdetect.alerts import JsonlSink, alert_message
+from screamdetect.alerts import JsonlSink, LiveStream, alert_message, run_many
 from screamdetect.audio import SAMPLE_RATE, load_audio
 from screamdetect.detector import Detector
 
@@ -45,6 +47,7 @@ def main() -> None:
     ap.add_argument("--chunk-s", type=float, default=0.1, help="chunk length in seconds")
     ap.add_argument("--streams", type=int, default=1, help="streams processed side by side in this process")
     ap.add_argument("--speed", type=float, default=1.0, help="pace: 1 = real time, 10 = ten times faster")
+    ap.add_argument("--threads", action="store_true", help="one thread per stream, through alerts.run_many")
     args = ap.parse_args()
     if args.seconds <= 0 or args.chunk_s <= 0 or args.streams < 1 or args.speed <= 0:
         ap.error("--seconds, --chunk-s, --speed must be positive and --streams >= 1")
@@ -60,6 +63,8 @@ def main() -> None:
 
     chunk = round(args.chunk_s * SAMPLE_RATE)
     sink = JsonlSink(os.devnull)
+    if args.threads:
+        return threaded(det, audio, chunk, args, sink)
     streams = [det.stream() for _ in range(args.streams)]
     det.score_windows(audio[: 2 * SAMPLE_RATE])  # warm-up
     n_chunks = -(-audio.size // chunk)
@@ -89,6 +94,31 @@ def main() -> None:
           f"(target <= 2 %; load average {os.getloadavg()[0]:.1f})")
     print(f"time per {args.chunk_s} s chunk: median {np.median(ms):.2f} ms, p95 {np.percentile(ms, 95):.2f} ms, "
           f"max {ms.max():.2f} ms")
+
+
+def threaded(det: Detector, audio: np.ndarray, chunk: int, args, sink: JsonlSink) -> None:
+    """The `listen -s A -s B ...` path: one paced generator per stream, run_many's threads, one shared sink."""
+    n_chunks = -(-audio.size // chunk)
+    det.score_windows(audio[: 2 * SAMPLE_RATE])  # warm-up
+    t0 = time.perf_counter()
+
+    def paced():
+        for i in range(n_chunks):
+            wait = t0 + i * args.chunk_s / args.speed - time.perf_counter()
+            if wait > 0:
+                time.sleep(wait)
+            yield audio[i * chunk: (i + 1) * chunk]
+
+    c0 = cpu_s()
+    summaries = run_many([LiveStream(paced(), f"s{k}") for k in range(args.streams)], det, [sink])
+    wall, cpu = time.perf_counter() - t0, cpu_s() - c0
+    audio_s = audio.size / SAMPLE_RATE
+    events = sum(len(sm.events) for sm in summaries)
+    print(f"wall {wall:.1f} s, process CPU {cpu:.2f} s for {args.streams} x {audio_s:.0f} s of audio in "
+          f"{args.streams} thread(s) ({events} events)")
+    print(f"CPU per stream: {100 * cpu / (audio_s * args.streams):.2f} % of one core "
+          f"(target <= 2 %; load average {os.getloadavg()[0]:.1f}); peak RSS of the process "
+          f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.1f} MB")
 
 
 if __name__ == "__main__":

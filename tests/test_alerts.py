@@ -14,16 +14,18 @@ import time
 import numpy as np
 import pytest
 
-from _models import scene, write_band_energy_model
+from _models import background, scene, write_band_energy_model
 from screamdetect.alerts import (
     AudioRing,
     ClipSaver,
     JsonlSink,
+    LiveStream,
     MqttSink,
     Sink,
     WebhookSink,
     parse_host_port,
     run_live,
+    run_many,
 )
 from screamdetect.audio import SAMPLE_RATE, load_audio
 from screamdetect.detector import Detector, iter_chunks
@@ -266,3 +268,108 @@ def test_source_failure_closes_the_open_event(det, signal, tmp_path):
     summary = run_live(dying(), det, [JsonlSink(out)])
     assert summary.error == "stream gave up" and len(summary.events) == 1
     assert [json.loads(x)["type"] for x in out.read_text().splitlines()] == ["start", "end"]
+
+
+class _Recording(Sink):
+    def __init__(self):
+        self.msgs, self.closed, self._lock = [], 0, threading.Lock()
+
+    def handle(self, msg):
+        with self._lock:
+            self.msgs.append(msg)
+
+    def close(self):
+        self.closed += 1
+
+
+def test_run_many_streams_keep_their_own_events_and_one_failure_spares_the_rest(det, signal, tmp_path):
+    """Three streams at once in threads, one detector: each finds exactly what it finds alone, whatever the
+    others do (different chunk sizes, one source dying half-way), and the shared sinks are closed once."""
+    other = scene(16.0, [(2.0, 1.5), (10.0, 2.0)], seed=3)
+
+    def dying():
+        yield from iter_chunks(signal[: 7 * SAMPLE_RATE], 800)
+        raise OSError("connection reset")
+
+    alone = {"cam1": _run(det, signal, [], chunk=1600), "cam2": _run(det, other, [], chunk=4000)}
+    rec, out = _Recording(), tmp_path / "many.jsonl"
+    summaries = run_many([LiveStream(iter_chunks(signal, 1600), "cam1"), LiveStream(iter_chunks(other, 4000), "cam2"),
+                          LiveStream(dying(), "cam3")], det, [rec, JsonlSink(out)])
+    assert [s.source for s in summaries] == ["cam1", "cam2", "cam3"]
+    cam1, cam2, cam3 = summaries
+    for sm in (cam1, cam2):
+        assert sm.error is None and sm.events == alone[sm.source].events and sm.seconds == alone[sm.source].seconds
+    assert len(cam1.events) == 1 and len(cam2.events) == 2
+    assert cam3.error == "connection reset" and len(cam3.events) == 1  # its open event is closed, as alone
+    assert rec.closed == 1
+    by_source = {}
+    for m in rec.msgs:
+        by_source.setdefault(m["source"], []).append(m["type"])
+    assert by_source == {"cam1": ["start", "end"], "cam2": ["start", "end"] * 2, "cam3": ["start", "end"]}
+    lines = [json.loads(x) for x in out.read_text().splitlines()]  # whole lines, never interleaved
+    assert sorted((m["source"], m["start_s"], m["type"]) for m in lines) == sorted(
+        (m["source"], m["start_s"], m["type"]) for m in rec.msgs)
+    with pytest.raises(ValueError, match="unique"):
+        run_many([LiveStream([], "a"), LiveStream([], "a")], det, [])
+
+
+def test_run_many_stops_every_stream_on_ctrl_c(det):
+    """Ctrl-C in the main thread stops the streams before their next chunk, closes their sources, and reports a
+    stream that stays blocked (a network source waiting to reconnect) instead of hanging on it."""
+    import _thread
+
+    closed = []
+
+    def endless(name):
+        try:
+            x = background(0.1)
+            while True:
+                time.sleep(0.01)
+                yield x
+        finally:
+            closed.append(name)
+
+    def blocked():
+        yield background(0.1)
+        time.sleep(30)  # daemon thread: left behind
+        yield background(0.1)
+
+    rec = _Recording()
+    timer = threading.Timer(0.6, _thread.interrupt_main)
+    timer.start()
+    t0 = time.monotonic()
+    summaries = run_many([LiveStream(endless("a"), "a"), LiveStream(endless("b"), "b"),
+                          LiveStream(blocked(), "c")], det, [rec], stop_timeout_s=1.0)
+    assert time.monotonic() - t0 < 5
+    a, b, c = summaries
+    assert a.error is None and b.error is None and a.seconds > 0.2 and b.seconds > 0.2
+    assert sorted(closed) == ["a", "b"]  # the generators were closed (their subprocess / device released)
+    assert c.error is not None and "did not stop" in c.error
+    assert rec.closed == 1
+
+
+def test_one_mqtt_sink_serves_several_streams(det, signal, mosquitto):
+    import paho.mqtt.client as mqtt
+
+    got, subscribed = [], threading.Event()
+    sub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="test-sub-many")
+    sub.on_connect = lambda c, u, f, rc, p: c.subscribe("screamdetect/#", qos=1)
+    sub.on_subscribe = lambda c, u, mid, rcs, p: subscribed.set()
+    sub.on_message = lambda c, u, m: got.append((m.topic, m.payload.decode()))
+    sub.connect("127.0.0.1", mosquitto)
+    sub.loop_start()
+    try:
+        assert subscribed.wait(5)
+        other = scene(12.0, [(2.0, 1.5), (8.0, 1.5)], seed=4)
+        run_many([LiveStream(iter_chunks(signal, 1600), "cam1"), LiveStream(iter_chunks(other, 1600), "door")], det,
+                 [MqttSink("127.0.0.1", mosquitto, source="cam1")])
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and ("screamdetect/available", "offline") not in got:
+            time.sleep(0.05)
+    finally:
+        sub.disconnect()
+        sub.loop_stop()
+    assert [p for t, p in got if t == "screamdetect/cam1/scream"] == ["ON", "OFF"]
+    assert [p for t, p in got if t == "screamdetect/door/scream"] == ["ON", "OFF", "ON", "OFF"]
+    events = [json.loads(p) for t, p in got if t == "screamdetect/events"]
+    assert sorted(e["source"] for e in events) == ["cam1"] * 2 + ["door"] * 4

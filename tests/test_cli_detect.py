@@ -183,6 +183,42 @@ def test_listen_to_audio_piped_in(files, tmp_path):
     assert bad.returncode != 0 and b"Traceback" not in bad.stderr and b"standard input: " in bad.stderr
 
 
+def test_listen_to_several_sources_in_one_process(files, tmp_path):
+    """-s twice (and a missing file): each source's alerts under its own name, the same events as listening to it
+    alone, a clip per event named after its source; the missing one is reported and the rest go on (exit 1)."""
+    d, model = files
+    (tmp_path / "other").mkdir()
+    shutil.copy(d / "in" / "a.wav", tmp_path / "other" / "a.wav")  # same stem: named a-2
+    out, clips = tmp_path / "alerts.jsonl", tmp_path / "clips"
+    res = CliRunner().invoke(app, ["listen", "-s", str(d / "in" / "a.wav"), "-s", str(d / "in" / "sub" / "b.flac"),
+                                   "-s", str(tmp_path / "nope.wav"), "-s", str(tmp_path / "other" / "a.wav"),
+                                   "--model", str(model), "--jsonl", str(out), "--clips", str(clips)])
+    assert res.exit_code == 1 and "Traceback" not in res.output
+    text = " ".join(res.output.split())
+    assert "nope.wav: file not found" in text and "1 of 4 source(s) failed" in text
+    msgs = [json.loads(line) for line in out.read_text().splitlines()]
+    by = {}
+    for m in msgs:
+        by.setdefault(m["source"], []).append(m)
+    assert sorted(by) == ["a", "a-2", "b"]
+    assert [m["type"] for m in by["b"] if m["type"] != "clip"] == ["start", "end"] * 2
+    alone = CliRunner().invoke(app, ["listen", "-s", str(d / "in" / "sub" / "b.flac"), "--model", str(model),
+                                     "--jsonl", str(tmp_path / "b_alone.jsonl")])
+    assert alone.exit_code == 0
+    b_alone = [json.loads(line) for line in (tmp_path / "b_alone.jsonl").read_text().splitlines()]
+    assert [(m["type"], m["start_s"], m["end_s"]) for m in b_alone] == [
+        (m["type"], m["start_s"], m["end_s"]) for m in by["b"] if m["type"] != "clip"]
+    for name in ("a", "a-2"):
+        assert [m["type"] for m in by[name]] == ["start", "end", "clip"]
+    assert sorted(p.name.split("_")[0] for p in clips.iterdir()) == ["a", "a-2", "b", "b"]
+    for args, words in [(["-s", "x.wav", "-s", "y.wav", "--name", "one"], "one name per source"),
+                        (["-s", "-", "-s", "-"], "standard input"),
+                        (["-s", str(d / "in" / "a.wav"), "-s", str(d / "in" / "sub" / "b.flac"), "--name", "cam",
+                          "--name", "cam"], "its own name")]:
+        bad = CliRunner().invoke(app, ["listen", "--model", str(model), *args])
+        assert bad.exit_code == 2 and words in " ".join(bad.output.split()) and "Traceback" not in bad.output
+
+
 def test_listen_bad_inputs_are_one_line_errors(files, tmp_path):
     d, model = files
     for args, text in [(["--source", str(tmp_path / "nope.wav")], "nope.wav: file not found"),

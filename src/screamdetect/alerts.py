@@ -10,7 +10,8 @@ emitted (UTC). A saved clip adds {"type": "clip", "path": ..., ...}. Sinks: :cla
 appended), :class:`WebhookSink` (HTTP POST from a background thread, retries with back-off, never blocks
 detection), :class:`MqttSink` (paho-mqtt 2.x; Frigate-style `screamdetect/<source>/scream` "ON"/"OFF" retained,
 JSON on `screamdetect/events`). :class:`ClipSaver` writes pre-roll + event + post-roll to WAV/FLAC from a
-bounded ring buffer.
+bounded ring buffer. :func:`run_live` drives one stream; :func:`run_many` several at once, one thread each, sharing
+the detector's models and the sinks.
 """
 
 from __future__ import annotations
@@ -61,10 +62,12 @@ class Sink:
 
 
 class JsonlSink(Sink):
-    """One JSON object per line to stdout ("-") or appended to a file (never overwritten), flushed per line."""
+    """One JSON object per line to stdout ("-") or appended to a file (never overwritten), flushed per line; safe to
+    share between the threads of several streams (a line is never interleaved with another)."""
 
     def __init__(self, target: str | os.PathLike = "-"):
         self.target = str(target)
+        self._lock = threading.Lock()
         if self.target == "-":
             self._f = sys.stdout
         else:
@@ -75,8 +78,10 @@ class JsonlSink(Sink):
                 raise ValueError(f"{self.target}: cannot open for appending ({e.strerror})") from e
 
     def handle(self, msg: dict) -> None:
-        self._f.write(json.dumps(msg) + "\n")
-        self._f.flush()
+        line = json.dumps(msg) + "\n"
+        with self._lock:
+            self._f.write(line)
+            self._f.flush()
 
     def close(self) -> None:
         if self._f is not sys.stdout:
@@ -181,7 +186,8 @@ class MqttSink(Sink):
 
     Topics: `<prefix>/<source>/scream` "ON" at an event start, "OFF" at its end (retained, so a subscriber that
     connects later sees the state); `<prefix>/events` the JSON message; `<prefix>/available` "online"/"offline"
-    (retained, "offline" also as the last will).
+    (retained, "offline" also as the last will). <source> is the message's own "source" (`source` when it has
+    none), so one sink serves several streams (paho's publish is thread-safe).
     """
 
     def __init__(self, host: str, port: int = 1883, source: str = "mic", prefix: str = MQTT_PREFIX,
@@ -219,7 +225,9 @@ class MqttSink(Sink):
 
     def handle(self, msg: dict) -> None:
         if msg.get("type") in ("start", "end"):
-            self.client.publish(self.state_topic, "ON" if msg["type"] == "start" else "OFF", qos=self.qos,
+            src = msg.get("source") or self.source
+            topic = self.state_topic if src == self.source else f"{self.prefix}/{src}/scream"
+            self.client.publish(topic, "ON" if msg["type"] == "start" else "OFF", qos=self.qos,
                                 retain=True)
         self.client.publish(self.events_topic, json.dumps(msg), qos=self.qos)
 
@@ -376,14 +384,17 @@ class LiveSummary:
     events: list
     clips: list
     error: str | None = None
+    source: str = ""
 
 
 def run_live(chunks: Iterable[np.ndarray], detector: Detector, sinks: list[Sink], source: str = "mic",
-             clips: ClipSaver | None = None) -> LiveSummary:
+             clips: ClipSaver | None = None, stop: threading.Event | None = None,
+             close_sinks: bool = True) -> LiveSummary:
     """Drive detection over a stream of float32 chunks; send every event update to every sink.
 
-    A sink that raises is logged and skipped for that message (alerts never stop detection). Sinks and the
-    clip saver are closed at the end, also on error or KeyboardInterrupt (which end the run normally).
+    A sink that raises is logged and skipped for that message (alerts never stop detection). The clip saver, and
+    the sinks unless close_sinks is False, are closed at the end, also on error or KeyboardInterrupt (which end the
+    run normally). `stop`: ends the run before the next chunk once set (how :func:`run_many` stops its threads).
     """
     sd = detector.stream()
     error = None
@@ -399,23 +410,94 @@ def run_live(chunks: Iterable[np.ndarray], detector: Detector, sinks: list[Sink]
                 except Exception as e:  # noqa: BLE001 - a broken sink must not stop detection
                     log.warning("alert sink %s failed: %s", type(s).__name__, e)
 
+    it = iter(chunks)
     try:
         try:
-            for chunk in chunks:
+            for chunk in it:
                 if clips is not None:
                     clips.feed(chunk)
                 dispatch(sd.process(chunk).updates)
+                if stop is not None and stop.is_set():
+                    break
         except KeyboardInterrupt:
             pass
         except (RuntimeError, OSError, ValueError) as e:  # the source failed (SourceError, AudioError, I/O)
             error = str(e)
         dispatch(sd.finish().updates)
     finally:
+        close = getattr(it, "close", None)
+        if close is not None:  # a generator source: stop its subprocess / device now, not at garbage collection
+            try:
+                close()
+            except Exception as e:  # noqa: BLE001
+                log.warning("closing source %s failed: %s", source, e)
         if clips is not None:
             clips.close()
-        for s in sinks:
-            try:
-                s.close()
-            except Exception as e:  # noqa: BLE001
-                log.warning("closing %s failed: %s", type(s).__name__, e)
-    return LiveSummary(sd.time_s, list(sd.events), list(clips.saved) if clips else [], error)
+        if close_sinks:
+            _close_all(sinks)
+    return LiveSummary(sd.time_s, list(sd.events), list(clips.saved) if clips else [], error, source)
+
+
+def _close_all(sinks: list[Sink]) -> None:
+    for s in sinks:
+        try:
+            s.close()
+        except Exception as e:  # noqa: BLE001
+            log.warning("closing %s failed: %s", type(s).__name__, e)
+
+
+@dataclass
+class LiveStream:
+    """One stream of :func:`run_many`: its chunks, its name (in alerts, topics, clip names), its clip saver."""
+
+    chunks: Iterable[np.ndarray]
+    source: str
+    clips: ClipSaver | None = None
+
+
+def run_many(streams: list[LiveStream], detector: Detector, sinks: list[Sink],
+             stop_timeout_s: float = 5.0) -> list[LiveSummary]:
+    """Several streams at once, one thread each: one detector (its ONNX sessions are shared, each stream keeps its
+    own state), the same sinks (closed once, after every stream). A stream whose source fails ends with its error
+    and the others go on. Ctrl-C (KeyboardInterrupt in the calling thread) stops every stream before its next
+    chunk; a stream still blocked after stop_timeout_s (a network source waiting to reconnect) is left behind and
+    reported as such. Returns the summaries in the order of `streams`."""
+    if len({s.source for s in streams}) != len(streams):
+        raise ValueError(f"stream names must be unique, got {[s.source for s in streams]}")
+    stop = threading.Event()
+    results: list[LiveSummary | None] = [None] * len(streams)
+
+    def work(i: int, st: LiveStream) -> None:
+        try:
+            results[i] = run_live(st.chunks, detector, sinks, st.source, st.clips, stop=stop, close_sinks=False)
+        except Exception as e:  # noqa: BLE001 - one stream's failure must not take the others down
+            log.warning("stream %s failed: %s", st.source, e)
+            results[i] = LiveSummary(0.0, [], [], f"{type(e).__name__}: {e}", st.source)
+
+    threads = [threading.Thread(target=work, args=(i, st), name=f"listen-{st.source}", daemon=True)
+               for i, st in enumerate(streams)]
+    # One BLAS thread for the run: the streams are the parallelism. With OpenBLAS's default (a thread per core) one
+    # stream in a thread cost 15 % of a core against 1.1 % with this limit (measured, bench/bench_live.py
+    # --threads): its idle threads spin after the small products of each chunk.
+    from threadpoolctl import threadpool_limits
+
+    blas = threadpool_limits(limits=1, user_api="blas")
+    try:
+        try:
+            for t in threads:
+                t.start()
+            for t in threads:
+                while t.is_alive():
+                    t.join(0.2)
+        except KeyboardInterrupt:
+            stop.set()
+            deadline = time.monotonic() + stop_timeout_s
+            for t in threads:
+                t.join(max(0.0, deadline - time.monotonic()))
+    finally:
+        stop.set()
+        _close_all(sinks)
+        blas.restore_original_limits()
+    return [r if r is not None else
+            LiveSummary(0.0, [], [], f"did not stop within {stop_timeout_s:g} s (left behind)", st.source)
+            for r, st in zip(results, streams)]

@@ -19,6 +19,9 @@ augmentation, train split only) as audio, embeds them, fits the head with scikit
 
 from __future__ import annotations
 
+import threading
+from contextlib import contextmanager
+
 import numpy as np
 
 SECOND_STAGE_KIND = "yamnet_logistic"
@@ -122,15 +125,33 @@ class SecondStage:
 
 
 _BLAS = None
+_BLAS_LOCK = threading.Lock()
+_BLAS_USERS = 0
+_BLAS_LIMIT = None
 
 
+@contextmanager
 def _one_blas_thread():
-    global _BLAS
-    from threadpoolctl import ThreadpoolController
+    """BLAS limited to one thread while the block runs. Counted, so that streams scoring in several threads at once
+    (`listen` with several sources) restore the original limit only when the last of them leaves; nested threadpoolctl
+    limits from concurrent threads would otherwise restore each other's values in any order."""
+    global _BLAS, _BLAS_USERS, _BLAS_LIMIT
+    with _BLAS_LOCK:
+        if _BLAS_USERS == 0:
+            if _BLAS is None:
+                from threadpoolctl import ThreadpoolController
 
-    if _BLAS is None:
-        _BLAS = ThreadpoolController()
-    return _BLAS.limit(limits=1, user_api="blas")
+                _BLAS = ThreadpoolController()
+            _BLAS_LIMIT = _BLAS.limit(limits=1, user_api="blas")
+        _BLAS_USERS += 1
+    try:
+        yield
+    finally:
+        with _BLAS_LOCK:
+            _BLAS_USERS -= 1
+            if _BLAS_USERS == 0:
+                _BLAS_LIMIT.restore_original_limits()
+                _BLAS_LIMIT = None
 
 
 def head_proba(emb: np.ndarray, coef: np.ndarray, intercept: float) -> np.ndarray:

@@ -271,10 +271,11 @@ def _hms(s: float) -> str:
 
 # ---- listen (issue 4) ----------------------------------------------------------------------------------------
 @app.command()
-def listen(source: str = typer.Option(..., "--source", "-s", help="'mic' (or mic:DEVICE), an audio file, a "
-                                      "URL ffmpeg can open (rtsp://, http://, rtmp://, srt://...), or - for audio "
-                                      "piped in (any format ffmpeg recognises, e.g. arecord -f S16_LE -r 16000 | "
-                                      "screamdetect listen -s -)."),
+def listen(source: list[str] = typer.Option(..., "--source", "-s", help="'mic' (or mic:DEVICE), an audio file, a "
+                                            "URL ffmpeg can open (rtsp://, http://, rtmp://, srt://...), or - for "
+                                            "audio piped in (any format ffmpeg recognises, e.g. arecord -f S16_LE -r "
+                                            "16000 | screamdetect listen -s -). Repeat it to watch several sources "
+                                            "in one process (one model in memory, one thread per source)."),
            realtime: bool = typer.Option(False, "--realtime", help="Replay a file at real speed (as if live)."),
            auto_gain: bool = typer.Option(False, "--auto-gain", help="Amplify quiet input first (up to +30 dB, "
                                           "when the background is under -40 dBFS: a distant or low-gain microphone; "
@@ -284,8 +285,9 @@ def listen(source: str = typer.Option(..., "--source", "-s", help="'mic' (or mic
                                                  "(background thread, retries with back-off)."),
            mqtt: Optional[str] = typer.Option(None, "--mqtt", help="MQTT broker HOST[:PORT]: publishes "
                                               "screamdetect/<name>/scream ON/OFF and JSON on screamdetect/events."),
-           name: Optional[str] = typer.Option(None, "--name", help="Source name in alerts, topics and clip "
-                                              "names (default: from the source)."),
+           name: Optional[list[str]] = typer.Option(None, "--name", help="Source name in alerts, topics and clip "
+                                                    "names (default: from the source); with several --source, "
+                                                    "one --name each, in the same order."),
            clips: Optional[Path] = typer.Option(None, "--clips", help="Save a clip per event in this folder."),
            clip_format: str = typer.Option("wav", "--clip-format", help="wav or flac."),
            pre_roll: float = typer.Option(2.0, "--pre-roll", help="Seconds of audio kept before an event."),
@@ -311,12 +313,25 @@ def listen(source: str = typer.Option(..., "--source", "-s", help="'mic' (or mic
     start_s, end_s, at_s: seconds of stream audio; time: wall clock (UTC) when the alert was sent.
 
     Network streams that drop are reopened with exponential back-off. Exit status 1 if the source failed.
+
+    Several sources (-s cam1_url -s cam2_url ...): each runs in its own thread with its own stream state and clips,
+    all alerts go to the same sinks with their source's name, and a source that fails is reported while the others
+    go on (exit status 1 at the end).
     """
     import logging
 
     from rich.markup import escape
 
-    from .alerts import ClipSaver, JsonlSink, MqttSink, WebhookSink, parse_host_port, run_live
+    from .alerts import (
+        ClipSaver,
+        JsonlSink,
+        LiveStream,
+        MqttSink,
+        WebhookSink,
+        parse_host_port,
+        run_live,
+        run_many,
+    )
     from .detector import Detector, ModelError
     from .sources import MicSource, Reconnect, SourceError, import_sounddevice, open_source, safe_name
 
@@ -331,22 +346,38 @@ def listen(source: str = typer.Option(..., "--source", "-s", help="'mic' (or mic
         fail(f"--retries must be >= 0, got {retries}")
     if threads < 1:
         fail(f"--threads must be >= 1, got {threads}")
+    if name and len(name) != len(source):
+        fail(f"--name given {len(name)} time(s) for {len(source)} --source: give one name per source, in order")
+    if source.count("-") > 1:
+        fail("--source -: standard input can be read by one source only")
     try:
         det = Detector.load(model, threshold=threshold, intra_op_threads=threads, second_stage=second,
                             auto_gain=auto_gain)
     except ModelError as e:
         fail(str(e))
-    try:
-        src = open_source(source, realtime=realtime, reconnect=Reconnect(max_retries=retries),
-                          on_status=lambda m: err.print(f"[yellow]{escape(m)}[/yellow]", highlight=False))
-    except (SourceError, ValueError) as e:
-        fail(str(e))
-    if isinstance(src, MicSource):
+    many = len(source) > 1
+    opened, failed_to_open = [], []  # (spec, Source, name)
+    for i, spec in enumerate(source):
+        prefix = f"{spec}: " if many else ""
         try:
-            import_sounddevice()
-        except SourceError as e:
-            fail(str(e))
-    src_name = safe_name(name) if name else src.name
+            src = open_source(spec, realtime=realtime, reconnect=Reconnect(max_retries=retries),
+                              on_status=lambda m, p=prefix: err.print(f"[yellow]{escape(p + m)}[/yellow]",
+                                                                      highlight=False))
+            if isinstance(src, MicSource):
+                import_sounddevice()
+        except (SourceError, ValueError) as e:
+            if not many:
+                fail(str(e))
+            err.print(f"[red]{escape(str(e))}[/red] (skipped)", highlight=False)
+            failed_to_open.append(spec)
+            continue
+        opened.append((spec, src, safe_name(name[i]) if name else src.name))
+    if not opened:
+        fail("no source could be opened")
+    given = [n for _, _, n in opened]
+    if name and len(set(given)) != len(given):
+        fail(f"--name: each source needs its own name, got {', '.join(name)}")
+    names = _unique_names(given)
     sinks = []
     try:
         sinks.append(JsonlSink(jsonl))
@@ -354,23 +385,56 @@ def listen(source: str = typer.Option(..., "--source", "-s", help="'mic' (or mic
             sinks.append(WebhookSink(webhook))
         if mqtt:
             host, port = parse_host_port(mqtt)
-            sinks.append(MqttSink(host, port, source=src_name))
-        saver = None
+            sinks.append(MqttSink(host, port, source=names[0]))
+        savers = []
         if clips is not None:
             lookback = det.window_s + det.smoothing.n * det.hop_s + 5.0
-            saver = ClipSaver(clips, source=src_name, pre_s=pre_roll, post_s=post_roll, fmt=clip_format,
-                              lookback_s=lookback, on_saved=sinks[0].handle)
+            savers = [ClipSaver(clips, source=n, pre_s=pre_roll, post_s=post_roll, fmt=clip_format,
+                                lookback_s=lookback, on_saved=sinks[0].handle) for n in names]
     except (ValueError, RuntimeError) as e:
         for s in sinks:
             s.close()
         fail(str(e))
-    err.print(f"listening to {source} as '{src_name}' ({det.description}; threshold {det.threshold:g}, "
-              f"window {det.window_s} s, hop {det.hop_s} s); Ctrl-C to stop", highlight=False)
-    summary = run_live(src.chunks(), det, sinks, source=src_name, clips=saver)
-    err.print(f"{summary.seconds:.1f} s of audio, {len(summary.events)} event(s)"
-              + (f", {len(summary.clips)} clip(s) in {clips}" if clips else ""), highlight=False)
-    if summary.error:
-        fail(summary.error, code=1)
+    about = f"{det.description}; threshold {det.threshold:g}, window {det.window_s} s, hop {det.hop_s} s"
+    if not many:
+        (spec, src, src_name), saver = opened[0], (savers[0] if savers else None)
+        err.print(f"listening to {spec} as '{src_name}' ({about}); Ctrl-C to stop", highlight=False)
+        summary = run_live(src.chunks(), det, sinks, source=src_name, clips=saver)
+        err.print(f"{summary.seconds:.1f} s of audio, {len(summary.events)} event(s)"
+                  + (f", {len(summary.clips)} clip(s) in {clips}" if clips else ""), highlight=False)
+        if summary.error:
+            fail(summary.error, code=1)
+        return
+    err.print(f"listening to {len(opened)} sources ({about}); Ctrl-C to stop", highlight=False)
+    for (spec, _, _), n in zip(opened, names):
+        err.print(f"  {spec} as '{n}'", highlight=False)
+    streams = [LiveStream(src.chunks(), n, savers[i] if savers else None)
+               for i, ((_, src, _), n) in enumerate(zip(opened, names))]
+    summaries = run_many(streams, det, sinks)
+    bad = list(failed_to_open)
+    for (spec, _, _), sm in zip(opened, summaries):
+        line = (f"{sm.source}: {sm.seconds:.1f} s of audio, {len(sm.events)} event(s)"
+                + (f", {len(sm.clips)} clip(s)" if clips else ""))
+        if sm.error:
+            bad.append(spec)
+            err.print(f"[red]{escape(line)}; failed: {escape(sm.error)}[/red]", highlight=False)
+        else:
+            err.print(line, highlight=False)
+    if bad:
+        fail(f"{len(bad)} of {len(source)} source(s) failed: {', '.join(bad)}", code=1)
+
+
+def _unique_names(names: list[str]) -> list[str]:
+    """Names made distinct in order: a repeated name gets -2, -3, ... (two files called a.wav in two folders)."""
+    seen: set[str] = set()
+    out = []
+    for n in names:
+        cand, k = n, 2
+        while cand in seen:
+            cand, k = f"{n}-{k}", k + 1
+        seen.add(cand)
+        out.append(cand)
+    return out
 
 
 # ---- train / export: the shipped detector (issue 4, lead) ---------------------------------------------------

@@ -340,5 +340,5 @@ def open_source(spec: str, chunk_s: float = CHUNK_S, realtime: bool = False, rec
     if not path.exists():
         raise SourceError(f"{spec}: file not found (use 'mic', a file, or a URL such as rtsp://host/stream)")
     if path.is_dir():
-        raise SourceError(f"{spec}: is a directory; `listen` takes one source (use `detect` for folders)")
+        raise SourceError(f"{spec}: is a directory; `listen` takes a file, a URL or a microphone per --source (use `detect` for folders)")
     return FileSource(path, chunk_s, realtime=realtime)

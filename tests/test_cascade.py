@@ -273,3 +273,38 @@ def test_cli_second_stage_switch(tmp_path):
     assert cnn["max_score"] > 0.9  # the band-energy CNN's own score on the loud bursts
     np.testing.assert_allclose(cnn["scores"], Detector.load(path, second_stage=False).score_windows(_signal()),
                                atol=1e-4)
+
+
+def test_one_blas_thread_is_safe_from_several_threads():
+    """Streams scoring at once (listen with several sources) each hold BLAS at one thread while they score; the
+    original limit comes back only when the last leaves, whatever order they leave in."""
+    import random
+    import threading
+    import time
+
+    from threadpoolctl import threadpool_info
+
+    from screamdetect.cascade import _one_blas_thread
+
+    def blas_threads():
+        return {i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}
+
+    before = blas_threads()
+    if not before:
+        pytest.skip("no BLAS library found by threadpoolctl")
+    seen, rng = [], random.Random(0)
+    delays = [[rng.uniform(0, 0.004) for _ in range(30)] for _ in range(4)]
+
+    def work(ds):
+        for d in ds:
+            with _one_blas_thread():
+                seen.append(blas_threads())
+                time.sleep(d)
+
+    threads = [threading.Thread(target=work, args=(ds,)) for ds in delays]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(seen) == 120 and all(s == {1} for s in seen)
+    assert blas_threads() == before

@@ -208,3 +208,53 @@ def test_shipped_product_configs_load(name):
         assert cfg.distill and replace(cfg, distill={}) == default
     if name == "default":
         assert cfg.second_stage and not cfg.distill and cfg.p_band_limit == 0.2
+
+
+def test_calibrate_command_with_the_larger_protocol(tmp_path):
+    """`screamdetect calibrate RUN DATA --snr-db ... --repeats ... --hours ...` on a run folder around the
+    band-energy model: each validation scream inserted at every SNR, `repeats` times; recall per SNR in the card;
+    the protocol written into the run's config.json; a bad value is a one-line error that changes nothing."""
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from screamdetect.audio import write_audio
+    from screamdetect.cli import app
+
+    data, run = tmp_path / "data", tmp_path / "run"
+    for sub in ("scream", "not_scream", "noise"):
+        (data / sub).mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(20):
+        s = background(2.5, seed=100 + i, level=0.0005)
+        s[SAMPLE_RATE // 2: SAMPLE_RATE // 2 + SAMPLE_RATE] += burst(1.0, amp=0.3)
+        write_audio(data / "scream" / f"s{i}.wav", s)
+        write_audio(data / "not_scream" / f"n{i}.wav", background(2.5, seed=200 + i))
+    for i in range(5):
+        write_audio(data / "noise" / f"bed{i}.wav", (0.01 * rng.standard_normal(20 * SAMPLE_RATE)).astype(np.float32))
+    onnx_path = write_band_energy_model(tmp_path / "m")
+    run.mkdir()
+    shutil.copy(onnx_path, run / "model.onnx")
+    shutil.copy(onnx_path.with_suffix(".json"), run / "model.json")
+    (run / "config.json").write_text(json.dumps(CFG.to_dict()))
+    runner = CliRunner()
+
+    res = runner.invoke(app, ["calibrate", str(run), str(data), "--snr-db", "-30,20", "--repeats", "2",
+                              "--hours", "0.05"])
+    assert res.exit_code == 0, res.output
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["calib_snr_db"] == [-30.0, 20.0] and cfg["calib_repeats"] == 2 and cfg["calib_hours"] == 0.05
+    cal = json.loads((run / "model.json").read_text())["calibration"]
+    n_val = cal["val_screams"]
+    assert n_val >= 1 and cal["val_events"] == 4 * n_val and cal["repeats"] == 2
+    by_snr = cal["val_recall_by_snr"]
+    assert by_snr["20"] == 1.0 and by_snr["-30"] < 1.0  # loud chirps found, ones 30 dB under the bed not all
+    assert cal["val_recall"] == pytest.approx((by_snr["20"] + by_snr["-30"]) / 2)
+    assert "events" in " ".join(res.output.split())
+
+    before = (run / "config.json").read_text()
+    for args, words in ([["--repeats", "0"], "calib_repeats"], [["--snr-db", "ten"], "--snr-db"],
+                        [["--hours", "0"], "calib_hours"], [["--max-false-alarms-per-hour", "-1"], "target"]):
+        bad = runner.invoke(app, ["calibrate", str(run), str(data), *args])
+        assert bad.exit_code == 2 and words in " ".join(bad.output.split()) and "Traceback" not in bad.output
+    assert (run / "config.json").read_text() == before

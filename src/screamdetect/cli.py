@@ -471,19 +471,41 @@ def train(data: Path = typer.Argument(..., help="Dataset folder (class folders o
 @app.command()
 def calibrate(run: Path = typer.Argument(..., help="A run folder written by `screamdetect train`."),
               data: Path = typer.Argument(..., help="The dataset it was trained on (its split.csv is reused)."),
-              noise: Optional[Path] = typer.Option(None, help="Noise bank folder (default: DATA/noise).")):
+              noise: Optional[Path] = typer.Option(None, help="Noise bank folder (default: DATA/noise)."),
+              hours: Optional[float] = typer.Option(None, "--hours", help="Hours of scream-free validation scenes "
+                                                    "(default: the run's calib_hours, 1)."),
+              snr_db: Optional[str] = typer.Option(None, "--snr-db", help="Comma-separated SNRs (dB) at which each "
+                                                   "validation scream is inserted (default: the run's, 10)."),
+              repeats: Optional[int] = typer.Option(None, "--repeats", help="Insertions per scream and SNR, each "
+                                                    "in its own background (default: the run's, 1)."),
+              max_fa: Optional[float] = typer.Option(None, "--max-false-alarms-per-hour", help="The false-alarm "
+                                                     "target (default: the run's, 0.5).")):
     """Re-calibrate a trained run's threshold to its false-alarm target on validation data and re-measure its
-    test-split clip metrics (updates model.json, calibration.json, metrics.json in RUN)."""
+    test-split clip metrics (updates model.json, calibration.json, metrics.json in RUN).
+
+    The protocol options (e.g. --snr-db 0,5,10,20 --repeats 2 --hours 4: 8 events per validation scream and 4 h,
+    so that 0.5 false alarms/h allows 2 instead of none) are written into RUN/config.json, so that a later
+    re-calibration (`second-stage`) uses them too."""
     from .data import DatasetError
     from .product import recalibrate
 
     if not (run / "model.onnx").is_file() or not (run / "config.json").is_file():
         fail(f"{run}: not a training run (needs model.onnx and config.json from `screamdetect train`)")
+    snrs = None
+    if snr_db is not None:
+        try:
+            snrs = [float(x) for x in snr_db.split(",") if x.strip()]
+        except ValueError:
+            fail(f"--snr-db must be comma-separated numbers (dB), got {snr_db!r}")
     try:
-        card = recalibrate(run, data, noise)
+        card = recalibrate(run, data, noise, calib_hours=hours, calib_snr_db=snrs, calib_repeats=repeats,
+                           target_false_alarms_per_hour=max_fa)
     except (DatasetError, ValueError) as e:
         fail(str(e))
-    err.print(f"threshold {card['threshold']:g}; test metrics: {card['metrics']['test']}")
+    cal = card["calibration"]
+    err.print(f"threshold {card['threshold']:g}: validation recall {cal['val_recall']:.3f} of "
+              f"{cal.get('val_events', cal['val_screams'])} events at {cal['val_false_alarms_per_hour']:.2f} false "
+              f"alarms/h over {cal['scream_free_hours']:.1f} h; test metrics: {card['metrics']['test']}")
 
 
 @app.command("second-stage")

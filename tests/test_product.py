@@ -142,6 +142,15 @@ def test_balance_sources_gives_rare_sources_more_copies():
         wm = WindowMaker.__new__(WindowMaker)  # no noise bank needed to count copies
         wm.cfg = ProductConfig(pos_copies=4, balance_sources=balance)
         assert wm.scream_copies(clips) == expect
+    # "ratio": each source's screams per non-scream brought near the set's (20 / 110): a source of mostly
+    # non-screams gets more scream copies, one of mostly screams fewer (at least 1)
+    clips = [Clip(f"a{i}", 1, f"a{i}", source="a") for i in range(10)]
+    clips += [Clip(f"an{i}", 0, f"an{i}", source="a") for i in range(100)]
+    clips += [Clip(f"b{i}", int(i < 10), f"b{i}", source="b") for i in range(20)]
+    wm.cfg = ProductConfig(pos_copies=4, balance_sources="ratio")
+    assert wm.scream_copies(clips) == {"a": 7, "b": 1}  # 4·(20/110)·100/10 = 7.3; 4·(20/110)·10/10 = 0.7
+    with pytest.raises(ValueError, match="balance_sources"):
+        ProductConfig(balance_sources="yes")
 
 
 def test_speed_perturb_changes_tempo_and_pitch_together():

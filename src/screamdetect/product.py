@@ -63,7 +63,11 @@ class ProductConfig:
     calib_repeats: int = 1
     background_minutes: float = 0.0  # scream-free train-split scenes (noise beds + scattered negatives) as negatives
     background_windows: int = 0  # how many windows to draw from them (0 = all)
-    balance_sources: bool = False  # scream copies per clip inversely proportional to its source's scream count
+    # Scream copies per source. False: pos_copies each. True: inversely proportional to the source's scream count
+    # (so one large source does not define "scream"). "ratio": so that each source's screams-to-non-screams ratio
+    # comes near the whole training set's (so that a source mostly of non-screams, e.g. EmoGator's vocal bursts,
+    # does not teach "this kind of recording is not a scream", nor a source mostly of screams the reverse).
+    balance_sources: bool | str = False
     # YAMNet second stage (cascade.fit_second_stage) after the CNN: {} = none; keys gate, min_pass, combine, norm_dbfs,
     # hard_negative_minutes
     second_stage: dict = field(default_factory=dict)
@@ -81,6 +85,8 @@ class ProductConfig:
         for name in ("p_speed", "p_band_limit"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be a probability in [0, 1], got {getattr(self, name)}")
+        if self.balance_sources not in (False, True, "ratio"):
+            raise ValueError(f"balance_sources must be false, true or 'ratio', got {self.balance_sources!r}")
         if not self.calib_snr_db or not all(np.isfinite(x) for x in self.calib_snr_db):
             raise ValueError(f"calib_snr_db must be a non-empty list of SNRs in dB, got {list(self.calib_snr_db)}")
         if not (self.target_false_alarms_per_hour >= 0 and np.isfinite(self.target_false_alarms_per_hour)):
@@ -261,12 +267,18 @@ class WindowMaker:
     def scream_copies(self, clips: list[Clip]) -> dict[str, int]:
         """Augmented copies per scream clip, by source: pos_copies each, or with balance_sources inversely
         proportional to the source's number of screams (so one large source does not define "scream"),
-        between 1 and 3·pos_copies."""
+        between 1 and 3·pos_copies; with balance_sources "ratio", pos_copies × (the set's screams per non-scream)
+        / (the source's), between 1 and 4·pos_copies."""
         from collections import Counter
 
         n = Counter(c.source for c in clips if c.label == 1)
         if not self.cfg.balance_sources or not n:
             return {src: self.cfg.pos_copies for src in n}
+        if self.cfg.balance_sources == "ratio":
+            neg = Counter(c.source for c in clips if c.label == 0)
+            overall = sum(n.values()) / max(1, sum(neg.values()))
+            return {src: int(np.clip(round(self.cfg.pos_copies * overall * max(1, neg[src]) / k), 1,
+                                     4 * self.cfg.pos_copies)) for src, k in n.items()}
         mean = sum(n.values()) / len(n)
         return {src: int(np.clip(round(self.cfg.pos_copies * mean / k), 1, 3 * self.cfg.pos_copies))
                 for src, k in n.items()}

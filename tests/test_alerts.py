@@ -168,7 +168,8 @@ def mosquitto(tmp_path):
         proc.wait(5)
 
 
-def test_mqtt_frigate_style_topics_on_a_real_broker(det, signal, mosquitto):
+def _mqtt_messages(port: int, publish) -> list[tuple[str, str]]:
+    """(topic, payload) of every message under screamdetect/ while `publish()` runs, until "offline" arrives."""
     import paho.mqtt.client as mqtt
 
     got, subscribed = [], threading.Event()
@@ -176,17 +177,22 @@ def test_mqtt_frigate_style_topics_on_a_real_broker(det, signal, mosquitto):
     sub.on_connect = lambda c, u, f, rc, p: c.subscribe("screamdetect/#", qos=1)
     sub.on_subscribe = lambda c, u, mid, rcs, p: subscribed.set()
     sub.on_message = lambda c, u, m: got.append((m.topic, m.payload.decode()))
-    sub.connect("127.0.0.1", mosquitto)
+    sub.connect("127.0.0.1", port)
     sub.loop_start()
     try:
         assert subscribed.wait(5)
-        _run(det, signal, [MqttSink("127.0.0.1", mosquitto, source="cam1")])
+        publish()
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline and ("screamdetect/available", "offline") not in got:
             time.sleep(0.05)
     finally:
         sub.disconnect()
         sub.loop_stop()
+    return got
+
+
+def test_mqtt_frigate_style_topics_on_a_real_broker(det, signal, mosquitto):
+    got = _mqtt_messages(mosquitto, lambda: _run(det, signal, [MqttSink("127.0.0.1", mosquitto, source="cam1")]))
     states = [p for t, p in got if t == "screamdetect/cam1/scream"]
     events = [json.loads(p) for t, p in got if t == "screamdetect/events"]
     assert states == ["ON", "OFF"]
@@ -349,26 +355,10 @@ def test_run_many_stops_every_stream_on_ctrl_c(det):
 
 
 def test_one_mqtt_sink_serves_several_streams(det, signal, mosquitto):
-    import paho.mqtt.client as mqtt
-
-    got, subscribed = [], threading.Event()
-    sub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="test-sub-many")
-    sub.on_connect = lambda c, u, f, rc, p: c.subscribe("screamdetect/#", qos=1)
-    sub.on_subscribe = lambda c, u, mid, rcs, p: subscribed.set()
-    sub.on_message = lambda c, u, m: got.append((m.topic, m.payload.decode()))
-    sub.connect("127.0.0.1", mosquitto)
-    sub.loop_start()
-    try:
-        assert subscribed.wait(5)
-        other = scene(12.0, [(2.0, 1.5), (8.0, 1.5)], seed=4)
-        run_many([LiveStream(iter_chunks(signal, 1600), "cam1"), LiveStream(iter_chunks(other, 1600), "door")], det,
-                 [MqttSink("127.0.0.1", mosquitto, source="cam1")])
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and ("screamdetect/available", "offline") not in got:
-            time.sleep(0.05)
-    finally:
-        sub.disconnect()
-        sub.loop_stop()
+    other = scene(12.0, [(2.0, 1.5), (8.0, 1.5)], seed=4)
+    got = _mqtt_messages(mosquitto, lambda: run_many(
+        [LiveStream(iter_chunks(signal, 1600), "cam1"), LiveStream(iter_chunks(other, 1600), "door")], det,
+        [MqttSink("127.0.0.1", mosquitto, source="cam1")]))
     assert [p for t, p in got if t == "screamdetect/cam1/scream"] == ["ON", "OFF"]
     assert [p for t, p in got if t == "screamdetect/door/scream"] == ["ON", "OFF", "ON", "OFF"]
     events = [json.loads(p) for t, p in got if t == "screamdetect/events"]

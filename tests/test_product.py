@@ -204,9 +204,50 @@ def test_band_limited_copies_of_both_classes(corpus):
     assert np.array_equal(X0, X1) and max(_share_above(w, 4100) for w in X0) > 0.01
 
 
-@pytest.mark.parametrize("name", ["default", "distill", "yamnet_head", "yamnet_ft"])
+def test_scene_mixing_puts_both_classes_over_scenes_at_the_drawn_snr(corpus):
+    pytest.importorskip("audiomentations")
+    from screamdetect.augment import NoiseBank
+    from screamdetect.data import Clip
+    from screamdetect.product import WindowMaker
+
+    with pytest.raises(ValueError, match="p_scene"):
+        ProductConfig(p_scene=-0.1)
+    nb = NoiseBank.from_dir(corpus / "noise", split="train")
+    t = np.arange(SAMPLE_RATE * 2) / SAMPLE_RATE
+    hum = (0.3 * np.sin(2 * np.pi * 300 * t)).astype(np.float32)  # the "non-scream": a 300 Hz tone
+    x = np.zeros(SAMPLE_RATE * 2, dtype=np.float32)
+    x[SAMPLE_RATE // 2: SAMPLE_RATE] = burst(0.5, f0=2000.0, f1=5000.0)
+    cfg = ProductConfig(**{**CFG.__dict__, "p_scene": 1.0, "snr_db": (5.0, 15.0)})
+    wm = WindowMaker(cfg, nb)
+    rng = np.random.default_rng(0)
+    # The background under the clip's active part is at an SNR drawn from snr_db, and scatters the given negatives
+    buf = np.zeros(SAMPLE_RATE * 60, dtype=np.float32)
+    buf[SAMPLE_RATE: 3 * SAMPLE_RATE] = x
+    a0, a1 = SAMPLE_RATE + SAMPLE_RATE // 2, 2 * SAMPLE_RATE
+    for _ in range(5):
+        out = wm._over_scene(buf, a0, a1, [hum], rng)
+        bg = out - buf
+        snr = 10 * np.log10(np.mean(buf[a0:a1] ** 2) / np.mean(bg[a0:a1] ** 2))
+        assert 5.0 - 1e-3 <= snr <= 15.0 + 1e-3
+        spec = np.abs(np.fft.rfft(bg))
+        assert spec[300 * 60 - 5: 300 * 60 + 6].max() > 20 * np.median(spec)  # the tone is in the scene
+    # Through make(): both classes get scene copies, the inputs are untouched, the same seed gives the same windows
+    clips = [Clip("p.wav", 1, "g1"), Clip("n.wav", 0, "g2")]
+    before = x.copy()
+    X, y, _ = wm.make(clips, [x, hum], augment=True, seed=0, as_audio=True)
+    X2, _, _ = wm.make(clips, [x, hum], augment=True, seed=0, as_audio=True)
+    assert np.array_equal(x, before) and np.array_equal(X, X2) and {0, 1} <= set(y.tolist())
+    # off: no draw at all, so the windows are those of a config without the option
+    X0, _, _ = WindowMaker(CFG, nb).make(clips, [x, hum], augment=True, seed=0, as_audio=True)
+    X1, _, _ = WindowMaker(ProductConfig(**{**CFG.__dict__, "p_scene": 0.0}), nb).make(
+        clips, [x, hum], augment=True, seed=0, as_audio=True)
+    assert np.array_equal(X0, X1)
+
+
+@pytest.mark.parametrize("name", ["default", "distill", "scene", "yamnet_head", "yamnet_ft"])
 def test_shipped_product_configs_load(name):
-    """Every product config under configs/ is valid; distill.yaml is the shipped recipe plus distillation only."""
+    """Every product config under configs/ is valid; distill.yaml and scene.yaml are the shipped recipe plus only
+    what they try."""
     import yaml
 
     root = Path(__file__).resolve().parents[1] / "configs"
@@ -215,6 +256,8 @@ def test_shipped_product_configs_load(name):
     assert (cfg.window_s, cfg.hop_s, cfg.target_false_alarms_per_hour) == (1.0, 0.25, 0.5)
     if name == "distill":
         assert cfg.distill and replace(cfg, distill={}) == default
+    if name == "scene":
+        assert cfg.p_scene == 0.5 and replace(cfg, p_scene=0.0, balance_sources=False) == default
     if name == "default":
         assert cfg.second_stage and not cfg.distill and cfg.p_band_limit == 0.2
 

@@ -52,6 +52,11 @@ class ProductConfig:
     # Band limiting (both classes alike, and the scream-free scenes): with probability p_band_limit a copy is
     # resampled to 8 kHz and back, as telephone lines and many IP cameras (G.711) deliver it: nothing above 4 kHz
     p_band_limit: float = 0.0
+    # Scene mixing (both classes alike): with probability p_scene a copy's background is not a noise-bank piece but
+    # a scene as the event benchmark builds them (a noise bed with other NON-scream clips of the same split
+    # scattered over it, scenes.background), scaled to an SNR of snr_db over the clip's active part — so a
+    # scream is also seen over speech, vocal bursts and children at play, as it is heard in a real scene.
+    p_scene: float = 0.0
     level_dbfs: tuple[float, float] = (-40.0, -6.0)  # loudness of the clip's active part
     smoothing: Smoothing = field(default_factory=Smoothing)
     target_false_alarms_per_hour: float = 0.5
@@ -82,7 +87,7 @@ class ProductConfig:
         for name in ("pos_copies", "neg_copies", "neg_windows"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
-        for name in ("p_speed", "p_band_limit"):
+        for name in ("p_speed", "p_band_limit", "p_scene"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be a probability in [0, 1], got {getattr(self, name)}")
         if self.balance_sources not in (False, True, "ratio"):
@@ -224,11 +229,24 @@ class WindowMaker:
                             p_noise_scream=1 - cfg.clean_prob, p_noise_other=1 - cfg.clean_prob,
                             # the time shift is the random placement in _place (it must know where the clip is)
                             p_shift_scream=0.0, p_shift_other=0.0, drop_unchanged=False)
+        self.scene_spec = replace(self.spec, p_noise_scream=0.0, p_noise_other=0.0)
+
+    def _over_scene(self, buf: np.ndarray, a0: int, a1: int, negatives: list[np.ndarray],
+                    rng: np.random.Generator) -> np.ndarray:
+        """`buf` (a placed clip whose active part is samples a0:a1) over a scene background of its length: a bed of
+        the train noise pieces with `negatives` scattered over it, scaled so that the clip's active part is at an
+        SNR drawn from cfg.snr_db against the background under it (as scenes.insert_scream measures SNR)."""
+        bg = scenes.background(self.noise_bank.pieces, negatives, buf.size / SAMPLE_RATE, rng)
+        snr = rng.uniform(*self.cfg.snr_db)
+        p_clip = np.mean(buf[a0:a1].astype(np.float64) ** 2) + 1e-20
+        p_bg = np.mean(bg[a0:a1].astype(np.float64) ** 2) + 1e-20
+        return (buf + bg * np.float32(np.sqrt(p_clip / p_bg / 10 ** (snr / 10)))).astype(np.float32)
 
     def clip_windows(self, audio: np.ndarray, label: int, rng: np.random.Generator, augment: bool,
-                     as_audio: bool = False) -> np.ndarray:
+                     as_audio: bool = False, scene_negatives: list[np.ndarray] | None = None) -> np.ndarray:
         """The windows of one (augmented) copy of a clip: log-mel (n, n_mels, window_frames), or with as_audio
-        the same windows as audio (n, window samples) — for the second stage, which embeds audio."""
+        the same windows as audio (n, window samples) — for the second stage, which embeds audio.
+        scene_negatives: the non-scream clips a scene background (p_scene) scatters over its noise bed."""
         cfg = self.cfg
         n_win = round(cfg.window_s * SAMPLE_RATE)
         if augment and cfg.p_speed > 0 and rng.random() < cfg.p_speed:  # no draw at all when off (reproducible)
@@ -241,7 +259,11 @@ class WindowMaker:
         if augment:
             from .augment import augment_clip
 
-            buf, _ = augment_clip(buf, label, self.spec, self.noise_bank, rng)
+            spec = self.spec
+            if cfg.p_scene > 0 and rng.random() < cfg.p_scene:  # no draw when off (reproducible)
+                buf = self._over_scene(buf, off + a0, off + a1, scene_negatives or [], rng)
+                spec = self.scene_spec  # the scene is the background: no noise-bank noise on top
+            buf, _ = augment_clip(buf, label, spec, self.noise_bank, rng)
         # A faint white floor for every window (both classes): real microphones never give digital silence.
         buf = buf + rng.standard_normal(buf.size).astype(np.float32) * np.float32(
             10 ** (rng.uniform(*NOISE_FLOOR_DBFS) / 20))
@@ -289,10 +311,12 @@ class WindowMaker:
         rng = np.random.default_rng(seed)
         X, y, g = [], [], []
         per_source = self.scream_copies(clips)
+        # Scene backgrounds scatter the non-screams of the same clips (the same split), at most 15 s of each.
+        negs = [a[: 15 * SAMPLE_RATE] for c, a in zip(clips, audios) if c.label == 0] if cfg.p_scene > 0 else None
         for c, a in zip(clips, audios):
             copies = (per_source[c.source] if c.label == 1 else cfg.neg_copies) if augment else 1
             for _ in range(copies):
-                w = self.clip_windows(a, c.label, rng, augment, as_audio=as_audio)
+                w = self.clip_windows(a, c.label, rng, augment, as_audio=as_audio, scene_negatives=negs)
                 X.append(w)
                 y += [c.label] * len(w)
                 g += [c.group] * len(w)

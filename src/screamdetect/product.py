@@ -74,7 +74,7 @@ class ProductConfig:
     # does not teach "this kind of recording is not a scream", nor a source mostly of screams the reverse).
     balance_sources: bool | str = False
     # YAMNet second stage (cascade.fit_second_stage) after the CNN: {} = none; keys gate, min_pass, combine, norm_dbfs,
-    # hard_negative_minutes
+    # hard_negative_minutes, head ("trained" on our windows, or "screaming": YAMNet's own Screaming class)
     second_stage: dict = field(default_factory=dict)
     # Distillation from YAMNet before the supervised training (distill.py): {} = none; keys epochs, dims, lr,
     # batch_size
@@ -121,10 +121,12 @@ class ProductConfig:
             if self.model not in ("cnn", "cnn_reg", "cnn_f1"):
                 raise ValueError(f"distill applies to the CNN models (cnn, cnn_reg, cnn_f1), not {self.model!r}")
             check_spec(self.distill)
-        known = {"gate", "min_pass", "combine", "norm_dbfs", "hard_negative_minutes"}
+        known = {"gate", "min_pass", "combine", "norm_dbfs", "hard_negative_minutes", "head"}
         unknown = set(self.second_stage or {}) - known
         if unknown:
             raise ValueError(f"unknown second_stage keys: {sorted(unknown)} (known: {', '.join(sorted(known))})")
+        if (self.second_stage or {}).get("head", "trained") not in ("trained", "screaming"):
+            raise ValueError(f"second_stage head must be 'trained' or 'screaming', got {self.second_stage['head']!r}")
 
     @property
     def window_frames(self) -> int:

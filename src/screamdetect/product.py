@@ -125,8 +125,10 @@ class ProductConfig:
         unknown = set(self.second_stage or {}) - known
         if unknown:
             raise ValueError(f"unknown second_stage keys: {sorted(unknown)} (known: {', '.join(sorted(known))})")
-        if (self.second_stage or {}).get("head", "trained") not in ("trained", "screaming"):
-            raise ValueError(f"second_stage head must be 'trained' or 'screaming', got {self.second_stage['head']!r}")
+        from .cascade import HEADS
+
+        if (self.second_stage or {}).get("head", "trained") not in HEADS:
+            raise ValueError(f"second_stage head must be one of {', '.join(HEADS)}, got {self.second_stage['head']!r}")
 
     @property
     def window_frames(self) -> int:

@@ -119,3 +119,40 @@ def test_room_impulse_response_decays_at_rt60_and_keeps_the_level(rt60, drr_db):
     assert np.sqrt(np.mean(z ** 2)) == pytest.approx(np.sqrt(np.mean(x ** 2)), rel=1e-5)
     with pytest.raises(ValueError, match="rt60_s"):
         room_impulse_response(0.0, 0.0, np.random.default_rng(0))
+
+
+def test_background_log_says_where_each_sound_is_without_changing_the_audio():
+    """The log of a background names each placed clip where its energy is; logging leaves the audio as it was."""
+    noises = [np.zeros(SAMPLE_RATE * 3, np.float32)]  # a silent bed: every sound heard is a clip
+    tone, hum = sine(2000, 0.5, amp=0.5), sine(300, 0.8, amp=0.5)
+    spec = scenes.SceneSpec(duration_s=30.0, clips_per_minute=8.0)
+    log: list[scenes.Sound] = []
+    a = scenes.background(noises, [tone, hum], 30.0, np.random.default_rng(3), spec, log)
+    b = scenes.background(noises, [tone, hum], 30.0, np.random.default_rng(3), spec)
+    assert np.array_equal(a, b)
+    clips = [s for s in log if s.kind == "clip"]
+    beds = [s for s in log if s.kind == "noise"]
+    assert clips and {s.index for s in clips} <= {0, 1} and all(s.index == 0 for s in beds)
+    assert beds[0].start_s == 0 and beds[-1].end_s == pytest.approx(30.0)
+    assert all(-35 <= s.level_dbfs <= -15 for s in clips)  # SceneSpec's clip levels
+    for s in clips:  # the clip's samples are loud exactly inside its logged interval
+        i0, i1 = round(s.start_s * SAMPLE_RATE), round(s.end_s * SAMPLE_RATE)
+        assert i1 - i0 == (tone if s.index == 0 else hum).size
+        assert np.mean(a[i0:i1] ** 2) > 1e-5
+    loud = np.abs(a) > 0  # every sound sample lies under some logged clip
+    covered = np.zeros(a.size, bool)
+    for s in clips:
+        covered[round(s.start_s * SAMPLE_RATE): round(s.end_s * SAMPLE_RATE)] = True
+    assert not np.any(loud & ~covered)
+
+
+def test_cause_of_picks_the_clip_that_puts_most_energy_into_the_detection():
+    S = scenes.Sound
+    sounds = [S(0, 10, "noise", 0, -20.0), S(10, 20, "noise", 1, -30.0), S(3, 5, "clip", 7, -30.0),
+              S(4.5, 9, "clip", 2, -30.0)]
+    assert scenes.cause_of(sounds, 4.0, 6.0).index == 2  # same level: 1.5 s of clip 2 against 1 s of clip 7
+    assert scenes.cause_of(sounds, 3.0, 4.2).index == 7
+    louder = sounds[:2] + [S(3, 5, "clip", 7, -20.0), S(4.5, 9, "clip", 2, -30.0)]
+    assert scenes.cause_of(louder, 4.0, 6.0).index == 7  # 10 dB louder over 1 s beats 1.5 s
+    assert scenes.cause_of(sounds, 12.0, 13.0) == sounds[1]  # no clip there: the bed's piece
+    assert scenes.cause_of(sounds, 25.0, 26.0) is None

@@ -283,13 +283,27 @@ def evaluate_events(detector, data, out_dir=None, noise_dir=None, split_file=Non
     split_file = Path(split_file) if split_file else (out_dir / "split.csv" if out_dir else Path("runs/split.csv"))
     splits = load_or_make_split(ds, split_file, split_spec)
     noise_dir = Path(noise_dir) if noise_dir else Path(ds.root) / "noise"
-    test_noise = sc.load_many(sc.noise_split(noise_dir, seed=split_spec.seed, categories=noise_categories)["test"])
+    noise_named = sc.load_named(sc.noise_split(noise_dir, seed=split_spec.seed, categories=noise_categories)["test"])
+    test_noise = [a for _, a in noise_named]
     if not test_noise:
         raise ValueError(f"no test noise piece of {noise_dir} in categories {sorted(noise_categories or [])}")
     test = splits["test"]
     screams = [(c.path, a) for c, a in zip([c for c in test if c.label == 1],
                                            sc.load_many([c.path for c in test if c.label == 1]))]
-    negatives = sc.load_many([c.path for c in test if c.label == 0], max_s=15.0)
+    neg_clips = {c.path: c for c in test if c.label == 0}
+    neg_named = sc.load_named(list(neg_clips), max_s=15.0)
+    negatives = [a for _, a in neg_named]
+    noise_cat = sc.noise_categories(noise_dir)
+
+    def describe(sound) -> dict:  # a background sound as a row: its file, and its category (and source)
+        if sound is None:
+            return {"cause_kind": "", "cause": "", "category": "unknown"}
+        if sound.kind == "clip":
+            c = neg_clips[neg_named[sound.index][0]]
+            return {"cause_kind": "clip", "cause": c.path, "category": c.category or "clip", "source": c.source}
+        path = noise_named[sound.index][0]
+        return {"cause_kind": "noise", "cause": str(path), "category": f"noise: {noise_cat.get(Path(path), 'noise')}"}
+
     spec = scene_spec or sc.SceneSpec()
     run = getattr(detector, "detect_with_alerts", None) or (lambda a: detect_with_alerts(detector, a))
     matches: list[EventMatch] = []
@@ -308,12 +322,24 @@ def evaluate_events(detector, data, out_dir=None, noise_dir=None, split_file=Non
     free_s = 0.0
     fspec = replace(spec, duration_s=300.0, seed=spec.seed + 101)
     n_free = max(1, int(np.ceil(free_hours * 3600 / fspec.duration_s)))
+    false_alarms: list[dict] = []
     for scene in track(sc.scream_free_scenes(negatives, test_noise, free_hours, fspec), total=n_free,
                        description="scream-free scenes", transient=True):
-        free += len(run(scene.audio))
+        found = run(scene.audio)
+        free += len(found)
         free_s += scene.duration_s
+        for d in found:
+            false_alarms.append({"scene": scene.name, "start_s": round(float(d.start_s), 3),
+                                 "end_s": round(float(d.end_s), 3),
+                                 "peak_score": round(float(getattr(d, "peak_score", float("nan"))), 4),
+                                 **describe(sc.cause_of(scene.sounds, d.start_s, d.end_s))})
     result = event_metrics(matches, free, free_s / 3600)
+    causes: dict[str, int] = {}
+    for fa in false_alarms:
+        causes[fa["category"]] = causes.get(fa["category"], 0) + 1
     result.update({
+        # what was playing under each false alarm of the scream-free scenes (scenes.cause_of), by category
+        "false_alarm_causes": dict(sorted(causes.items(), key=lambda kv: (-kv[1], kv[0]))),
         "false_alarms_in_event_scenes": spurious_in_event_scenes,
         "event_scene_hours": event_scene_s / 3600,
         "test_screams": len(screams), "test_negatives": len(negatives), "test_noise_pieces": len(test_noise),
@@ -328,7 +354,22 @@ def evaluate_events(detector, data, out_dir=None, noise_dir=None, split_file=Non
 
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "event_metrics.json").write_text(json.dumps(result, indent=1))
+        write_false_alarms(false_alarms, out_dir / "false_alarms.csv")
     return result
+
+
+FALSE_ALARM_FIELDS = ("scene", "start_s", "end_s", "peak_score", "category", "source", "cause_kind", "cause")
+
+
+def write_false_alarms(rows: Sequence[dict], path) -> None:
+    """The false alarms of the scream-free scenes, one row each, with the background sound under it (a clip of
+    the test split or a noise piece: listen to it) and its category."""
+    import csv
+
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=FALSE_ALARM_FIELDS, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
 
 
 def evaluate_clips(detector, clips: Sequence, progress: bool = True) -> dict:

@@ -41,11 +41,29 @@ class GroundTruth:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class Sound:
+    """One sound of a scene's background: a noise-bank piece of the bed ("noise") or a scattered non-scream clip
+    ("clip"), where it plays (seconds), and which one (`index` into the noises / negatives the scene was built
+    from; `name`, e.g. its file, filled in by a caller that knows the names)."""
+
+    start_s: float
+    end_s: float
+    kind: str
+    index: int
+    level_dbfs: float = float("nan")  # RMS it was placed at (a clip: of its active part), before any scene scaling
+    name: str = ""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
 @dataclass
 class Scene:
     name: str
     audio: np.ndarray  # float32 mono at SAMPLE_RATE
     events: list[GroundTruth] = field(default_factory=list)
+    sounds: list[Sound] = field(default_factory=list)  # what its background is made of
 
     @property
     def duration_s(self) -> float:
@@ -71,6 +89,19 @@ class SceneSpec:
             raise ValueError(f"clips_per_minute must be >= 0, got {self.clips_per_minute}")
 
 
+def noise_categories(noise_dir: str | Path) -> dict[Path, str]:
+    """Each audio file of a noise bank and its category: noise/manifest.csv's `category` column when there is a
+    manifest, else "noise" for every audio file under the folder."""
+    noise_dir = Path(noise_dir)
+    man = noise_dir / "manifest.csv"
+    if man.is_file():
+        with open(man, newline="") as f:
+            return {noise_dir / r["path"]: r.get("category") or "noise" for r in csv.DictReader(f)}
+    from .audio import AUDIO_EXTENSIONS
+
+    return {p: "noise" for p in sorted(noise_dir.rglob("*")) if p.suffix.lower() in AUDIO_EXTENSIONS}
+
+
 def noise_split(noise_dir: str | Path, seed: int = 0, categories: Sequence[str] | None = None
                 ) -> dict[str, list[Path]]:
     """Deal the noise bank's pieces to train/val/test (60/20/20 within each category, seeded).
@@ -80,15 +111,7 @@ def noise_split(noise_dir: str | Path, seed: int = 0, categories: Sequence[str] 
     the filter); an unknown category is a ValueError naming the known ones.
     """
     noise_dir = Path(noise_dir)
-    man = noise_dir / "manifest.csv"
-    if man.is_file():
-        with open(man, newline="") as f:
-            rows = list(csv.DictReader(f))
-        items = [(noise_dir / r["path"], r.get("category", "noise")) for r in rows]
-    else:
-        from .audio import AUDIO_EXTENSIONS
-
-        items = [(p, "noise") for p in sorted(noise_dir.rglob("*")) if p.suffix.lower() in AUDIO_EXTENSIONS]
+    items = list(noise_categories(noise_dir).items())
     if not items:
         raise ValueError(f"noise_dir {noise_dir} holds no audio")
     by_cat: dict[str, list[Path]] = {}
@@ -153,43 +176,74 @@ def fit_full_scale(audio: np.ndarray) -> np.ndarray:
     return audio
 
 
-def _bed(noises: Sequence[np.ndarray], n: int, rng: np.random.Generator, spec: SceneSpec) -> np.ndarray:
-    """A noise bed of n samples: noise pieces one after another (random offsets, 50 ms cross-fades)."""
+def _bed(noises: Sequence[np.ndarray], n: int, rng: np.random.Generator, spec: SceneSpec,
+         log: list[Sound] | None = None) -> np.ndarray:
+    """A noise bed of n samples: noise pieces one after another (random offsets, 50 ms cross-fades). Each piece
+    placed is appended to `log` when given."""
     out = np.zeros(n, dtype=np.float32)
     fade = int(0.05 * SAMPLE_RATE)
     pos = 0
     while pos < n:
-        piece = noises[rng.integers(len(noises))]
+        i = int(rng.integers(len(noises)))
+        piece = noises[i]
         off = int(rng.integers(0, max(1, piece.size // 2)))
         seg = piece[off:][: n - pos].copy()
         if seg.size > 2 * fade:
             ramp = np.linspace(0, 1, fade, dtype=np.float32)
             seg[:fade] *= ramp
             seg[-fade:] *= ramp[::-1]
-        out[pos: pos + seg.size] += _level(seg, rng.uniform(*spec.bed_level_dbfs)) if seg.size else 0
+        level = rng.uniform(*spec.bed_level_dbfs)
+        out[pos: pos + seg.size] += _level(seg, level) if seg.size else 0
+        if log is not None and seg.size:
+            log.append(Sound(pos / SAMPLE_RATE, (pos + seg.size) / SAMPLE_RATE, "noise", i, float(level)))
         pos += max(seg.size - fade, 1)
     return out
 
 
-def _scatter(bed: np.ndarray, clips: Sequence[np.ndarray], rng: np.random.Generator, spec: SceneSpec) -> None:
-    """Add non-scream clips at random times and levels (in place)."""
+def _scatter(bed: np.ndarray, clips: Sequence[np.ndarray], rng: np.random.Generator, spec: SceneSpec,
+             log: list[Sound] | None = None) -> None:
+    """Add non-scream clips at random times and levels (in place); each one placed is appended to `log`."""
     if not clips:
         return
     k = rng.poisson(spec.clips_per_minute * bed.size / SAMPLE_RATE / 60)
     for _ in range(k):
-        c = clips[rng.integers(len(clips))]
-        c = c[: bed.size]
+        i = int(rng.integers(len(clips)))
+        c = clips[i][: bed.size]
         start = int(rng.integers(0, bed.size - c.size + 1))
-        bed[start: start + c.size] += _level_clip(c, rng.uniform(*spec.clip_level_dbfs))
+        level = rng.uniform(*spec.clip_level_dbfs)
+        bed[start: start + c.size] += _level_clip(c, level)
+        if log is not None:
+            log.append(Sound(start / SAMPLE_RATE, (start + c.size) / SAMPLE_RATE, "clip", i, float(level)))
 
 
 def background(noises: Sequence[np.ndarray], negatives: Sequence[np.ndarray], duration_s: float,
-               rng: np.random.Generator, spec: SceneSpec = SceneSpec()) -> np.ndarray:
-    """Scream-free audio: a noise bed with non-scream clips scattered over it. float32 (n,)."""
+               rng: np.random.Generator, spec: SceneSpec = SceneSpec(), log: list[Sound] | None = None
+               ) -> np.ndarray:
+    """Scream-free audio: a noise bed with non-scream clips scattered over it. float32 (n,). What was placed
+    where is appended to `log` when given (noise pieces, then clips)."""
     n = round(duration_s * SAMPLE_RATE)
-    bed = _bed(noises, n, rng, spec)
-    _scatter(bed, negatives, rng, spec)
+    bed = _bed(noises, n, rng, spec, log)
+    _scatter(bed, negatives, rng, spec, log)
     return fit_full_scale(bed)
+
+
+def cause_of(sounds: Sequence[Sound], start_s: float, end_s: float) -> Sound | None:
+    """The background sound most likely behind a detection over [start_s, end_s] of a scream-free stretch: of the
+    scattered clips under it, the one that puts the most energy into it (its level as power x how long it
+    overlaps); with no clip there, the noise piece of the bed that does; None if nothing overlaps. A clip under a
+    detection is preferred to the bed beneath it: the bed is there all the time, the detection is not. A guess
+    where two clips overlap: the louder one need not be what the detector heard."""
+    def overlap(s: Sound) -> float:
+        return min(s.end_s, end_s) - max(s.start_s, start_s)
+
+    def energy(s: Sound) -> float:
+        return overlap(s) * (10 ** (s.level_dbfs / 10) if np.isfinite(s.level_dbfs) else 1.0)
+
+    for kind in ("clip", "noise"):
+        cands = [s for s in sounds if s.kind == kind and overlap(s) > 0]
+        if cands:
+            return max(cands, key=energy)
+    return None
 
 
 def insert_scream(bg: np.ndarray, scream: np.ndarray, at: int, snr_db: float) -> tuple[int, int]:
@@ -222,7 +276,8 @@ def event_scenes(screams: Sequence[tuple[str, np.ndarray]], negatives: Sequence[
     k = 0
     idx = 0
     while idx < len(jobs):
-        audio = background(noises, negatives, spec.duration_s, rng, spec)
+        log: list[Sound] = []
+        audio = background(noises, negatives, spec.duration_s, rng, spec, log)
         events = []
         pos = gap
         while idx < len(jobs):
@@ -235,12 +290,13 @@ def event_scenes(screams: Sequence[tuple[str, np.ndarray]], negatives: Sequence[
             idx += 1
         if not events:  # a scream longer than a scene: give it a scene of its own length
             name, a, snr = jobs[idx]
-            audio = background(noises, negatives, (a.size + 2 * gap) / SAMPLE_RATE, rng, spec)
+            log = []
+            audio = background(noises, negatives, (a.size + 2 * gap) / SAMPLE_RATE, rng, spec, log)
             s0, s1 = insert_scream(audio, a, gap, snr)
             events.append(GroundTruth(s0 / SAMPLE_RATE, s1 / SAMPLE_RATE, float(snr), name))
             idx += 1
         fit_full_scale(audio)
-        yield Scene(f"scene_{k:03d}", audio, events)
+        yield Scene(f"scene_{k:03d}", audio, events, log)
         k += 1
 
 
@@ -250,13 +306,15 @@ def scream_free_scenes(negatives: Sequence[np.ndarray], noises: Sequence[np.ndar
     rng = np.random.default_rng(spec.seed + 1)
     n_scenes = max(1, int(np.ceil(hours * 3600 / spec.duration_s)))
     for k in range(n_scenes):
-        audio = background(noises, negatives, spec.duration_s, rng, spec)
+        log: list[Sound] = []
+        audio = background(noises, negatives, spec.duration_s, rng, spec, log)
         fit_full_scale(audio)
-        yield Scene(f"free_{k:03d}", audio)
+        yield Scene(f"free_{k:03d}", audio, sounds=log)
 
 
-def load_many(paths: Sequence[str | Path], max_s: float | None = None) -> list[np.ndarray]:
-    """Load audio files, skipping (and reporting) the ones that fail. Optionally cut to `max_s` seconds."""
+def load_named(paths: Sequence[str | Path], max_s: float | None = None) -> list[tuple[str | Path, np.ndarray]]:
+    """(path, audio) of each file that loads, skipping (and reporting) the ones that fail. Optionally cut to
+    `max_s` seconds."""
     out = []
     for p in paths:
         try:
@@ -264,18 +322,25 @@ def load_many(paths: Sequence[str | Path], max_s: float | None = None) -> list[n
         except AudioError as e:
             print(f"skipped: {e}")
             continue
-        out.append(a[: int(max_s * SAMPLE_RATE)] if max_s else a)
+        out.append((p, a[: int(max_s * SAMPLE_RATE)] if max_s else a))
     return out
 
 
+def load_many(paths: Sequence[str | Path], max_s: float | None = None) -> list[np.ndarray]:
+    """Load audio files, skipping (and reporting) the ones that fail. Optionally cut to `max_s` seconds."""
+    return [a for _, a in load_named(paths, max_s)]
+
+
 def write_scene(scene: Scene, folder: str | Path) -> Path:
-    """Write `<name>.flac` and its ground truth `<name>.json` (events with start_s, end_s, snr_db, clip)."""
+    """Write `<name>.flac` and its ground truth `<name>.json` (events with start_s, end_s, snr_db, clip; sounds: what
+    the background is made of, with start_s, end_s, kind, index, name)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{scene.name}.flac"
     write_audio(path, scene.audio)
     (folder / f"{scene.name}.json").write_text(json.dumps(
-        {"audio": path.name, "duration_s": scene.duration_s, "events": [e.to_dict() for e in scene.events]},
+        {"audio": path.name, "duration_s": scene.duration_s, "events": [e.to_dict() for e in scene.events],
+         "sounds": [s.to_dict() for s in scene.sounds]},
         indent=1))
     return path
 

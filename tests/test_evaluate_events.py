@@ -1,8 +1,7 @@
 """Event metrics: matching, recall per SNR, false alarms per hour, latency — known answers."""
 
-from types import SimpleNamespace as E
-
 from pathlib import Path
+from types import SimpleNamespace as E
 
 import numpy as np
 import pytest

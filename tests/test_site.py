@@ -124,6 +124,9 @@ def test_command_writes_results_and_never_overwrites(site, tmp_path):
     assert (out / "site.png").stat().st_size > 10_000
     assert f"--threshold {saved['recommended_threshold']:g}" in res.stdout
     assert "too little audio" in res.stderr  # 2 minutes cannot show 30/h... at 95 % confidence
+    assert "lowest threshold swept" not in res.stderr
+    loose = _cli([d / "in", "--model", model, "-o", tmp_path / "loose", "--max-false-alarms-per-hour", 200])
+    assert loose.exit_code == 0 and "lowest threshold swept" in loose.stderr  # all three chirps allowed: the floor
     before = (out / "site.json").read_bytes()
     again = _cli([d / "in", "--model", model, "-o", out, "--max-false-alarms-per-hour", 0.0])
     assert again.exit_code == 2 and "--force" in again.stderr

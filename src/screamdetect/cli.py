@@ -921,6 +921,12 @@ def calibrate_site_cmd(
         flags = f"--threshold {best['threshold']:g}" + (f" --model {model}" if model else "") + \
             ("" if second else " --no-second-stage") + (" --auto-gain" if auto_gain else "")
         con.print(f"use it: screamdetect detect {flags} ...  |  screamdetect listen {flags} ...", markup=False)
+        if best["threshold"] <= res["sweep"][0]["threshold"]:
+            err.print(f"[yellow]note: {best['threshold']:g} is the lowest threshold swept, so this audio does not show "
+                      "where false alarms would start: a sound these hours did not hold (a different traffic or "
+                      "bird ambience) can fire there, as it did in bench/site_calibration.py; a threshold a step "
+                      "or two higher costs little recall where the curve is flat (site.png)[/yellow]",
+                      highlight=False, soft_wrap=True)
         if res["hours"] < enough_h:
             err.print(f"[yellow]warning: {res['hours']:.2f} h is too little audio to show <= {target:g} false "
                       f"alarms/h at 95 % confidence even with no false alarm (that takes {enough_h:.1f} h): the "

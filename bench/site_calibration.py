@@ -15,7 +15,8 @@ the site's. Kinds (`--kinds`):
 
     .venv/bin/python bench/site_calibration.py [--model PATH] [--kinds quiet,indoor,outdoor,busy] [--site-hours 4] [--free-hours 4]
 
-Writes runs/site_calibration/site_calibration.json and prints a markdown table.
+Writes runs/site_calibration/site_calibration.json and prints a markdown table, and for each threshold what was
+playing under the false alarms (the category of the non-scream clip or noise piece: scenes.cause_of).
 """
 
 from __future__ import annotations
@@ -40,12 +41,29 @@ KINDS = {  # noise categories (None: all), non-screams scattered per minute
 
 
 def split_material(ds, splits, name: str, categories: list[str] | None):
+    """Screams (path, audio), non-screams and noise pieces of one split, and the category of each non-scream and
+    noise piece (to say what caused a false alarm)."""
     clips = splits[name]
-    noise = sc.load_many(sc.noise_split(Path(ds.root) / "noise", seed=0, categories=categories)[name])
+    noise_named = sc.load_named(sc.noise_split(Path(ds.root) / "noise", seed=0, categories=categories)[name])
     screams = list(zip([c.path for c in clips if c.label == 1],
                        sc.load_many([c.path for c in clips if c.label == 1])))
-    negatives = sc.load_many([c.path for c in clips if c.label == 0], max_s=15.0)
-    return screams, negatives, noise
+    cat = {c.path: c.category or "clip" for c in clips if c.label == 0}
+    neg_named = sc.load_named(list(cat), max_s=15.0)
+    noise_cat = sc.noise_categories(Path(ds.root) / "noise")
+    names = {"clip": [cat[p] for p, _ in neg_named],
+             "noise": [f"noise: {noise_cat[Path(p)]} ({Path(p).stem})" for p, _ in noise_named]}
+    return screams, [a for _, a in neg_named], [a for _, a in noise_named], names
+
+
+def false_alarm_causes(free, det: Detector, threshold: float, names) -> dict[str, int]:
+    """Category of the background sound under each false alarm at `threshold` (scenes.cause_of), counted."""
+    out: dict[str, int] = {}
+    for s, scores in free:
+        for a in alerts_from_scores(scores, det_tracker(det, threshold), s.duration_s):
+            cause = sc.cause_of(s.sounds, a.start_s, a.end_s)
+            key = "unknown" if cause is None else names[cause.kind][cause.index]
+            out[key] = out.get(key, 0) + 1
+    return dict(sorted(out.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
 def main() -> None:
@@ -67,10 +85,11 @@ def main() -> None:
     results = []
     for kind in args.kinds.split(","):
         categories, cpm = KINDS[kind]
-        _, val_neg, val_noise = split_material(ds, splits, "val", categories)
-        test_screams, test_neg, test_noise = split_material(ds, splits, "test", categories)
-        site = [Timeline(s.name, det.score_windows(s.audio), s.duration_s) for s in sc.scream_free_scenes(
+        _, val_neg, val_noise, val_names = split_material(ds, splits, "val", categories)
+        test_screams, test_neg, test_noise, test_names = split_material(ds, splits, "test", categories)
+        site_scenes = [(s, det.score_windows(s.audio)) for s in sc.scream_free_scenes(
             val_neg, val_noise, args.site_hours, sc.SceneSpec(duration_s=300.0, clips_per_minute=cpm, seed=2000))]
+        site = [Timeline(s.name, scores, s.duration_s) for s, scores in site_scenes]
         rows = false_alarm_sweep(site, sorted({*[r[0] for r in det.calibration["sweep"]], det.threshold}),
                                  det.smoothing, det.window_s, det.hop_s)
         chosen = lowest_within(rows, args.target)
@@ -90,13 +109,17 @@ def main() -> None:
             fa = sum(len(alerts_from_scores(scores, det_tracker(det, thr), s.duration_s)) for s, scores in free)
             m = event_metrics(matches, fa, free_h)
             site_row = next(r for r in rows if abs(r["threshold"] - thr) < 1e-9)
+            causes = {"site": false_alarm_causes(site_scenes, det, thr, val_names),
+                      "test": false_alarm_causes(free, det, thr, test_names)}
             results.append({"kind": kind, "clips_per_minute": cpm, "noise_pieces": [len(val_noise), len(test_noise)],
                             "threshold_from": name, "threshold": thr,
-                            "site_false_alarms": site_row["false_alarms"], "site_hours": args.site_hours, **m})
+                            "site_false_alarms": site_row["false_alarms"], "site_hours": args.site_hours, **m,
+                            "false_alarm_causes": causes})
             print(f"{kind}, {name} threshold {thr:g}: site (val) {site_row['false_alarms']} FA in "
                   f"{args.site_hours:g} h; test FA/h {m['false_alarms_per_hour']:.2f}, recall "
                   f"{' / '.join(f'{v:.2f}' for v in m['recall_by_snr'].values())} ({m['event_recall']:.3f}), "
-                  f"latency {m['latency_median_s']:.2f} s  [{time.perf_counter() - t0:.0f} s]", flush=True)
+                  f"latency {m['latency_median_s']:.2f} s  [{time.perf_counter() - t0:.0f} s]\n"
+                  f"    false alarms under: site {causes['site'] or '-'}; test {causes['test'] or '-'}", flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "site_calibration.json").write_text(json.dumps({"model": str(det.path), "args": {
         k: str(v) for k, v in vars(args).items()}, "results": results}, indent=1))

@@ -317,6 +317,7 @@ def evaluate_events(detector, data, out_dir=None, noise_dir=None, split_file=Non
         spurious_in_event_scenes += fa
         event_scene_s += scene.duration_s
         if out_dir is not None and write_scenes:
+            scene.sounds = [replace(x, name=describe(x)["cause"]) for x in scene.sounds]  # files, in the JSON
             sc.write_scene(scene, out_dir / "scenes")
     free = 0
     free_s = 0.0

@@ -96,7 +96,7 @@ def noise_categories(noise_dir: str | Path) -> dict[Path, str]:
     man = noise_dir / "manifest.csv"
     if man.is_file():
         with open(man, newline="") as f:
-            return {noise_dir / r["path"]: r.get("category") or "noise" for r in csv.DictReader(f)}
+            return {noise_dir / r["path"]: r.get("category", "noise") for r in csv.DictReader(f)}
     from .audio import AUDIO_EXTENSIONS
 
     return {p: "noise" for p in sorted(noise_dir.rglob("*")) if p.suffix.lower() in AUDIO_EXTENSIONS}
@@ -192,10 +192,11 @@ def _bed(noises: Sequence[np.ndarray], n: int, rng: np.random.Generator, spec: S
             ramp = np.linspace(0, 1, fade, dtype=np.float32)
             seg[:fade] *= ramp
             seg[-fade:] *= ramp[::-1]
-        level = rng.uniform(*spec.bed_level_dbfs)
-        out[pos: pos + seg.size] += _level(seg, level) if seg.size else 0
-        if log is not None and seg.size:
-            log.append(Sound(pos / SAMPLE_RATE, (pos + seg.size) / SAMPLE_RATE, "noise", i, float(level)))
+        if seg.size:  # (an empty piece draws no level: the random stream stays that of scenes built before the log)
+            level = rng.uniform(*spec.bed_level_dbfs)
+            out[pos: pos + seg.size] += _level(seg, level)
+            if log is not None:
+                log.append(Sound(pos / SAMPLE_RATE, (pos + seg.size) / SAMPLE_RATE, "noise", i, float(level)))
         pos += max(seg.size - fade, 1)
     return out
 

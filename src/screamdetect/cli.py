@@ -17,6 +17,33 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 err = Console(stderr=True)
 
 
+# ---- options shared by the commands that run a detector (one wording everywhere) -------------------------------
+def _model_option():
+    return typer.Option(None, "--model", "-m", help="ONNX model (its card .json beside it); default: the shipped "
+                        "model.")
+
+
+def _threshold_option():
+    return typer.Option(None, "--threshold", "-t", help="Score threshold in (0, 1]; default: the model card's "
+                        "calibrated threshold.")
+
+
+def _max_fa_option():
+    return typer.Option(None, "--max-false-alarms-per-hour", help="Pick the threshold from the card's validation "
+                        "calibration that keeps false alarms within this rate (instead of --threshold).")
+
+
+def _auto_gain_option():
+    return typer.Option(False, "--auto-gain", help="Amplify quiet input first (up to +30 dB, when the background is "
+                        "under -40 dBFS: a distant or low-gain microphone; docs/detector.md).")
+
+
+def _second_stage_option():
+    return typer.Option(True, "--second-stage/--no-second-stage", help="Run the model card's YAMNet second stage "
+                        "on candidate windows (when it has one); --no-second-stage: the CNN alone with its own "
+                        "calibrated threshold, ~1.35x faster on busy audio.")
+
+
 @app.callback()
 def _root() -> None:
     """screamdetect: scream detection for files and live audio."""
@@ -99,24 +126,15 @@ def eda(data: Path = typer.Argument(..., help="Dataset folder (class folders or 
 def detect(paths: list[Path] = typer.Argument(..., help="Audio files and/or folders (walked recursively)."),
            fmt: str = typer.Option("table", "--format", "-f", help="table (readable), jsonl (one JSON object per "
                                    "input, in input order) or csv."),
-           threshold: Optional[float] = typer.Option(None, "--threshold", "-t", help="Score threshold in (0, 1]; "
-                                                     "default: the model card's calibrated threshold."),
-           max_fa: Optional[float] = typer.Option(None, "--max-false-alarms-per-hour", help="Pick the threshold "
-                                                  "from the card's validation calibration that keeps false alarms "
-                                                  "within this rate (instead of --threshold)."),
-           model: Optional[Path] = typer.Option(None, "--model", "-m", help="ONNX model (its card .json beside it); "
-                                                "default: the shipped model."),
+           threshold: Optional[float] = _threshold_option(),
+           max_fa: Optional[float] = _max_fa_option(),
+           model: Optional[Path] = _model_option(),
            scores: bool = typer.Option(False, "--scores", help="Add hop_s and the per-window score timeline."),
            jobs: int = typer.Option(0, "--jobs", "-j", help="Worker processes, each with CPU cores / jobs "
                                     "onnxruntime threads (0 = one per two cores: on 2 cores one process with two "
                                     "threads was faster than two one-thread workers)."),
-           auto_gain: bool = typer.Option(False, "--auto-gain", help="Amplify quiet input first (up to +30 dB, "
-                                          "when the background is under -40 dBFS: a distant or low-gain microphone; "
-                                          "docs/detector.md)."),
-           second: bool = typer.Option(True, "--second-stage/--no-second-stage",
-                                               help="Run the model card's YAMNet second stage on candidate windows "
-                                               "(when it has one); --no-second-stage: the CNN alone with its own "
-                                               "calibrated threshold, ~1.35x faster on busy audio.")):
+           auto_gain: bool = _auto_gain_option(),
+           second: bool = _second_stage_option()):
     """Find screams in audio files: one result per input, in input order.
 
     Windows of the model's length are scored every hop; events are runs of high scores after smoothing.
@@ -277,9 +295,7 @@ def listen(source: list[str] = typer.Option(..., "--source", "-s", help="'mic' (
                                             "16000 | screamdetect listen -s -). Repeat it to watch several sources "
                                             "in one process (one model in memory, one thread per source)."),
            realtime: bool = typer.Option(False, "--realtime", help="Replay a file at real speed (as if live)."),
-           auto_gain: bool = typer.Option(False, "--auto-gain", help="Amplify quiet input first (up to +30 dB, "
-                                          "when the background is under -40 dBFS: a distant or low-gain microphone; "
-                                          "docs/detector.md)."),
+           auto_gain: bool = _auto_gain_option(),
            jsonl: str = typer.Option("-", "--jsonl", help="JSON-lines alerts: a file (appended to) or - for stdout."),
            webhook: Optional[str] = typer.Option(None, "--webhook", help="POST each alert as JSON to this URL "
                                                  "(background thread, retries with back-off)."),
@@ -292,20 +308,13 @@ def listen(source: list[str] = typer.Option(..., "--source", "-s", help="'mic' (
            clip_format: str = typer.Option("wav", "--clip-format", help="wav or flac."),
            pre_roll: float = typer.Option(2.0, "--pre-roll", help="Seconds of audio kept before an event."),
            post_roll: float = typer.Option(2.0, "--post-roll", help="Seconds of audio kept after an event."),
-           threshold: Optional[float] = typer.Option(None, "--threshold", "-t", help="Score threshold in (0, 1]; "
-                                                     "default: the model card's."),
-           model: Optional[Path] = typer.Option(None, "--model", "-m", help="ONNX model (card beside it); "
-                                                "default: the shipped model."),
+           threshold: Optional[float] = _threshold_option(),
+           model: Optional[Path] = _model_option(),
            retries: int = typer.Option(10, "--retries", help="Reconnection attempts in a row before giving up "
                                        "on a network stream (back-off 1 s doubling to 30 s)."),
-           max_fa: Optional[float] = typer.Option(None, "--max-false-alarms-per-hour", help="Pick the threshold "
-                                                  "from the card's validation calibration that keeps false alarms "
-                                                  "within this rate (instead of --threshold)."),
+           max_fa: Optional[float] = _max_fa_option(),
            threads: int = typer.Option(1, "--threads", help="onnxruntime threads."),
-           second: bool = typer.Option(True, "--second-stage/--no-second-stage",
-                                               help="Run the model card's YAMNet second stage on candidate windows "
-                                               "(when it has one); --no-second-stage: the CNN alone with its own "
-                                               "calibrated threshold, ~1.35x faster on busy audio.")):
+           second: bool = _second_stage_option()):
     """Detect screams live and raise alerts as they happen (Ctrl-C to stop).
 
     Alerts: {"type": "start"|"end", "source", "start_s", "end_s", "peak_score", "at_s", "time"} to every sink.
@@ -604,7 +613,7 @@ def export(run: Path = typer.Argument(..., help="A run folder written by `scream
 def demo(corpus: Optional[Path] = typer.Option(Path("../shared/corpus"), help="Corpus for the demo scene (its "
                                                "test split); a synthetic scene is used when it is absent."),
          out: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="Output folder."),
-         model: Optional[Path] = typer.Option(None, help="ONNX model (default: the shipped one)."),
+         model: Optional[Path] = _model_option(),
          max_fa: Optional[float] = typer.Option(None, "--max-false-alarms-per-hour", help="Operating point from "
                                                 "the card's validation calibration (default: the card's threshold)."),
          seed: int = typer.Option(0, help="Scene seed.")):
@@ -647,10 +656,9 @@ def demo(corpus: Optional[Path] = typer.Option(Path("../shared/corpus"), help="C
 def evaluate_events_cmd(
         data: Path = typer.Argument(..., help="Dataset (the scenes use its TEST split only)."),
         out: Path = typer.Option(Path("runs/events"), "--out", "-o", help="Output folder (scenes + metrics)."),
-        model: Optional[Path] = typer.Option(None, help="ONNX model (default: the shipped one)."),
-        threshold: Optional[float] = typer.Option(None, help="Override the card's threshold."),
-        max_fa: Optional[float] = typer.Option(None, "--max-false-alarms-per-hour", help="Pick the threshold "
-                                               "from the card's validation calibration for this rate."),
+        model: Optional[Path] = _model_option(),
+        threshold: Optional[float] = _threshold_option(),
+        max_fa: Optional[float] = _max_fa_option(),
         repeats: int = typer.Option(3, help="Each test scream is inserted this many times per SNR."),
         free_hours: float = typer.Option(1.0, help="Hours of scream-free scenes for false alarms per hour."),
         split_file: Optional[Path] = typer.Option(None, help="Split CSV (default: OUT/split.csv, made if absent)."),
@@ -660,13 +668,8 @@ def evaluate_events_cmd(
         noise_categories: Optional[str] = typer.Option(None, "--noise-categories", help="Only noise pieces of "
                                                        "these categories, comma-separated (e.g. rain,wind,water,"
                                                        "traffic,cafe: no birds); default all."),
-        auto_gain: bool = typer.Option(False, "--auto-gain", help="Amplify quiet input first (up to +30 dB, "
-                                          "when the background is under -40 dBFS: a distant or low-gain microphone; "
-                                          "docs/detector.md)."),
-        second: bool = typer.Option(True, "--second-stage/--no-second-stage",
-                                               help="Run the model card's YAMNet second stage on candidate windows "
-                                               "(when it has one); --no-second-stage: the CNN alone with its own "
-                                               "calibrated threshold, ~1.35x faster on busy audio.")):
+        auto_gain: bool = _auto_gain_option(),
+        second: bool = _second_stage_option()):
     """Event-level metrics the way deployments are judged: event recall per SNR (0/5/10/20 dB), false alarms
     per hour on scream-free audio, alert latency after onset (median, p95). Scenes come from the TEST split."""
     import json
@@ -693,18 +696,14 @@ def evaluate_clips_cmd(
         data: Path = typer.Argument(..., help="Labelled clips: class folders (scream/ and not_scream/, or 1/ and "
                                     "0/) or a manifest CSV (path,label[,group,...])."),
         out: Path = typer.Option(Path("runs/clips"), "--out", "-o", help="Output folder."),
-        model: Optional[Path] = typer.Option(None, help="ONNX model (default: the shipped one)."),
+        model: Optional[Path] = _model_option(),
         split: str = typer.Option("all", help="Which clips: all, or the train / val / test part of the group-aware "
                                   "80/10/10 split (test, for the dataset a model was trained on)."),
         split_file: Optional[Path] = typer.Option(None, help="Split CSV (default: OUT/split.csv, made if absent)."),
-        threshold: Optional[float] = typer.Option(None, help="Override the card's threshold."),
-        auto_gain: bool = typer.Option(False, "--auto-gain", help="Amplify quiet input first (up to +30 dB, "
-                                          "when the background is under -40 dBFS: a distant or low-gain microphone; "
-                                          "docs/detector.md)."),
-        max_fa: Optional[float] = typer.Option(None, "--max-false-alarms-per-hour", help="Pick the threshold "
-                                               "from the card's validation calibration for this rate."),
-        second: bool = typer.Option(True, "--second-stage/--no-second-stage",
-                                    help="Run the model card's YAMNet second stage (when it has one).")):
+        threshold: Optional[float] = _threshold_option(),
+        auto_gain: bool = _auto_gain_option(),
+        max_fa: Optional[float] = _max_fa_option(),
+        second: bool = _second_stage_option()):
     """Clip-level metrics of a detector on a labelled dataset (your own, or another source than it was trained on).
 
     Each clip is scored whole: a clip counts as a scream when the detector raises an event in it (what `detect`
@@ -787,8 +786,7 @@ def calibrate_site_cmd(
         out: Path = typer.Option(Path("runs/site"), "--out", "-o", help="Output folder (site.json, site.png)."),
         target: Optional[float] = typer.Option(None, "--max-false-alarms-per-hour", help="False-alarm target on "
                                                "this audio (default: the card's target, 0.5/h)."),
-        model: Optional[Path] = typer.Option(None, "--model", "-m", help="ONNX model (its card .json beside it); "
-                                             "default: the shipped model."),
+        model: Optional[Path] = _model_option(),
         screams: Optional[list[Path]] = typer.Option(None, "--screams", help="Scream clips of your own (files or "
                                                      "folders; repeatable): each is inserted at 0, 5, 10 and 20 dB "
                                                      "SNR into excerpts of the site audio, to measure what every "
@@ -799,8 +797,7 @@ def calibrate_site_cmd(
                                           "audio for 0.5/h), not the rate measured."),
         auto_gain: bool = typer.Option(False, "--auto-gain", help="Amplify quiet input first, as `detect "
                                        "--auto-gain` will (calibrate the way you will detect)."),
-        second: bool = typer.Option(True, "--second-stage/--no-second-stage",
-                                    help="Run the model card's YAMNet second stage (as `detect` will).")):
+        second: bool = _second_stage_option()):
     """Set the threshold for one site from its own scream-free audio: the lowest threshold whose false alarms on
     that audio stay within the target.
 

@@ -163,6 +163,39 @@ def test_listen_to_a_file_writes_alerts_and_a_clip(files, tmp_path):
     assert msgs[2]["duration_s"] == pytest.approx(msgs[1]["end_s"] - msgs[1]["start_s"] + 2.0, abs=0.01)
 
 
+@pytest.mark.parametrize("several", [False, True])
+def test_listen_stopped_by_sigterm_ends_the_open_event(files, tmp_path, several):
+    """`kill` / `systemctl stop` in the middle of a scream: the event still gets its end alert (MQTT OFF), the
+    process exits 0, and it stops within seconds, not at the end of the file."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from screamdetect.audio import write_audio
+
+    _, model = files
+    long = tmp_path / "long.wav"
+    write_audio(long, scene(30.0, [(1.0, 25.0)]))  # one scream-like burst from 1 s to 26 s
+    out = tmp_path / "alerts.jsonl"
+    sources = ["-s", str(long)] + (["-s", str(files[0] / "in" / "a.wav")] if several else [])
+    proc = subprocess.Popen([sys.executable, "-m", "screamdetect", "listen", *sources, "--realtime", "--model",
+                             str(model), "--jsonl", str(out)], stderr=subprocess.PIPE)
+    t0 = time.monotonic()
+    try:
+        while not (out.exists() and '"start"' in out.read_text()):
+            assert proc.poll() is None and time.monotonic() - t0 < 60, proc.stderr.read().decode()
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0, proc.stderr.read().decode()
+    finally:
+        proc.kill()
+    assert time.monotonic() - t0 < 20  # stopped, not played to the end of the 30 s file
+    msgs = [json.loads(line) for line in out.read_text().splitlines() if '"long"' in line]
+    assert [m["type"] for m in msgs] == ["start", "end"]
+    assert 0.5 <= msgs[0]["start_s"] <= 3.0 and msgs[1]["end_s"] < 20.0
+
+
 @pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs ffmpeg (make setup installs it)")
 def test_listen_to_audio_piped_in(files, tmp_path):
     """`--source -`: a FLAC piped into the command (a real process: ffmpeg reads its standard input)."""

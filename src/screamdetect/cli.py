@@ -5,6 +5,7 @@ Each command imports its module lazily so that `screamdetect detect` needs only 
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional
 
@@ -315,7 +316,8 @@ def listen(source: list[str] = typer.Option(..., "--source", "-s", help="'mic' (
            max_fa: Optional[float] = _max_fa_option(),
            threads: int = typer.Option(1, "--threads", help="onnxruntime threads."),
            second: bool = _second_stage_option()):
-    """Detect screams live and raise alerts as they happen (Ctrl-C to stop).
+    """Detect screams live and raise alerts as they happen (Ctrl-C or SIGTERM to stop: an open event still gets
+    its end alert).
 
     Alerts: {"type": "start"|"end", "source", "start_s", "end_s", "peak_score", "at_s", "time"} to every sink.
 
@@ -408,7 +410,8 @@ def listen(source: list[str] = typer.Option(..., "--source", "-s", help="'mic' (
     if not many:
         (spec, src, src_name), saver = opened[0], (savers[0] if savers else None)
         err.print(f"listening to {spec} as '{src_name}' ({about}); Ctrl-C to stop", highlight=False)
-        summary = run_live(src.chunks(), det, sinks, source=src_name, clips=saver)
+        with _sigterm_stops():
+            summary = run_live(src.chunks(), det, sinks, source=src_name, clips=saver)
         err.print(f"{summary.seconds:.1f} s of audio, {len(summary.events)} event(s)"
                   + (f", {len(summary.clips)} clip(s) in {clips}" if clips else ""), highlight=False)
         if summary.error:
@@ -419,7 +422,8 @@ def listen(source: list[str] = typer.Option(..., "--source", "-s", help="'mic' (
         err.print(f"  {spec} as '{n}'", highlight=False)
     streams = [LiveStream(src.chunks(), n, savers[i] if savers else None)
                for i, ((_, src, _), n) in enumerate(zip(opened, names))]
-    summaries = run_many(streams, det, sinks)
+    with _sigterm_stops():
+        summaries = run_many(streams, det, sinks)
     bad = list(failed_to_open)
     for (spec, _, _), sm in zip(opened, summaries):
         line = (f"{sm.source}: {sm.seconds:.1f} s of audio, {len(sm.events)} event(s)"
@@ -431,6 +435,29 @@ def listen(source: list[str] = typer.Option(..., "--source", "-s", help="'mic' (
             err.print(line, highlight=False)
     if bad:
         fail(f"{len(bad)} of {len(source)} source(s) failed: {', '.join(bad)}", code=1)
+
+
+@contextmanager
+def _sigterm_stops():
+    """While the block runs, SIGTERM (systemctl stop, docker stop, kill) stops `listen` as Ctrl-C does: each open
+    event gets its end alert (MQTT OFF) and the sinks and clips are flushed, instead of the process dying with a
+    scream left ON. A second SIGTERM kills it at once. (Main thread only, where Python runs signal handlers.)"""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
 
 
 def _unique_names(names: list[str]) -> list[str]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import http.server
 import json
 import shutil
+import signal as signal_module  # (`signal` is a fixture here)
 import socket
 import subprocess
 import threading
@@ -341,11 +342,18 @@ def test_run_many_stops_every_stream_on_ctrl_c(det):
         yield background(0.1)
 
     rec = _Recording()
+    # Ctrl-C must raise KeyboardInterrupt here even when the test runner was started with SIGINT ignored (a shell
+    # starts background jobs so, and Python then installs no handler: interrupt_main would do nothing, and the
+    # endless streams would never stop).
+    sigint = signal_module.signal(signal_module.SIGINT, signal_module.default_int_handler)
     timer = threading.Timer(0.6, _thread.interrupt_main)
     timer.start()
     t0 = time.monotonic()
-    summaries = run_many([LiveStream(endless("a"), "a"), LiveStream(endless("b"), "b"),
-                          LiveStream(blocked(), "c")], det, [rec], stop_timeout_s=1.0)
+    try:
+        summaries = run_many([LiveStream(endless("a"), "a"), LiveStream(endless("b"), "b"),
+                              LiveStream(blocked(), "c")], det, [rec], stop_timeout_s=1.0)
+    finally:
+        signal_module.signal(signal_module.SIGINT, sigint)
     assert time.monotonic() - t0 < 5
     a, b, c = summaries
     assert a.error is None and b.error is None and a.seconds > 0.2 and b.seconds > 0.2

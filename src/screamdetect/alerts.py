@@ -466,6 +466,10 @@ def run_many(streams: list[LiveStream], detector: Detector, sinks: list[Sink],
         raise ValueError(f"stream names must be unique, got {[s.source for s in streams]}")
     stop = threading.Event()
     results: list[LiveSummary | None] = [None] * len(streams)
+    # Each stream says when it is done. The main thread waits on these, never on Thread.join: in CPython 3.11 a
+    # KeyboardInterrupt that lands inside Thread.join can mark a thread that is still running as stopped (the
+    # check added by bpo-45274 releases the thread's own lock), so the streams' results were lost now and then.
+    done = [threading.Event() for _ in streams]
 
     def work(i: int, st: LiveStream) -> None:
         try:
@@ -473,6 +477,8 @@ def run_many(streams: list[LiveStream], detector: Detector, sinks: list[Sink],
         except Exception as e:  # noqa: BLE001 - one stream's failure must not take the others down
             log.warning("stream %s failed: %s", st.source, e)
             results[i] = LiveSummary(0.0, [], [], f"{type(e).__name__}: {e}", st.source)
+        finally:
+            done[i].set()
 
     threads = [threading.Thread(target=work, args=(i, st), name=f"listen-{st.source}", daemon=True)
                for i, st in enumerate(streams)]
@@ -486,14 +492,14 @@ def run_many(streams: list[LiveStream], detector: Detector, sinks: list[Sink],
         try:
             for t in threads:
                 t.start()
-            for t in threads:
-                while t.is_alive():
-                    t.join(0.2)
+            for d in done:
+                while not d.wait(0.2):
+                    pass
         except KeyboardInterrupt:
             stop.set()
             deadline = time.monotonic() + stop_timeout_s
-            for t in threads:
-                t.join(max(0.0, deadline - time.monotonic()))
+            for d in done:
+                d.wait(max(0.0, deadline - time.monotonic()))
     finally:
         stop.set()
         _close_all(sinks)

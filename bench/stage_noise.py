@@ -10,7 +10,8 @@ VALIDATION split only.
 
     .venv/bin/python bench/stage_noise.py [--model src/screamdetect/assets/default.onnx] [--out runs/stage_noise]
 
-Writes <out>/stage_noise.json and prints a markdown table (docs/detector.md, "Why the validation screams are lost").
+Writes <out>/stage_noise.json and <out>/stage_noise.png (with --compare, other runs' curves too) and prints a markdown
+table (docs/detector.md, "Why the validation screams are lost").
 """
 
 from __future__ import annotations
@@ -37,6 +38,42 @@ def stage_scores(det: Detector, cnn: Detector, audio: np.ndarray) -> tuple[float
             float(det.score_windows(audio).max()))
 
 
+def plot(results: list[dict], path: Path) -> bool:
+    """Median highest-window score against SNR, one line per stage, one line style per model. False without
+    matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    x = {f"{s:g} dB": s for s in SNRS} | {"clean": max(SNRS) + 10}
+    colors = {"CNN": "tab:blue", "cascade": "tab:red"}
+    fig, ax = plt.subplots(figsize=(9.5, 4))
+    for res, style in zip(results, ("-", "--", ":", "-.")):
+        label = res.get("label") or Path(res["model"]).parent.name or res["model"]  # the run folder, or "shipped"
+        for name in next(iter(res["table"].values())):
+            if name == "CNN" and res is not results[0] and all(
+                    res["table"][c]["CNN"] == results[0]["table"].get(c, {}).get("CNN") for c in res["table"]):
+                continue  # the same CNN as the first model's (v6 and v7): drawn once
+            xs = [x[c] for c in res["table"]]
+            ys = [res["table"][c][name]["median"] for c in res["table"]]
+            ax.plot(*zip(*sorted(zip(xs, ys))), style, marker="o", color=colors.get(name, "tab:green"),
+                    label=f"{label}: {name}")
+    ax.set_xticks(sorted(x.values()), [k.replace(" dB", "") for k, _ in sorted(x.items(), key=lambda kv: kv[1])])
+    ax.set_xlabel("SNR over the noise bed (dB)")
+    ax.set_ylabel("median of each scream's best window")
+    ax.set_ylim(0, 1)
+    ax.set_title(f"{results[0]['screams']} validation screams over {results[0]['noise_pieces']} validation noise pieces")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--corpus", type=Path, default=Path("../shared/corpus"))
@@ -47,6 +84,8 @@ def main() -> None:
     ap.add_argument("--above", type=float, default=0.3, help="also report the share of screams scoring above this")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=Path("runs/stage_noise"))
+    ap.add_argument("--label", default=None, help="the model's name in the plot (default: its run folder)")
+    ap.add_argument("--compare", nargs="*", default=[], help="stage_noise.json of other runs to draw in the plot")
     args = ap.parse_args()
 
     det = Detector.load(args.model)
@@ -86,9 +125,12 @@ def main() -> None:
                            f"share_above_{args.above:g}": float(np.mean(np.array(v)[:, k] > args.above))}
                     for k, name in enumerate(names)} for cond, v in rows.items()}
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "stage_noise.json").write_text(json.dumps(
-        {"model": str(args.model or "shipped"), "screams": len(screams), "noise_pieces": len(pieces), "level_dbfs": args.level_dbfs,
-         "bed_dbfs": args.bed_dbfs, "table": table}, indent=1))
+    result = {"model": str(args.model or "shipped"), "label": args.label, "screams": len(screams), "noise_pieces": len(pieces),
+              "level_dbfs": args.level_dbfs, "bed_dbfs": args.bed_dbfs, "table": table}
+    (args.out / "stage_noise.json").write_text(json.dumps(result, indent=1))
+    others = [json.loads(Path(f).read_text()) for f in args.compare]
+    if plot([result, *others], args.out / "stage_noise.png"):
+        print(f"wrote {args.out / 'stage_noise.png'}")
     print(f"{len(screams)} validation screams, {len(pieces)} validation noise pieces; "
           f"median of the highest window score (share > {args.above:g})")
     print("| condition | " + " | ".join(names) + " |\n|---|" + "---|" * len(names))

@@ -1,8 +1,9 @@
 """Benchmark: how each stage of the shipped cascade scores the validation screams as background noise rises.
 
-Each VALIDATION scream is scored clean (its active part set to `--level-dbfs`, padded with 0.5 s of digital
-silence), then over every validation noise piece: an excerpt of the piece set to `--bed-dbfs`, the scream inserted
-at 30, 20, 10, 5 and 0 dB SNR over its active part, as the event scenes do (scenes.insert_scream). A scream's score is its highest window score; per SNR the median over the noise
+Each VALIDATION scream (at most its first MAX_S seconds from its loud part on) is scored clean (its active part
+set to `--level-dbfs`, padded with 0.5 s of digital silence), then over every validation noise piece: an excerpt of
+the piece set to `--bed-dbfs`, the scream inserted at 30, 20, 10, 5 and 0 dB SNR over its active part, as the event
+scenes do (scenes.insert_scream). A scream's score is its highest window score; per SNR the median over the noise
 pieces, then the median (and the share above --above) over the screams. Scored: the CNN alone, the second stage
 alone (its head on every window, no gate: YAMNet's own P(Screaming) for v7, the head trained on our windows for v6)
 and the cascade as the card runs it.

@@ -14,6 +14,7 @@ the site's. Kinds (`--kinds`):
            and evaluate-events scenes
 
     .venv/bin/python bench/site_calibration.py [--model PATH] [--kinds quiet,indoor,outdoor,busy] [--site-hours 4] [--free-hours 4]
+        [--no-second-stage]
 
 Writes runs/site_calibration/site_calibration.json and prints a markdown table, and for each threshold what was
 playing under the false alarms (the category of the non-scream clip or noise piece: scenes.cause_of).
@@ -76,10 +77,13 @@ def main() -> None:
     ap.add_argument("--free-hours", type=float, default=4.0)
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--target", type=float, default=0.5, help="false alarms per hour")
+    ap.add_argument("--no-second-stage", action="store_true",
+                    help="the CNN alone (as `calibrate-site --no-second-stage` and `detect --no-second-stage`)")
     ap.add_argument("--out", type=Path, default=Path("runs/site_calibration"))
     args = ap.parse_args()
     t0 = time.perf_counter()
-    det = Detector.load(args.model)
+    det = Detector.load(args.model, second_stage=not args.no_second_stage)
+    print(f"detector: {det.description}; card threshold {det.threshold:g}", flush=True)
     ds = discover(args.corpus)
     splits = load_or_make_split(ds, args.split_file, SplitSpec())
     results = []

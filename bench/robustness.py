@@ -120,13 +120,15 @@ def main() -> None:
     ap.add_argument("--split-file", type=Path, default=Path("runs/default2/split.csv"),
                     help="split CSV (the shipped model's; made with the default seed if absent)")
     ap.add_argument("--auto-gain", action="store_true", help="the detector with Detector.load(auto_gain=True)")
+    ap.add_argument("--no-second-stage", action="store_true",
+                    help="the CNN alone, with its own threshold from the card (as `detect --no-second-stage`)")
     ap.add_argument("--out", type=Path, default=Path("runs/robustness"))
     args = ap.parse_args()
     names = [c.strip() for c in args.conditions.split(",") if c.strip()]
     unknown = [c for c in names if c not in CONDITIONS]
     if unknown:
         raise SystemExit(f"error: unknown condition(s) {unknown}; choose from {', '.join(CONDITIONS)}")
-    det = Detector.load(args.model, auto_gain=args.auto_gain)
+    det = Detector.load(args.model, auto_gain=args.auto_gain, second_stage=not args.no_second_stage)
     print(f"model: {det.path} ({det.description}); threshold {det.threshold:g}")
     rows = []
     for name in names:

@@ -155,3 +155,42 @@ def test_bad_names_and_hyperparameters_are_rejected():
         m.fit(np.zeros((4, *SHAPE), np.float32), np.array([0, 1, 0]))
     with pytest.raises(RuntimeError, match="fit"):
         m.predict_proba(np.zeros((1, *SHAPE), np.float32))
+
+
+def test_the_floor_channel_ignores_a_steady_background_and_keeps_a_burst():
+    import torch
+
+    from screamdetect.models.cnn import FLOOR_FRAMES, above_floor
+
+    r = np.random.default_rng(0)
+    bed = torch.from_numpy((r.normal(0, 1, (1, 8, 40)) - 60).astype(np.float32))
+    colour = torch.linspace(-20, 20, 8).reshape(1, 8, 1)  # a different level in every band
+    np.testing.assert_allclose(above_floor(bed + colour).numpy(), above_floor(bed).numpy(), atol=1e-5)
+    assert float(above_floor(bed).max()) < 0.3  # a steady bed stays within a few dB of its floor
+    burst = bed.clone()
+    burst[:, 2:5, 10:20] += 30.0  # 30 dB louder in three bands for 10 frames
+    a = above_floor(burst)
+    assert float(a[:, 2:5, 10:20].min()) > 1.2 and float(a[:, 5:, :].max()) < 0.3
+    assert a.shape == burst.shape and FLOOR_FRAMES < 10
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_a_cnn_with_the_floor_channel_trains_and_exports_like_the_others():
+    import onnxruntime as ort
+    import torch
+
+    X, y = tone_vs_noise(160, seed=1)
+    Xv, yv = tone_vs_noise(40, seed=2)
+    m = make_model("cnn_reg", SHAPE, seed=0, floor_channel=True, epochs=1, batch_size=8, lr=3e-3, progress=False,
+                   threads=1).fit(X, y, Xv, yv)
+    assert m.module_.features[0].in_channels == 2
+    assert np.mean((m.predict_proba(Xv) > 0.5) == yv) >= 0.75
+    buf = io.BytesIO()
+    with torch.no_grad():
+        torch.onnx.export(m.module_.eval(), (torch.from_numpy(X[:2]),), buf, input_names=["logmel"],
+                          output_names=["logit"], dynamic_axes={"logmel": {0: "batch"}, "logit": {0: "batch"}},
+                          opset_version=17, dynamo=False)
+    logits = ort.InferenceSession(buf.getvalue(), providers=["CPUExecutionProvider"]).run(None, {"logmel": X[:7]})[0]
+    np.testing.assert_allclose(1 / (1 + np.exp(-logits)), m.predict_proba(X[:7]), atol=1e-4)
+    with pytest.raises(ValueError, match="floor_channel needs n_frames"):
+        make_model("cnn_reg", (32, 6), floor_channel=True, channels=(4,)).make_module()

@@ -1,5 +1,10 @@
-"""Convolutional networks on the 1-channel log-mel: `cnn` (plain), `cnn_reg` (weight decay, dropout, batch norm),
+"""Convolutional networks on the log-mel: `cnn` (plain), `cnn_reg` (weight decay, dropout, batch norm),
 `cnn_f1` (cnn_reg with its checkpoint and early stopping chosen by validation F1 of the scream class).
+
+`floor_channel: true` adds a second input channel: each band's level above the window's own floor in that band
+(the lowest of its 7-frame moving averages, in dB, divided by 20), so a steady background counts for little
+whatever its level and colour. It is computed inside the graph from the same dB input, and depends on nothing
+outside the window.
 
 The conv stack halves both axes after each block; the time axis is then pooled away (mean and max), so the same
 weights score any window length, and the frequency axis is kept (where a scream sits in frequency matters).
@@ -11,13 +16,25 @@ from typing import ClassVar
 
 from ..train import InputNorm, TorchClassifier
 
+FLOOR_FRAMES = 7  # the moving average over which a band's floor is taken (7 frames = 87.5 ms at the 12.5 ms hop)
+
+
+def above_floor(x):
+    """(batch, n_mels, n_frames) dB → the same shape: each band's level above its floor in the window (the lowest
+    of its FLOOR_FRAMES-frame moving averages), divided by 20 dB. Torch ops only, so it exports to ONNX."""
+    import torch
+
+    floor = torch.nn.functional.avg_pool1d(x, FLOOR_FRAMES, stride=1).amin(dim=2, keepdim=True)  # (b, f, 1)
+    return (x - floor) / 20.0
+
 
 def build_cnn(n_mels: int, n_frames: int, channels: tuple[int, ...] = (8, 16, 32, 64), dense: int = 64,
-              dropout: float = 0.0, batch_norm: bool = False):
+              dropout: float = 0.0, batch_norm: bool = False, floor_channel: bool = False):
     """nn.Module: (batch, n_mels, n_frames) dB → logits (batch,).
 
     Blocks: Conv3×3 → [BatchNorm] → ReLU → MaxPool2×2, one per entry of `channels`; then mean+max over time,
     flatten (channels[-1] · n_mels / 2^len(channels) · 2), [Dropout] → Linear(dense) → ReLU → [Dropout] → Linear(1).
+    floor_channel: a second input channel, (x − the band's floor in the window) / 20 dB (see the module's docstring).
     """
     import torch
     from torch import nn
@@ -34,12 +51,15 @@ def build_cnn(n_mels: int, n_frames: int, channels: tuple[int, ...] = (8, 16, 32
     if t_out < 1:
         raise ValueError(f"cnn: {n_blocks} pooling blocks need n_frames >= {2 ** n_blocks}, got {n_frames}")
 
+    if floor_channel and n_frames < FLOOR_FRAMES:
+        raise ValueError(f"cnn: floor_channel needs n_frames >= {FLOOR_FRAMES}, got {n_frames}")
+
     class CNN(nn.Module):
         def __init__(self):
             super().__init__()
             self.norm = InputNorm.make(n_mels)
             layers: list[nn.Module] = []
-            c_in = 1
+            c_in = 2 if floor_channel else 1
             for c in channels:
                 layers += [nn.Conv2d(c_in, c, 3, padding=1, bias=not batch_norm)]
                 if batch_norm:
@@ -57,7 +77,10 @@ def build_cnn(n_mels: int, n_frames: int, channels: tuple[int, ...] = (8, 16, 32
             self.head = nn.Sequential(*head)
 
         def forward(self, x):
-            h = self.features(self.norm(x).unsqueeze(1))  # (b, c, f, t)
+            z = self.norm(x).unsqueeze(1)  # (b, 1, f, t)
+            if floor_channel:
+                z = torch.cat([z, above_floor(x).unsqueeze(1)], dim=1)
+            h = self.features(z)  # (b, c, f, t)
             h = torch.cat([h.mean(dim=3), h.amax(dim=3)], dim=1).flatten(1)
             return self.head(h).reshape(-1)
 
@@ -68,7 +91,8 @@ class CNNClassifier(TorchClassifier):
     """make_model("cnn"): plain conv net (no batch norm, no dropout, no weight decay)."""
 
     name = "cnn"
-    ARCH_DEFAULTS: ClassVar[dict] = {"channels": (8, 16, 32, 64), "dense": 64, "dropout": 0.0, "batch_norm": False}
+    ARCH_DEFAULTS: ClassVar[dict] = {"channels": (8, 16, 32, 64), "dense": 64, "dropout": 0.0, "batch_norm": False,
+                                     "floor_channel": False}
     TRAIN_DEFAULTS: ClassVar[dict] = {"epochs": 20, "lr": 1e-3}
 
     def _validate_arch(self) -> None:
@@ -88,7 +112,7 @@ class CNNClassifier(TorchClassifier):
     def build_module(self):
         a = self.arch
         return build_cnn(*self.input_shape, channels=a["channels"], dense=int(a["dense"]), dropout=a["dropout"],
-                         batch_norm=bool(a["batch_norm"]))
+                         batch_norm=bool(a["batch_norm"]), floor_channel=bool(a["floor_channel"]))
 
 
 class CNNRegClassifier(CNNClassifier):

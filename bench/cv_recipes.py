@@ -2,8 +2,9 @@
 
 `bench/select_on_val.py` decides between models on the 14 validation screams (112 events): one scream is 7 % of
 recall there, and most of them come from one source. Here the train and validation groups of the split are dealt
-into `--folds` folds (group-aware: no group in two folds; the groups that hold screams are dealt first, largest
-first, to the fold with the fewest screams; then the other groups to the fold with the fewest clips). Each recipe
+into `--folds` folds by `screamdetect.data.group_folds` (no group in two folds; the groups that hold screams are
+dealt first, largest first, to the fold with the fewest screams; then the other groups to the fold with the fewest
+clips). Each recipe
 (a config YAML) is trained once per fold on the other folds, and scored on its held-out fold with
 `select_on_val.py`'s protocol: each held-out scream at 0, 5, 10 and 20 dB, `--repeats` times, and `--free-hours`
 of scream-free scenes from the held-out non-screams over the validation noise pieces. The best recall at <= 0.5, 2
@@ -21,53 +22,27 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import sys
 import time
-from collections import defaultdict
 from pathlib import Path
 
-import numpy as np
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from select_on_val import TARGETS, best_at, sweep, validation_scenes
 
-from screamdetect.data import discover, read_split, write_split
+from screamdetect.data import discover, group_folds, read_split, write_split
 from screamdetect.detector import Detector
 from screamdetect.product import ProductConfig, train_product
 
 
 def fold_splits(corpus: Path, base_split: Path, folds: int, seed: int = 0) -> list[dict[str, str]]:
-    """One {clip path: split} per fold: that fold's groups are 'val', the other folds' 'train', test unchanged."""
+    """One {clip path: split} per fold: that fold's clips are 'val', the other folds' 'train', test unchanged."""
     ds = discover(corpus)
     assign = read_split(base_split, ds.root)
-    by_group: dict[str, list] = defaultdict(list)
-    for c in ds.clips:
-        if assign[c.path] != "test":
-            by_group[c.group].append(c)
-    rng = random.Random(seed)
-    pos = sorted(g for g, cs in by_group.items() if any(c.label for c in cs))
-    neg = sorted(g for g in by_group if g not in set(pos))
-    fold_of: dict[str, int] = {}
-    screams, clips = np.zeros(folds), np.zeros(folds)
-    for groups, weight, load in ((pos, lambda cs: sum(c.label for c in cs), screams), (neg, len, clips)):
-        rng.shuffle(groups)
-        groups.sort(key=lambda g: -weight(by_group[g]))
-        for g in groups:
-            k = int(np.argmin(load))
-            fold_of[g] = k
-            load[k] += weight(by_group[g])
-            if load is screams:
-                clips[k] += len(by_group[g])
-    out = []
-    for k in range(folds):
-        a = dict(assign)
-        for g, cs in by_group.items():
-            for c in cs:
-                a[c.path] = "val" if fold_of[g] == k else "train"
-        out.append(a)
-    return out
+    fold_of = group_folds([c for c in ds.clips if assign[c.path] != "test"], folds, seed)
+    return [{p: (s if p not in fold_of else "val" if fold_of[p] == k else "train") for p, s in assign.items()}
+            for k in range(folds)]
 
 
 def main() -> None:

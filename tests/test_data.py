@@ -18,6 +18,7 @@ from screamdetect.data import (
     FeatureCache,
     SplitSpec,
     discover,
+    group_folds,
     load_or_make_split,
     read_split,
     split_clips,
@@ -148,6 +149,26 @@ def test_split_is_seeded():
     clips = _synthetic_clips()
     assert split_clips(clips, SplitSpec(seed=1)) == split_clips(clips, SplitSpec(seed=1))
     assert split_clips(clips, SplitSpec(seed=1)) != split_clips(clips, SplitSpec(seed=2))
+
+
+def test_group_folds_keep_groups_whole_and_share_the_screams():
+    clips = _synthetic_clips(seed=5)
+    fold = group_folds(clips, 4, seed=2)
+    assert set(fold) == {c.path for c in clips} and set(fold.values()) == {0, 1, 2, 3}
+    by_group: dict[str, set] = {}
+    for c in clips:
+        by_group.setdefault(c.group, set()).add(fold[c.path])
+    assert all(len(f) == 1 for f in by_group.values())  # no group in two folds
+    screams = Counter(fold[c.path] for c in clips if c.label == 1)
+    sizes = Counter(fold.values())
+    biggest_group = max(Counter(c.group for c in clips).values())
+    assert max(screams.values()) - min(screams.values()) <= biggest_group
+    assert max(sizes.values()) - min(sizes.values()) <= biggest_group
+    assert group_folds(clips, 4, seed=2) == fold and group_folds(clips, 4, seed=3) != fold
+    with pytest.raises(ValueError, match="folds must be >= 2"):
+        group_folds(clips, 1)
+    with pytest.raises(ValueError, match="3 groups cannot fill 4 folds"):
+        group_folds([c for c in clips if c.group in ("g0", "g1", "g2")], 4)
 
 
 def test_split_spec_validates():

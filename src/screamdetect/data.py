@@ -209,6 +209,38 @@ def split_clips(clips: Sequence[Clip], spec: SplitSpec = SplitSpec()) -> dict[st
     return assign
 
 
+def group_folds(clips: Sequence[Clip], folds: int, seed: int = 0) -> dict[str, int]:
+    """Deal `clips` into `folds` group-aware folds for cross-validation: {clip path: fold index}.
+
+    No group is in two folds. The groups holding screams are dealt first, largest first (ties in seeded shuffled
+    order), each to the fold with the fewest screams so far; then the other groups, largest first, each to the fold
+    with the fewest clips.
+    """
+    if folds < 2:
+        raise ValueError(f"folds must be >= 2, got {folds}")
+    by_group: dict[str, list[Clip]] = defaultdict(list)
+    for c in clips:
+        by_group[c.group].append(c)
+    if len(by_group) < folds:
+        raise ValueError(f"{len(by_group)} groups cannot fill {folds} folds")
+    rng = random.Random(seed)
+    pos = sorted(g for g, cs in by_group.items() if any(c.label == 1 for c in cs))
+    neg = sorted(g for g, cs in by_group.items() if all(c.label == 0 for c in cs))
+    screams, sizes = np.zeros(folds), np.zeros(folds)
+    out: dict[str, int] = {}
+    for groups, weight, load in ((pos, lambda cs: sum(c.label for c in cs), screams), (neg, len, sizes)):
+        rng.shuffle(groups)
+        groups.sort(key=lambda g: -weight(by_group[g]))  # stable: ties keep the shuffled order
+        for g in groups:
+            k = int(np.argmin(load))
+            load[k] += weight(by_group[g])
+            if load is screams:
+                sizes[k] += len(by_group[g])
+            for c in by_group[g]:
+                out[c.path] = k
+    return out
+
+
 def write_split(assign: dict[str, str], path: str | os.PathLike, root: str | None = None) -> None:
     """Write a split file (CSV: path,split; paths relative to `root` when given)."""
     path = Path(path)

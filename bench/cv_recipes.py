@@ -4,9 +4,8 @@
 recall there, and most of them come from one source. Here the train and validation groups of the split are dealt
 into `--folds` folds by `screamdetect.data.group_folds` (no group in two folds; the groups that hold screams are
 dealt first, largest first, to the fold with the fewest screams; then the other groups to the fold with the fewest
-clips). Each recipe
-(a config YAML) is trained once per fold on the other folds, and scored on its held-out fold with
-`select_on_val.py`'s protocol: each held-out scream at 0, 5, 10 and 20 dB, `--repeats` times, and `--free-hours`
+clips). Each recipe (a config YAML) is trained once per fold on the other folds, and scored on its held-out fold
+with `select_on_val.py`'s protocol: each held-out scream at 0, 5, 10 and 20 dB, `--repeats` times, and `--free-hours`
 of scream-free scenes from the held-out non-screams over the validation noise pieces. The best recall at <= 0.5, 2
 and 5 false alarms/h is taken per fold (each fold's model its own threshold), and the events found are pooled over
 the folds. The TEST split is never touched (its rows of the split file are kept as they are).
@@ -31,7 +30,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from select_on_val import TARGETS, best_at, sweep, validation_scenes
 
-from screamdetect.data import discover, group_folds, read_split, write_split
+from screamdetect.data import discover, group_folds, load_or_make_split, write_split
 from screamdetect.detector import Detector
 from screamdetect.product import ProductConfig, train_product
 
@@ -39,7 +38,7 @@ from screamdetect.product import ProductConfig, train_product
 def fold_splits(corpus: Path, base_split: Path, folds: int, seed: int = 0) -> list[dict[str, str]]:
     """One {clip path: split} per fold: that fold's clips are 'val', the other folds' 'train', test unchanged."""
     ds = discover(corpus)
-    assign = read_split(base_split, ds.root)
+    assign = {c.path: name for name, clips in load_or_make_split(ds, base_split).items() for c in clips}
     fold_of = group_folds([c for c in ds.clips if assign[c.path] != "test"], folds, seed)
     return [{p: (s if p not in fold_of else "val" if fold_of[p] == k else "train") for p, s in assign.items()}
             for k in range(folds)]
@@ -50,7 +49,8 @@ def main() -> None:
     ap.add_argument("configs", nargs="+", type=Path, help="recipe YAMLs (as for `screamdetect train --config`)")
     ap.add_argument("--corpus", type=Path, default=Path("../shared/corpus"))
     ap.add_argument("--split-file", type=Path, default=Path("runs/default7/split.csv"),
-                    help="the split whose train + val groups are dealt into folds (its test rows are kept)")
+                    help="the split whose train + val groups are dealt into folds (its test rows are kept); "
+                         "made with the default seed if absent")
     ap.add_argument("--folds", type=int, default=4)
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--free-hours", type=float, default=4.0)

@@ -173,6 +173,36 @@ class SplitSpec:
                              f"val={self.val}, test={self.test}")
 
 
+def _deal_groups(clips: Sequence[Clip], fracs: np.ndarray, seed: int) -> dict[str, int]:
+    """{clip path: bin index}: groups shuffled with `seed` and dealt, largest first, to the bin furthest below its
+    share `fracs` of screams (groups holding screams, dealt first: they are scarce, so they decide), then of clips
+    (the other groups fill each bin to its share of clips). No group is in two bins."""
+    by_group: dict[str, list[Clip]] = defaultdict(list)
+    for c in clips:
+        by_group[c.group].append(c)
+    rng = random.Random(seed)
+    pos_groups = sorted(g for g, cs in by_group.items() if any(c.label == 1 for c in cs))
+    neg_groups = sorted(g for g, cs in by_group.items() if all(c.label == 0 for c in cs))
+    out: dict[str, int] = {}
+    counts_pos = np.zeros(len(fracs))
+    counts_all = np.zeros(len(fracs))
+    for groups, weight in ((pos_groups, lambda cs: sum(c.label for c in cs)), (neg_groups, len)):
+        rng.shuffle(groups)
+        groups.sort(key=lambda g: -weight(by_group[g]))  # stable: ties keep the shuffled order
+        counts = counts_pos if groups is pos_groups else counts_all
+        total = sum(weight(by_group[g]) for g in groups) + (0 if groups is pos_groups else counts_all.sum())
+        for g in groups:
+            deficit = fracs * total - counts
+            deficit[fracs == 0] = -np.inf
+            k = int(np.argmax(deficit))
+            counts[k] += weight(by_group[g])
+            if groups is pos_groups:
+                counts_all[k] += len(by_group[g])
+            for c in by_group[g]:
+                out[c.path] = k
+    return out
+
+
 def split_clips(clips: Sequence[Clip], spec: SplitSpec = SplitSpec()) -> dict[str, str]:
     """Assign each clip to train/val/test, stratified by label and grouped by `group`.
 
@@ -180,65 +210,23 @@ def split_clips(clips: Sequence[Clip], spec: SplitSpec = SplitSpec()) -> dict[st
     furthest below its target share of screams (for groups holding screams) or of clips (the other groups).
     Returns {clip path: split name}.
     """
-    fracs = np.array([spec.train, spec.val, spec.test])
-    by_group: dict[str, list[Clip]] = defaultdict(list)
-    for c in clips:
-        by_group[c.group].append(c)
-    rng = random.Random(spec.seed)
-    pos_groups = sorted(g for g, cs in by_group.items() if any(c.label == 1 for c in cs))
-    neg_groups = sorted(g for g, cs in by_group.items() if all(c.label == 0 for c in cs))
-    assign: dict[str, str] = {}
-    # Screams first: they are scarce, so they decide; then the negatives fill each split to its share of clips.
-    counts_pos = np.zeros(3)
-    counts_all = np.zeros(3)
-    for groups, weight in ((pos_groups, lambda cs: sum(c.label for c in cs)), (neg_groups, len)):
-        rng.shuffle(groups)
-        groups.sort(key=lambda g: -weight(by_group[g]))  # stable: ties keep the shuffled order
-        counts = counts_pos if groups is pos_groups else counts_all
-        total = sum(weight(by_group[g]) for g in groups) + (0 if groups is pos_groups else counts_all.sum())
-        for g in groups:
-            w = weight(by_group[g])
-            deficit = fracs * total - counts
-            deficit[fracs == 0] = -np.inf
-            k = int(np.argmax(deficit))
-            counts[k] += w
-            if groups is pos_groups:
-                counts_all[k] += len(by_group[g])
-            for c in by_group[g]:
-                assign[c.path] = SPLITS[k]
-    return assign
+    bins = _deal_groups(clips, np.array([spec.train, spec.val, spec.test]), spec.seed)
+    return {p: SPLITS[k] for p, k in bins.items()}
 
 
 def group_folds(clips: Sequence[Clip], folds: int, seed: int = 0) -> dict[str, int]:
     """Deal `clips` into `folds` group-aware folds for cross-validation: {clip path: fold index}.
 
-    No group is in two folds. The groups holding screams are dealt first, largest first (ties in seeded shuffled
-    order), each to the fold with the fewest screams so far; then the other groups, largest first, each to the fold
-    with the fewest clips.
+    The same dealing as `split_clips`, with equal shares: no group is in two folds; the groups holding screams go
+    first, largest first, each to the fold with the fewest screams so far; then the other groups to the fold with
+    the fewest clips.
     """
     if folds < 2:
         raise ValueError(f"folds must be >= 2, got {folds}")
-    by_group: dict[str, list[Clip]] = defaultdict(list)
-    for c in clips:
-        by_group[c.group].append(c)
-    if len(by_group) < folds:
-        raise ValueError(f"{len(by_group)} groups cannot fill {folds} folds")
-    rng = random.Random(seed)
-    pos = sorted(g for g, cs in by_group.items() if any(c.label == 1 for c in cs))
-    neg = sorted(g for g, cs in by_group.items() if all(c.label == 0 for c in cs))
-    screams, sizes = np.zeros(folds), np.zeros(folds)
-    out: dict[str, int] = {}
-    for groups, weight, load in ((pos, lambda cs: sum(c.label for c in cs), screams), (neg, len, sizes)):
-        rng.shuffle(groups)
-        groups.sort(key=lambda g: -weight(by_group[g]))  # stable: ties keep the shuffled order
-        for g in groups:
-            k = int(np.argmin(load))
-            load[k] += weight(by_group[g])
-            if load is screams:
-                sizes[k] += len(by_group[g])
-            for c in by_group[g]:
-                out[c.path] = k
-    return out
+    n_groups = len({c.group for c in clips})
+    if n_groups < folds:
+        raise ValueError(f"{n_groups} groups cannot fill {folds} folds")
+    return _deal_groups(clips, np.full(folds, 1.0 / folds), seed)
 
 
 def write_split(assign: dict[str, str], path: str | os.PathLike, root: str | None = None) -> None:

@@ -48,9 +48,13 @@ def validation_scenes(corpus: Path, split_file: Path, repeats: int, free_hours: 
 
 def sweep(det: Detector, events, free) -> list[dict]:
     """Per threshold: event recall (overall and per SNR) and false alarms per hour."""
-    ev_scores = [det.score_windows(s.audio) for s in events]
-    free_scores = [det.score_windows(s.audio) for s in free]
-    hours = sum(s.duration_s for s in free) / 3600
+    return sweep_scores(det, [det.score_windows(s.audio) for s in events], [det.score_windows(s.audio) for s in free],
+                        events, sum(s.duration_s for s in free) / 3600)
+
+
+def sweep_scores(det: Detector, ev_scores, free_scores, events, hours: float) -> list[dict]:
+    """`sweep` from window scores already computed (the event scenes', the scream-free scenes'), with `det`'s
+    window, hop and smoothing."""
     w, h, sm = det.window_s, det.hop_s, det.smoothing
     rows = []
     for thr in CALIBRATION_THRESHOLDS:

@@ -2,7 +2,7 @@
 
 The shipped cascade scores a window √(c · P): c the CNN's score, P YAMNet's P(Screaming), computed only where
 c >= the gate (0.05); other windows score 0. This script scores each fold of `bench/cv_recipes.py` once per stage
-(the fold's own CNN, `OUT_CV/<recipe>/fold<k>`, on every window; YAMNet on every window too) with the same protocol
+(the fold's own CNN, `CV/<recipe>/fold<k>`, on every window; YAMNet on every window too) with the same protocol
 (the held-out fold's screams at 0, 5, 10, 20 dB, `--repeats` times; `--free-hours` scream-free), caches the window
 scores, and then re-runs only the smoothing for each combination and threshold:
 
@@ -49,6 +49,7 @@ def stage_scores(run: Path, scenes) -> tuple[list[np.ndarray], list[np.ndarray]]
 
 
 def combine(c: np.ndarray, p: np.ndarray, a: float, gate: float) -> np.ndarray:
+    """Window scores c^a · p^(1-a) where the CNN's score c >= gate, else 0."""
     out = np.zeros_like(c)
     m = c >= gate
     out[m] = c[m] ** a * p[m] ** (1.0 - a)
@@ -77,8 +78,8 @@ def main() -> None:
         hours = sum(s.duration_s for s in free) / 3600
         cache = args.out / f"{args.recipe}_fold{k}.npz"
         t0 = time.perf_counter()
-        if cache.exists():
-            z = np.load(cache)
+        z = np.load(cache) if cache.exists() else None
+        if z is not None and len(z.files) == 2 * (len(events) + len(free)):  # else made with other scenes: redo
             c_all = [z[f"c{i}"] for i in range(len(events) + len(free))]
             p_all = [z[f"p{i}"] for i in range(len(events) + len(free))]
         else:

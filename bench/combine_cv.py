@@ -9,6 +9,7 @@ scores, and then re-runs only the smoothing for each combination and threshold:
 - `geomean`: √(c · P) with gate 0.05 (v7);
 - `a=X`: c^X · P^(1-X), gate 0.05 (X > 0.5 leans on the CNN, which holds up in noise; X < 0.5 on YAMNet's class,
   which separates the scream-like distractors better);
+- `cnn`: the CNN alone (a = 1), its own score wherever it is >= the gate;
 - `gate=G`: √(c · P) with another gate.
 
 The best recall at <= 0.5, 2 and 5 false alarms/h is taken per fold (each fold its own threshold, as
@@ -36,7 +37,8 @@ from select_on_val import TARGETS, best_at, sweep_scores, validation_scenes
 from screamdetect.detector import Detector
 
 VARIANTS = {"geomean": (0.5, 0.05), "a=0.3": (0.3, 0.05), "a=0.4": (0.4, 0.05), "a=0.6": (0.6, 0.05),
-            "a=0.7": (0.7, 0.05), "gate=0.02": (0.5, 0.02), "gate=0.1": (0.5, 0.1), "gate=0.2": (0.5, 0.2)}
+            "a=0.7": (0.7, 0.05), "a=0.8": (0.8, 0.05), "a=0.9": (0.9, 0.05), "cnn": (1.0, 0.05),
+            "gate=0.02": (0.5, 0.02), "gate=0.1": (0.5, 0.1), "gate=0.2": (0.5, 0.2)}
 
 
 def stage_scores(run: Path, scenes) -> tuple[list[np.ndarray], list[np.ndarray]]:

@@ -38,7 +38,7 @@ def validation_scenes(corpus: Path, split_file: Path, repeats: int, free_hours: 
     splits = load_or_make_split(ds, split_file, SplitSpec())
     val = splits["val"]
     noise = sc.load_many(sc.noise_split(Path(ds.root) / "noise", seed=0)["val"])
-    screams = list(zip([c.path for c in val if c.label == 1], sc.load_many([c.path for c in val if c.label == 1])))
+    screams = sc.load_named([c.path for c in val if c.label == 1])
     negatives = sc.load_many([c.path for c in val if c.label == 0], max_s=15.0)
     spec = sc.SceneSpec(seed=seed)
     events = list(sc.event_scenes(screams, negatives, noise, spec, repeats=repeats))

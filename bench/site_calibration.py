@@ -46,8 +46,7 @@ def split_material(ds, splits, name: str, categories: list[str] | None):
     noise piece (to say what caused a false alarm)."""
     clips = splits[name]
     noise_named = sc.load_named(sc.noise_split(Path(ds.root) / "noise", seed=0, categories=categories)[name])
-    screams = list(zip([c.path for c in clips if c.label == 1],
-                       sc.load_many([c.path for c in clips if c.label == 1])))
+    screams = sc.load_named([c.path for c in clips if c.label == 1])
     cat = {c.path: c.category or "clip" for c in clips if c.label == 0}
     neg_named = sc.load_named(list(cat), max_s=15.0)
     noise_cat = sc.noise_categories(Path(ds.root) / "noise")

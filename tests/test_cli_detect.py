@@ -294,6 +294,36 @@ def test_evaluate_clips_on_a_labelled_folder(tmp_path):
     assert res.exit_code == 2 and "--split must be" in res.output
     res = CliRunner().invoke(app, ["evaluate-clips", str(tmp_path / "absent"), "--model", str(model)])
     assert res.exit_code == 2 and "no such file or folder" in res.output
+    # earlier results are kept unless --force; an --out that is a file is refused
+    before = (out / "metrics.json").read_text()
+    res = CliRunner().invoke(app, ["evaluate-clips", str(data), "--model", str(model), "--out", str(out)])
+    assert res.exit_code == 2 and "--force" in res.output and (out / "metrics.json").read_text() == before
+    res = CliRunner().invoke(app, ["evaluate-clips", str(data), "--model", str(model), "--out", str(out), "--force"])
+    assert res.exit_code == 1 and json.loads((out / "metrics.json").read_text())["clips"] == 8
+    (tmp_path / "afile").write_text("mine")
+    res = CliRunner().invoke(app, ["evaluate-clips", str(data), "--model", str(model), "--out", str(tmp_path / "afile")])
+    assert res.exit_code == 2 and "must be a folder" in res.output and (tmp_path / "afile").read_text() == "mine"
+    # no scream among the clips: AP is undefined, written as null (valid JSON), not NaN
+    shutil.rmtree(data / "scream")
+    (data / "scream").mkdir()
+    res = CliRunner().invoke(app, ["evaluate-clips", str(data), "--model", str(model), "--out", str(tmp_path / "neg")])
+    assert res.exit_code == 0, res.output
+    text = (tmp_path / "neg" / "metrics.json").read_text()
+    assert "NaN" not in text and json.loads(text)["by_score"]["ap"] is None
+
+
+def test_listen_exits_1_when_alerts_were_not_delivered():
+    """A webhook that could not deliver (or dropped) alerts makes the run's exit status 1."""
+    from types import SimpleNamespace
+
+    import typer
+
+    from screamdetect.cli import _fail_if_undelivered
+
+    _fail_if_undelivered([SimpleNamespace(url="http://a/", failed=0, dropped=0), SimpleNamespace()])  # all delivered
+    with pytest.raises(typer.Exit) as e:
+        _fail_if_undelivered([SimpleNamespace(url="http://a/", failed=2, dropped=1)])
+    assert e.value.exit_code == 1
 
 
 def test_auto_gain_in_detect_and_its_workers(files, tmp_path):

@@ -98,21 +98,21 @@ class _BeepDetector:
         return events
 
 
-def test_false_alarms_are_traced_to_the_sound_under_them(tmp_path):
-    """Synthetic dataset: non-screams are 2 kHz beeps (category beep) and 300 Hz hums (category hum) over quiet
-    noise; a detector that fires on 2 kHz. Every false alarm of the scream-free scenes is traced to a beep clip,
-    listed in false_alarms.csv and counted by category."""
+def _beep_dataset(tmp_path, broken_scream: bool = False, split: str = "test") -> None:
+    """tmp_path/data: 3 screams (700-900 Hz tones), 3 beeps (2 kHz, category beep), 3 hums (300 Hz), a noise bank of
+    3 quiet noise pieces; tmp_path/split.csv puts every clip in `split`. broken_scream: one more scream,
+    aaa_bad.wav (first in name order), that is not audio."""
     import csv
-    import json
 
     from conftest import sine
     from screamdetect.audio import write_audio
-    from screamdetect.evaluate import evaluate_events
-    from screamdetect.scenes import SceneSpec
 
     rng = np.random.default_rng(0)
     (tmp_path / "data" / "noise").mkdir(parents=True)
     rows = []
+    if broken_scream:
+        (tmp_path / "data" / "aaa_bad.wav").write_text("not audio")
+        rows.append(("aaa_bad.wav", 1, "scream"))
     for i in range(3):
         write_audio(tmp_path / "data" / f"scream{i}.wav", sine(700 + 100 * i, 1.5, amp=0.3))
         rows.append((f"scream{i}.wav", 1, "scream"))
@@ -124,13 +124,73 @@ def test_false_alarms_are_traced_to_the_sound_under_them(tmp_path):
         w = csv.writer(f)
         w.writerow(["path", "label", "category", "source", "group"])
         w.writerows([(p, y, c, "synthetic", p) for p, y, c in rows])
-    with open(tmp_path / "split.csv", "w", newline="") as f:  # everything in the test split
-        csv.writer(f).writerows([("path", "split")] + [(p, "test") for p, _, _ in rows])
+    with open(tmp_path / "split.csv", "w", newline="") as f:
+        csv.writer(f).writerows([("path", "split")] + [(p, split) for p, _, _ in rows])
     with open(tmp_path / "data" / "noise" / "manifest.csv", "w", newline="") as f:
         csv.writer(f).writerows([("path", "category")] + [(f"n{i}.wav", "rain") for i in range(3)])
     for i in range(3):
         write_audio(tmp_path / "data" / "noise" / f"n{i}.wav", (0.01 * rng.standard_normal(80000)).astype(np.float32))
 
+
+def test_an_unreadable_test_scream_is_listed_and_never_named_for_another(tmp_path):
+    """A test scream that cannot be decoded is reported and left out; the screams inserted into the scenes are
+    named by their own files (a failure must not shift the names of the ones after it)."""
+    import json
+
+    from screamdetect.evaluate import evaluate_events
+
+    _beep_dataset(tmp_path, broken_scream=True)
+    res = evaluate_events(_BeepDetector(), tmp_path / "data", out_dir=tmp_path / "ev", split_file=tmp_path / "split.csv",
+                          repeats=1, free_hours=60 / 3600)
+    assert [Path(u["path"]).name for u in res["unreadable"]] == ["aaa_bad.wav"] and res["unreadable"][0]["error"]
+    assert res["test_screams"] == 3 and res["events"] == 3 * 4
+    named = [e["clip"] for p in (tmp_path / "ev" / "scenes").glob("*.json") for e in json.loads(p.read_text())["events"]]
+    assert sorted({Path(n).name for n in named}) == ["scream0.wav", "scream1.wav", "scream2.wav"]
+    assert json.loads((tmp_path / "ev" / "event_metrics.json").read_text())["unreadable"] == res["unreadable"]
+
+
+def test_evaluate_events_command_reports_bad_files_and_bad_outputs(tmp_path):
+    """The command: exit 1 naming the unreadable file (metrics still written); a clear error for an empty test
+    split, an --out that is a file, and metrics already in --out (kept unless --force)."""
+    from typer.testing import CliRunner
+
+    from _models import write_band_energy_model
+    from screamdetect.cli import app
+
+    model = write_band_energy_model(tmp_path / "model")
+    _beep_dataset(tmp_path, broken_scream=True)
+    base = ["evaluate-events", str(tmp_path / "data"), "--model", str(model), "--split-file", str(tmp_path / "split.csv"),
+            "--repeats", "1", "--free-hours", str(60 / 3600), "--no-scenes"]
+    out = tmp_path / "ev"
+    res = CliRunner().invoke(app, base + ["--out", str(out)])
+    assert res.exit_code == 1 and "aaa_bad.wav" in res.output and "Traceback" not in res.output
+    before = (out / "event_metrics.json").read_text()
+    res = CliRunner().invoke(app, base + ["--out", str(out)])
+    assert res.exit_code == 2 and "--force" in res.output
+    assert (out / "event_metrics.json").read_text() == before
+    res = CliRunner().invoke(app, base + ["--out", str(out), "--force"])
+    assert res.exit_code == 1 and "aaa_bad.wav" in res.output
+    (tmp_path / "afile").write_text("mine")
+    res = CliRunner().invoke(app, base + ["--out", str(tmp_path / "afile")])
+    assert res.exit_code == 2 and "must be a folder" in res.output and (tmp_path / "afile").read_text() == "mine"
+    empty = tmp_path / "empty"
+    _beep_dataset(empty, split="train")
+    res = CliRunner().invoke(app, ["evaluate-events", str(empty / "data"), "--model", str(model), "--split-file",
+                                   str(empty / "split.csv"), "--out", str(empty / "ev")])
+    assert res.exit_code == 2 and "0 readable screams" in res.output and "Traceback" not in res.output
+
+
+def test_false_alarms_are_traced_to_the_sound_under_them(tmp_path):
+    """Synthetic dataset: non-screams are 2 kHz beeps (category beep) and 300 Hz hums (category hum) over quiet
+    noise; a detector that fires on 2 kHz. Every false alarm of the scream-free scenes is traced to a beep clip,
+    listed in false_alarms.csv and counted by category."""
+    import csv
+    import json
+
+    from screamdetect.evaluate import evaluate_events
+    from screamdetect.scenes import SceneSpec
+
+    _beep_dataset(tmp_path)
     # 3 clips a minute: a beep rarely overlaps a hum (where one does, the tracer can only guess: cause_of)
     res = evaluate_events(_BeepDetector(), tmp_path / "data", out_dir=tmp_path / "ev", split_file=tmp_path / "split.csv",
                           repeats=1, free_hours=1200 / 3600, write_scenes=False, scene_spec=SceneSpec(clips_per_minute=3))

@@ -11,6 +11,7 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Detect human screams in audio files and live streams; reproduce and extend the scream-"
@@ -57,6 +58,29 @@ def fail(msg: str, code: int = 2) -> None:
     # escaped: paths and hints may hold [...]; soft_wrap: one line per error even when stderr is not a terminal
     err.print(f"[red]error:[/red] {escape(msg)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
+
+
+def _out_folder(out: Path, option: str = "--out", outputs: tuple[str, ...] = (), force: bool = True,
+                what: str = "results") -> None:
+    """Fail cleanly when `out` is a file, or (unless force) already holds one of `outputs` (nothing is lost)."""
+    if out.exists() and not out.is_dir():
+        fail(f"{out}: {option} must be a folder, and this is a file")
+    there = [o for o in outputs if (out / o).exists()]
+    if there and not force:
+        fail(f"{out} already holds {what} ({', '.join(there)}); choose another {option} or pass --force")
+
+
+def _json_safe(o):
+    """NaN / inf (e.g. AP with no scream among the clips) -> null, so that the JSON written is valid JSON."""
+    import math
+
+    if isinstance(o, dict):
+        return {k: _json_safe(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_json_safe(v) for v in o]
+    if isinstance(o, float) and not math.isfinite(o):
+        return None
+    return o
 
 
 # ---- eda (issue 2) -------------------------------------------------------------------------------------------
@@ -416,6 +440,7 @@ def listen(source: list[str] = typer.Option(..., "--source", "-s", help="'mic' (
                   + (f", {len(summary.clips)} clip(s) in {clips}" if clips else ""), highlight=False)
         if summary.error:
             fail(summary.error, code=1)
+        _fail_if_undelivered(sinks)
         return
     err.print(f"listening to {len(opened)} sources ({about}); Ctrl-C to stop", highlight=False)
     for (spec, _, _), n in zip(opened, names):
@@ -435,6 +460,15 @@ def listen(source: list[str] = typer.Option(..., "--source", "-s", help="'mic' (
             err.print(line, highlight=False)
     if bad:
         fail(f"{len(bad)} of {len(source)} source(s) failed: {', '.join(bad)}", code=1)
+    _fail_if_undelivered(sinks)
+
+
+def _fail_if_undelivered(sinks) -> None:
+    """Exit status 1 when a webhook could not deliver some alerts (each was logged when it failed)."""
+    lost = [(getattr(s, "url", "?"), s.failed + s.dropped) for s in sinks
+            if isinstance(getattr(s, "failed", None), int) and s.failed + getattr(s, "dropped", 0) > 0]
+    if lost:
+        fail("; ".join(f"{n} alert(s) not delivered to {u}" for u, n in lost), code=1)
 
 
 @contextmanager
@@ -488,7 +522,8 @@ def train(data: Path = typer.Argument(..., help="Dataset folder (class folders o
     from .product import ProductConfig, train_product
 
     if not config.is_file():
-        fail(f"{config}: config file not found")
+        fail(f"{config}: config file not found" + (" (the default is relative to the repository root: run from there "
+                                                   "or pass --config)" if config == Path("configs/default.yaml") else ""))
     try:
         cfg = ProductConfig.from_dict(yaml.safe_load(config.read_text()) or {})
     except (ValueError, TypeError) as e:
@@ -651,6 +686,7 @@ def demo(corpus: Optional[Path] = typer.Option(Path("../shared/corpus"), help="C
     from .demo import run_demo
     from .detector import ModelError
 
+    _out_folder(out)
     try:
         res = run_demo(corpus, out, model=model, seed=seed, max_false_alarms_per_hour=max_fa)
     except (ModelError, ValueError) as e:
@@ -696,9 +732,13 @@ def evaluate_events_cmd(
                                                        "these categories, comma-separated (e.g. rain,wind,water,"
                                                        "traffic,cafe: no birds); default all."),
         auto_gain: bool = _auto_gain_option(),
-        second: bool = _second_stage_option()):
+        second: bool = _second_stage_option(),
+        force: bool = typer.Option(False, "--force", help="Replace the metrics already in OUT.")):
     """Event-level metrics the way deployments are judged: event recall per SNR (0/5/10/20 dB), false alarms
-    per hour on scream-free audio, alert latency after onset (median, p95). Scenes come from the TEST split."""
+    per hour on scream-free audio, alert latency after onset (median, p95). Scenes come from the TEST split.
+
+    Writes OUT/event_metrics.json, OUT/false_alarms.csv and the scenes; exit status 1 if a test file could not be
+    read (it is listed under "unreadable" and left out)."""
     import json
 
     from .data import DatasetError
@@ -706,6 +746,7 @@ def evaluate_events_cmd(
     from .evaluate import evaluate_events
     from .scenes import SceneSpec
 
+    _out_folder(out, outputs=("event_metrics.json", "false_alarms.csv"), force=force, what="event metrics")
     cats = None if noise_categories is None else [c.strip() for c in noise_categories.split(",") if c.strip()]
     try:
         spec = SceneSpec(clips_per_minute=clips_per_minute)
@@ -715,7 +756,12 @@ def evaluate_events_cmd(
                               write_scenes=not no_scenes, scene_spec=spec, noise_categories=cats)
     except (DatasetError, ModelError, ValueError) as e:
         fail(str(e))
-    print(json.dumps(res, indent=1))
+    print(json.dumps(_json_safe(res), indent=1))
+    if res.get("unreadable"):
+        for u in res["unreadable"]:
+            err.print(f"[red]{escape(u['path'])}: {escape(u['error'])}[/red]", highlight=False, soft_wrap=True)
+        fail(f"{len(res['unreadable'])} test file(s) could not be read and were left out (listed above and in "
+             f"{out / 'event_metrics.json'})", code=1)
 
 
 @app.command("evaluate-clips")
@@ -730,7 +776,8 @@ def evaluate_clips_cmd(
         threshold: Optional[float] = _threshold_option(),
         auto_gain: bool = _auto_gain_option(),
         max_fa: Optional[float] = _max_fa_option(),
-        second: bool = _second_stage_option()):
+        second: bool = _second_stage_option(),
+        force: bool = typer.Option(False, "--force", help="Replace the metrics already in OUT.")):
     """Clip-level metrics of a detector on a labelled dataset (your own, or another source than it was trained on).
 
     Each clip is scored whole: a clip counts as a scream when the detector raises an event in it (what `detect`
@@ -748,6 +795,7 @@ def evaluate_clips_cmd(
     con = Console(highlight=False)
     if split not in ("all", "train", "val", "test"):
         fail(f"--split must be all, train, val or test, got {split!r}")
+    _out_folder(out, outputs=("metrics.json", "clips.csv"), force=force, what="clip metrics")
     try:
         det = Detector.load(model, threshold=threshold, max_false_alarms_per_hour=max_fa, second_stage=second,
                             auto_gain=auto_gain)
@@ -758,6 +806,8 @@ def evaluate_clips_cmd(
             clips = load_or_make_split(ds, split_file or out / "split.csv", SplitSpec())[split]
     except (DatasetError, ModelError, ValueError) as e:
         fail(str(e))
+    if not clips:
+        fail(f"the {split} part of {ds.root}'s split holds no clip")
     trained_on = (det.card.get("training_data") or {}).get("dataset")
     # the card's path is relative to where `train` ran: here, or the root of this source checkout
     places = [Path(trained_on), Path(__file__).resolve().parents[2] / trained_on] if trained_on else []
@@ -775,15 +825,14 @@ def evaluate_clips_cmd(
         summary["by_score"] = {k: v for k, v in summary["by_score"].items() if k not in ("pr", "roc")}
     summary.update({"dataset": str(ds.root), "split": split, "model": str(det.path), "detector": det.description,
                     "clips": len(res["rows"])})
-    (out / "metrics.json").write_text(json.dumps(summary, indent=1))
-    from rich.markup import escape
+    (out / "metrics.json").write_text(json.dumps(_json_safe(summary), indent=1))
 
     for r in res["rows"]:
         if "error" in r:  # one line each, as `fail` prints
             err.print(f"[red]{escape(r['path'])}: {escape(r['error'])}[/red]", highlight=False, soft_wrap=True)
     be, bs = res["by_event"], res["by_score"]
     if be is None:
-        fail(f"no clip of {data} could be read")
+        fail(f"none of the {len(res['rows'])} clips of {data} ({split}) could be read")
     con.print(f"{be['n']} clips ({be['n_pos']} screams) of {ds.root} ({split}); {det.description}, threshold "
               f"{det.threshold:g}")
     con.print(f"a clip with an event = scream: precision {be['precision']:.3f}, recall {be['recall']:.3f}, "

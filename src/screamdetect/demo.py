@@ -67,11 +67,11 @@ def corpus_scene(corpus: Path, seed: int = 0) -> scenes.Scene:
     spec = scenes.SceneSpec(duration_s=60.0, seed=seed, clips_per_minute=6.0)
     audio = scenes.background(noises, negatives, 60.0, rng, spec)
     events = []
-    for (c, a), at, snr in zip(zip(pick, scenes.load_many([c.path for c in pick])), (6.0, 20.0, 34.0, 48.0),
-                               (20.0, 10.0, 5.0, 0.0)):
+    for (path, a), at, snr in zip(scenes.load_named([c.path for c in pick]), (6.0, 20.0, 34.0, 48.0),
+                                  (20.0, 10.0, 5.0, 0.0)):
         a = a[: int(8 * SAMPLE_RATE)]
         s0, s1 = scenes.insert_scream(audio, a, int(at * SAMPLE_RATE), snr)
-        events.append(scenes.GroundTruth(s0 / SAMPLE_RATE, s1 / SAMPLE_RATE, snr, Path(c.path).name))
+        events.append(scenes.GroundTruth(s0 / SAMPLE_RATE, s1 / SAMPLE_RATE, snr, Path(path).name))
     scenes.fit_full_scale(audio)
     return scenes.Scene("demo_corpus_test", audio, events)
 

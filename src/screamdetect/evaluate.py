@@ -283,16 +283,23 @@ def evaluate_events(detector, data, out_dir=None, noise_dir=None, split_file=Non
     split_file = Path(split_file) if split_file else (out_dir / "split.csv" if out_dir else Path("runs/split.csv"))
     splits = load_or_make_split(ds, split_file, split_spec)
     noise_dir = Path(noise_dir) if noise_dir else Path(ds.root) / "noise"
-    noise_named = sc.load_named(sc.noise_split(noise_dir, seed=split_spec.seed, categories=noise_categories)["test"])
+    unreadable: list[dict] = []
+    noise_named = sc.load_named(sc.noise_split(noise_dir, seed=split_spec.seed, categories=noise_categories)["test"],
+                                failed=unreadable)
     test_noise = [a for _, a in noise_named]
     if not test_noise:
-        raise ValueError(f"no test noise piece of {noise_dir} in categories {sorted(noise_categories or [])}")
+        which = f" of the categories {', '.join(sorted(noise_categories))}" if noise_categories else ""
+        raise ValueError(f"{noise_dir}: no readable noise piece{which} in the test part of the noise bank")
     test = splits["test"]
-    screams = [(c.path, a) for c, a in zip([c for c in test if c.label == 1],
-                                           sc.load_many([c.path for c in test if c.label == 1]))]
+    screams = sc.load_named([c.path for c in test if c.label == 1], failed=unreadable)
     neg_clips = {c.path: c for c in test if c.label == 0}
-    neg_named = sc.load_named(list(neg_clips), max_s=15.0)
+    neg_named = sc.load_named(list(neg_clips), max_s=15.0, failed=unreadable)
     negatives = [a for _, a in neg_named]
+    n_pos = sum(c.label == 1 for c in test)
+    if not screams or not negatives:
+        raise ValueError(f"the test split of {ds.root} ({split_file}) holds {len(screams)} readable screams of "
+                         f"{n_pos} and {len(negatives)} readable non-screams of {len(neg_clips)}: event scenes need "
+                         "both (a dataset with more groups, or another --split-file)")
     noise_cat = sc.noise_categories(noise_dir)
 
     def describe(sound) -> dict:  # a background sound as a row: its file, and its category (and source)
@@ -344,6 +351,7 @@ def evaluate_events(detector, data, out_dir=None, noise_dir=None, split_file=Non
         "false_alarms_in_event_scenes": spurious_in_event_scenes,
         "event_scene_hours": event_scene_s / 3600,
         "test_screams": len(screams), "test_negatives": len(negatives), "test_noise_pieces": len(test_noise),
+        "unreadable": unreadable,  # test files (and noise pieces) that could not be decoded: left out above
         "repeats": repeats, "tolerance_s": tolerance_s, "snrs_db": list(spec.snrs_db),
         "clips_per_minute": spec.clips_per_minute,
         "noise_categories": None if noise_categories is None else sorted(noise_categories),

@@ -313,15 +313,19 @@ def scream_free_scenes(negatives: Sequence[np.ndarray], noises: Sequence[np.ndar
         yield Scene(f"free_{k:03d}", audio, sounds=log)
 
 
-def load_named(paths: Sequence[str | Path], max_s: float | None = None) -> list[tuple[str | Path, np.ndarray]]:
-    """(path, audio) of each file that loads, skipping (and reporting) the ones that fail. Optionally cut to
-    `max_s` seconds."""
+def load_named(paths: Sequence[str | Path], max_s: float | None = None,
+               failed: list | None = None) -> list[tuple[str | Path, np.ndarray]]:
+    """(path, audio) of each file that loads, skipping (and reporting) the ones that fail: keep the path with its
+    audio rather than zipping paths with :func:`load_many`, which would shift every name after a failure. Optionally
+    cut to `max_s` seconds; `failed` collects {"path", "error"} of the files skipped."""
     out = []
     for p in paths:
         try:
             a = load_audio(p)
         except AudioError as e:
             print(f"skipped: {e}")
+            if failed is not None:
+                failed.append({"path": str(p), "error": e.cause})
             continue
         out.append((p, a[: int(max_s * SAMPLE_RATE)] if max_s else a))
     return out

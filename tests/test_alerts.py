@@ -143,6 +143,35 @@ def test_webhook_bad_parameters():
                      ({"backoff_s": -1}, "backoff_s")]:
         with pytest.raises(ValueError, match=name):
             WebhookSink(**{"url": "http://127.0.0.1:9/", **kw})
+    for url in ("http://", "http://exa mple.com/x", "http://host:99999/", "https://host/a\nb"):
+        with pytest.raises(ValueError, match="url"):
+            WebhookSink(url)
+
+
+def test_an_unexpected_error_in_a_post_does_not_kill_the_sender(monkeypatch):
+    """Whatever urllib raises (here a ValueError, as http.client.InvalidURL is), the alert is counted as not
+    delivered and the next one is still sent."""
+    import urllib.request
+
+    server = _Recorder(codes=[])
+    real = urllib.request.urlopen
+    calls = []
+
+    def flaky(req, timeout):
+        calls.append(req)
+        if len(calls) == 1:
+            raise ValueError("URL can't contain control characters")
+        return real(req, timeout=timeout)
+
+    monkeypatch.setattr(urllib.request, "urlopen", flaky)
+    try:
+        hook = WebhookSink(server.url, retries=2, backoff_s=0.01)
+        hook.handle({"type": "start"})
+        hook.handle({"type": "end"})
+        hook.close()
+        assert hook.failed == 1 and hook.sent == 1 and server.hits == 1 and len(calls) == 2  # not retried
+    finally:
+        server.stop()
 
 
 @pytest.fixture
@@ -241,7 +270,7 @@ def test_clip_at_stream_end_and_no_overwrite(det, tmp_path):
         assert load_audio(f).size == x.size - round((ev.start_s - 0.5) * SAMPLE_RATE)
 
 
-def test_ring_buffer_is_bounded():
+def test_ring_buffer_is_bounded(tmp_path):
     r = AudioRing(10)
     x = np.arange(37, dtype=np.float32)
     for i in range(0, 37, 3):
@@ -252,8 +281,14 @@ def test_ring_buffer_is_bounded():
     np.testing.assert_array_equal(r.read(0, 100), np.arange(15, 25))
     with pytest.raises(ValueError, match="capacity"):
         AudioRing(0)
-    with pytest.raises(ValueError, match="pre_s"):
+    with pytest.raises(ValueError, match="pre-roll"):
         ClipSaver("/tmp", pre_s=-1)
+    with pytest.raises(ValueError, match="post-roll must be 0 to 600"):
+        ClipSaver("/tmp", post_s=1e9)
+    (tmp_path / "afile").write_text("mine")
+    with pytest.raises(ValueError, match="is a file"):
+        ClipSaver(tmp_path / "afile")
+    assert (tmp_path / "afile").read_text() == "mine"
 
 
 def test_a_failing_sink_does_not_stop_detection(det, signal, tmp_path):

@@ -323,6 +323,33 @@ def test_calibrate_command_with_the_larger_protocol(tmp_path):
     assert (run / "config.json").read_text() == before
 
 
+def test_train_without_validation_screams_is_a_clear_error(tmp_path):
+    """A split whose val part holds no scream cannot calibrate a threshold: `train` says so, no traceback."""
+    import csv
+
+    import yaml
+    from typer.testing import CliRunner
+
+    from screamdetect.cli import app
+    from screamdetect.data import discover
+
+    data, _ = _synthetic_run(tmp_path)
+    out = tmp_path / "trained"
+    out.mkdir()
+    clips = discover(data).clips
+    with open(out / "split.csv", "w", newline="") as f:  # every scream in train, val and test only non-screams
+        w = csv.writer(f)
+        w.writerow(["path", "split"])
+        negs = [c for c in clips if c.label == 0]
+        w.writerows([(c.path, "train") for c in clips if c.label == 1] + [(c.path, "train") for c in negs[:10]]
+                    + [(c.path, "val") for c in negs[10:15]] + [(c.path, "test") for c in negs[15:]])
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(CFG.to_dict()))
+    res = CliRunner().invoke(app, ["train", str(data), "--config", str(tmp_path / "cfg.yaml"), "--out", str(out)])
+    assert res.exit_code == 2 and "Traceback" not in res.output
+    assert "the val split" in res.output and "0 readable screams" in " ".join(res.output.split())
+    assert not (out / "model.onnx").exists()
+
+
 def test_second_stage_command_with_yamnets_screaming_head(tmp_path):
     """`screamdetect second-stage RUN DATA --head screaming`: YAMNet's own Screaming row becomes the head (nothing
     fitted), the CNN-only calibration is kept as the fallback, the cascade is re-calibrated; a bad --head is a

@@ -25,6 +25,7 @@ import sys
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -98,8 +99,15 @@ class WebhookSink(Sink):
 
     def __init__(self, url: str, timeout_s: float = 5.0, retries: int = 3, backoff_s: float = 0.5,
                  max_queue: int = 1000, headers: dict | None = None):
-        if not url.lower().startswith(("http://", "https://")):
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme.lower() not in ("http", "https"):
             raise ValueError(f"webhook url must start with http:// or https://, got {url!r}")
+        if not parts.hostname or any(ch.isspace() or ord(ch) < 32 for ch in url):
+            raise ValueError(f"webhook url {url!r} has no host name or holds spaces or control characters")
+        try:
+            parts.port  # noqa: B018 - raises ValueError on a bad port
+        except ValueError as e:
+            raise ValueError(f"webhook url {url!r}: {e}") from None
         if not timeout_s > 0:
             raise ValueError(f"timeout_s must be positive seconds, got {timeout_s!r}")
         if not isinstance(retries, int) or retries < 0:
@@ -148,6 +156,9 @@ class WebhookSink(Sink):
                     break
             except (urllib.error.URLError, OSError, TimeoutError) as e:
                 last = str(getattr(e, "reason", e))
+            except Exception as e:  # noqa: BLE001 - e.g. http.client.InvalidURL: never let the sender thread die
+                last = f"{type(e).__name__}: {e}"
+                break
         self.failed += 1
         log.warning("webhook %s: alert not delivered (%s)", self.url, last)
         return False
@@ -277,6 +288,9 @@ class AudioRing:
         return self.buf[idx]
 
 
+MAX_ROLL_S = 600.0  # pre-/post-roll of a saved clip: the ring buffer holds this much audio (10 min: 38 MB)
+
+
 class ClipSaver:
     """Saves one audio clip per event: pre_s before its start, the event, post_s after its end (seconds).
 
@@ -289,14 +303,16 @@ class ClipSaver:
     def __init__(self, folder: str | os.PathLike, source: str = "mic", pre_s: float = 2.0, post_s: float = 2.0,
                  fmt: str = "wav", lookback_s: float = 10.0, max_event_s: float = 120.0,
                  on_saved: Callable[[dict], None] | None = None):
-        for name, v in (("pre_s", pre_s), ("post_s", post_s), ("lookback_s", lookback_s)):
-            if not v >= 0:
-                raise ValueError(f"{name} must be >= 0 seconds, got {v!r}")
+        for name, v in (("pre-roll", pre_s), ("post-roll", post_s), ("lookback_s", lookback_s)):
+            if not 0 <= v <= MAX_ROLL_S:
+                raise ValueError(f"{name} must be 0 to {MAX_ROLL_S:g} seconds, got {v!r}")
         if not max_event_s > 0:
             raise ValueError(f"max_event_s must be positive seconds, got {max_event_s!r}")
         if fmt not in ("wav", "flac"):
             raise ValueError(f"fmt must be 'wav' or 'flac', got {fmt!r}")
         self.folder = Path(folder)
+        if self.folder.exists() and not self.folder.is_dir():
+            raise ValueError(f"{self.folder}: the clip folder is a file")
         self.folder.mkdir(parents=True, exist_ok=True)
         self.source, self.pre_s, self.post_s, self.fmt = source, pre_s, post_s, fmt
         self.max_event_s = max_event_s

@@ -25,7 +25,7 @@ import numpy as np
 
 from . import scenes
 from .audio import SAMPLE_RATE, AudioError, load_audio
-from .data import Clip, Dataset, SplitSpec, discover, load_or_make_split, split_counts
+from .data import Clip, Dataset, DatasetError, SplitSpec, discover, load_or_make_split, split_counts
 from .detector import Smoothing  # the detector's own rule (validated); no torch there
 from .evaluate import clip_metrics
 from .features import FrontEnd, log_mel
@@ -463,6 +463,12 @@ def train_product(data: str | Path, cfg: ProductConfig, out: str | Path, noise_d
 
     tr_clips, tr_audio = _load_all(splits["train"], "train")
     va_clips, va_audio = _load_all(splits["val"], "val")
+    for part, clips in (("train", tr_clips), ("val", va_clips)):
+        n_pos = sum(c.label == 1 for c in clips)
+        if n_pos == 0 or n_pos == len(clips):
+            raise DatasetError(f"{ds.root}: the {part} split ({out / 'split.csv'}) holds {n_pos} readable screams and "
+                               f"{len(clips) - n_pos} readable non-screams; training and calibration need both in "
+                               "train and val (more groups of each class, or a split file of your own)")
     X, y, _ = maker.make(tr_clips, tr_audio, augment=True, seed=cfg.seed, as_audio=transfer)
     if cfg.background_minutes > 0:
         Xb = background_windows(cfg, nb_train.pieces, [a for c, a in zip(tr_clips, tr_audio) if c.label == 0],

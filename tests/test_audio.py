@@ -91,6 +91,23 @@ def test_truncated_flac(tmp_path):
         load_audio(data[: len(data) // 2])  # the same bytes in memory
 
 
+def test_a_cut_flac_says_where_the_damage_begins(tmp_path):
+    """Read in long blocks, a FLAC cut in the middle names the time up to which it decodes, not the block start."""
+    import re
+
+    from screamdetect.audio import write_audio
+
+    rng = np.random.default_rng(1)
+    p = tmp_path / "long.flac"
+    write_audio(p, (0.1 * rng.standard_normal(20 * SAMPLE_RATE)).astype(np.float32))
+    data = p.read_bytes()
+    p.write_bytes(data[: len(data) // 2])
+    with pytest.raises(AudioError, match="corrupt or truncated audio after") as e:
+        list(iter_audio_blocks(p, block_s=60.0))
+    at = float(re.search(r"after ([0-9.]+) s", str(e.value)).group(1))
+    assert 8.0 <= at <= 10.5  # half of the 20 s of noise (the cut falls inside a frame)
+
+
 def test_corrupt_flac(tmp_path):
     data = bytearray(_flac_bytes())
     k = len(data) // 3

@@ -264,7 +264,9 @@ def iter_audio_blocks(source: str | os.PathLike, block_s: float = BLOCK_S,
                 try:
                     data = f.read(in_block, dtype="float32", always_2d=True)
                 except (sf.LibsndfileError, RuntimeError) as e:
-                    raise AudioError(name, f"corrupt or truncated audio after {total / sr:.1f} s ({_short(e)})") from e
+                    good = read_in + _decodable_frames(f, read_in, in_block)
+                    raise AudioError(name, f"corrupt or truncated audio after {good / f.samplerate:.1f} s "
+                                           f"({_short(e)})") from e
                 read_in += len(data)
                 last = len(data) < in_block
                 if last and f.format != "MP3" and 0 < read_in < f.frames:
@@ -292,6 +294,23 @@ def iter_audio_blocks(source: str | os.PathLike, block_s: float = BLOCK_S,
                 raise AudioError(name, "zero-length audio (the file holds no samples)")
     else:
         yield from _ffmpeg_blocks(path, block, sr)
+
+
+def _decodable_frames(f, start: int, limit: int) -> int:
+    """After a block read failed: how many frames from `start` (at most `limit`) do decode, read 0.1 s at a time,
+    so that the error can say where the damage begins. 0 when the decoder cannot seek back."""
+    step = max(1, f.samplerate // 10)
+    n = 0
+    try:
+        f.seek(start)
+        while n < limit:
+            got = len(f.read(min(step, limit - n), dtype="float32", always_2d=True))
+            n += got
+            if got == 0:
+                break
+    except (sf.LibsndfileError, RuntimeError):
+        pass
+    return n
 
 
 def _ffmpeg_blocks(path: Path, block: int, sr: int) -> Iterator[np.ndarray]:

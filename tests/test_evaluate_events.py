@@ -168,8 +168,10 @@ def test_evaluate_events_command_reports_bad_files_and_bad_outputs(tmp_path):
     res = CliRunner().invoke(app, base + ["--out", str(out)])
     assert res.exit_code == 2 and "--force" in res.output
     assert (out / "event_metrics.json").read_text() == before
-    res = CliRunner().invoke(app, base + ["--out", str(out), "--force"])
+    res = CliRunner().invoke(app, base + ["--out", str(out), "--force", "--noise", str(tmp_path / "data" / "noise")])
     assert res.exit_code == 1 and "aaa_bad.wav" in res.output
+    res = CliRunner().invoke(app, base + ["--out", str(out), "--force", "--noise", str(tmp_path / "nowhere")])
+    assert res.exit_code == 2 and "no such folder" in res.output
     (tmp_path / "afile").write_text("mine")
     res = CliRunner().invoke(app, base + ["--out", str(tmp_path / "afile")])
     assert res.exit_code == 2 and "must be a folder" in res.output and (tmp_path / "afile").read_text() == "mine"

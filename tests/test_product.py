@@ -316,8 +316,8 @@ def test_calibrate_command_with_the_larger_protocol(tmp_path):
     assert "events" in " ".join(res.output.split())
 
     before = (run / "config.json").read_text()
-    for args, words in ([["--repeats", "0"], "calib_repeats"], [["--snr-db", "ten"], "--snr-db"],
-                        [["--hours", "0"], "calib_hours"], [["--max-false-alarms-per-hour", "-1"], "target"]):
+    for args, words in ([["--repeats", "0"], "--repeats"], [["--snr-db", "ten"], "--snr-db"],
+                        [["--hours", "0"], "--hours"], [["--max-false-alarms-per-hour", "-1"], "--max-false-alarms"]):
         bad = runner.invoke(app, ["calibrate", str(run), str(data), *args])
         assert bad.exit_code == 2 and words in " ".join(bad.output.split()) and "Traceback" not in bad.output
     assert (run / "config.json").read_text() == before

@@ -568,6 +568,12 @@ def calibrate(run: Path = typer.Argument(..., help="A run folder written by `scr
             snrs = [float(x) for x in snr_db.split(",") if x.strip()]
         except ValueError:
             fail(f"--snr-db must be comma-separated numbers (dB), got {snr_db!r}")
+    if repeats is not None and repeats < 1:
+        fail(f"--repeats must be 1 or more, got {repeats}")
+    if hours is not None and not hours > 0:
+        fail(f"--hours must be more than 0, got {hours}")
+    if max_fa is not None and not max_fa >= 0:
+        fail(f"--max-false-alarms-per-hour must be a number >= 0, got {max_fa}")
     try:
         card = recalibrate(run, data, noise, calib_hours=hours, calib_snr_db=snrs, calib_repeats=repeats,
                            target_false_alarms_per_hour=max_fa)
@@ -731,6 +737,8 @@ def evaluate_events_cmd(
         noise_categories: Optional[str] = typer.Option(None, "--noise-categories", help="Only noise pieces of "
                                                        "these categories, comma-separated (e.g. rain,wind,water,"
                                                        "traffic,cafe: no birds); default all."),
+        noise: Optional[Path] = typer.Option(None, help="Noise bank folder (default: DATA/noise); its test pieces "
+                                             "make the scene beds."),
         auto_gain: bool = _auto_gain_option(),
         second: bool = _second_stage_option(),
         force: bool = typer.Option(False, "--force", help="Replace the metrics already in OUT.")):
@@ -752,8 +760,10 @@ def evaluate_events_cmd(
         spec = SceneSpec(clips_per_minute=clips_per_minute)
         det = Detector.load(model, threshold=threshold, max_false_alarms_per_hour=max_fa, second_stage=second,
                             auto_gain=auto_gain)
+        if noise is not None and not noise.is_dir():
+            raise ValueError(f"--noise {noise}: no such folder")
         res = evaluate_events(det, data, out_dir=out, repeats=repeats, free_hours=free_hours, split_file=split_file,
-                              write_scenes=not no_scenes, scene_spec=spec, noise_categories=cats)
+                              write_scenes=not no_scenes, scene_spec=spec, noise_categories=cats, noise_dir=noise)
     except (DatasetError, ModelError, ValueError) as e:
         fail(str(e))
     print(json.dumps(_json_safe(res), indent=1))

@@ -113,7 +113,8 @@ def noise_split(noise_dir: str | Path, seed: int = 0, categories: Sequence[str] 
     noise_dir = Path(noise_dir)
     items = list(noise_categories(noise_dir).items())
     if not items:
-        raise ValueError(f"noise_dir {noise_dir} holds no audio")
+        raise ValueError(f"{noise_dir}: the noise bank holds no audio (a folder of noise recordings is needed, by "
+                         "default DATA/noise)")
     by_cat: dict[str, list[Path]] = {}
     for p, cat in items:
         by_cat.setdefault(cat, []).append(p)

@@ -129,6 +129,18 @@ def test_empty_folder_and_bad_model(files, tmp_path):
     d, model = files
     (r,) = _jsonl(_run([d / "empty", "--model", model, "-f", "jsonl"]))
     assert "no audio files" in r["error"]
+    # a dangling link in a folder gets its own line; a header claiming 1 Hz is refused, not resampled
+    links = tmp_path / "links"
+    links.mkdir()
+    (links / "gone.wav").symlink_to(tmp_path / "deleted.wav")
+    write_audio(links / "ok.wav", background(2.0))
+    import soundfile as sf
+
+    sf.write(links / "one_hz.wav", np.zeros(8, np.float32), 1)
+    res = _run([links, "--model", model, "-f", "jsonl"])
+    gone, ok, one_hz = _jsonl(res)
+    assert res.exit_code == 1 and "broken symbolic link" in gone["error"] and "events" in ok
+    assert "sample rate 1 Hz is too low" in one_hz["error"]
     res = _run([d / "in" / "a.wav", "--model", tmp_path / "nope.onnx"])
     assert res.exit_code == 2 and "nope.onnx: model file not found" in " ".join(res.output.split())
     assert "Traceback" not in res.output

@@ -21,6 +21,7 @@ import soxr
 
 SAMPLE_RATE = 16000  # Hz, everywhere after load_audio
 MAX_CHANNELS = 8  # more than this is almost surely not a recording (or a mis-parsed raw file)
+MIN_SAMPLE_RATE = 4000  # below this nothing of a voice is left (telephone audio is 8 kHz); likely a broken header
 BLOCK_S = 60.0  # default block length of iter_audio_blocks, seconds
 BLOCK_SAMPLES = int(BLOCK_S * SAMPLE_RATE)
 assert BLOCK_SAMPLES == BLOCK_S * SAMPLE_RATE
@@ -181,6 +182,7 @@ def load_audio(source: AudioSource, sr: int = SAMPLE_RATE) -> np.ndarray:
                 if f.channels > MAX_CHANNELS:  # checked before decoding: a mis-parsed file can claim 1000s
                     raise AudioError(name, f"unsupported channel count {f.channels} "
                                            f"(1 to {MAX_CHANNELS} are accepted)")
+                _check_rate(name, f.samplerate)
                 expected, file_sr, fmt = f.frames, f.samplerate, f.format
                 try:
                     data = f.read(dtype="float32", always_2d=True)
@@ -254,6 +256,7 @@ def iter_audio_blocks(source: str | os.PathLike, block_s: float = BLOCK_S,
         with f:
             if f.channels > MAX_CHANNELS:
                 raise AudioError(name, f"unsupported channel count {f.channels} (1 to {MAX_CHANNELS} are accepted)")
+            _check_rate(name, f.samplerate)
             rs = soxr.ResampleStream(f.samplerate, sr, 1, dtype="float32", quality="HQ") \
                 if f.samplerate != sr else None
             in_block = max(1, round(block * f.samplerate / sr))
@@ -294,6 +297,12 @@ def iter_audio_blocks(source: str | os.PathLike, block_s: float = BLOCK_S,
                 raise AudioError(name, "zero-length audio (the file holds no samples)")
     else:
         yield from _ffmpeg_blocks(path, block, sr)
+
+
+def _check_rate(name: str, rate: int) -> None:
+    if rate < MIN_SAMPLE_RATE:
+        raise AudioError(name, f"sample rate {rate} Hz is too low to hold a voice (at least {MIN_SAMPLE_RATE} Hz "
+                               "is needed)")
 
 
 def _decodable_frames(f, start: int, limit: int) -> int:

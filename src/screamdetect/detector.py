@@ -878,9 +878,10 @@ def expand_paths(paths: Iterable[str | os.PathLike]) -> list[tuple[str, str | No
     for p in paths:
         path = Path(p)
         if path.is_dir():
+            # a dangling link is listed with its error (a file the user meant to scan), not skipped
             found = sorted((str(f), None if f.exists() else "broken symbolic link (its target does not exist)")
-                           for f in path.rglob("*")
-                           if f.suffix.lower() in AUDIO_EXTENSIONS and (f.is_file() or (f.is_symlink() and not f.exists())))
+                           for f in path.rglob("*") if f.suffix.lower() in AUDIO_EXTENSIONS
+                           and (f.is_file() or (f.is_symlink() and not f.exists())))
             if not found:
                 exts = ", ".join(sorted(AUDIO_EXTENSIONS))
                 out.append((str(p), f"folder holds no audio files (extensions: {exts})"))

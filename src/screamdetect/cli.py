@@ -70,19 +70,6 @@ def _out_folder(out: Path, option: str = "--out", outputs: tuple[str, ...] = (),
         fail(f"{out} already holds {what} ({', '.join(there)}); choose another {option} or pass --force")
 
 
-def _json_safe(o):
-    """NaN / inf (e.g. AP with no scream among the clips) -> null, so that the JSON written is valid JSON."""
-    import math
-
-    if isinstance(o, dict):
-        return {k: _json_safe(v) for k, v in o.items()}
-    if isinstance(o, (list, tuple)):
-        return [_json_safe(v) for v in o]
-    if isinstance(o, float) and not math.isfinite(o):
-        return None
-    return o
-
-
 # ---- eda (issue 2) -------------------------------------------------------------------------------------------
 @app.command()
 def eda(data: Path = typer.Argument(..., help="Dataset folder (class folders or manifest.csv) or a manifest CSV."),
@@ -751,7 +738,7 @@ def evaluate_events_cmd(
 
     from .data import DatasetError
     from .detector import Detector, ModelError
-    from .evaluate import evaluate_events
+    from .evaluate import evaluate_events, jsonable
     from .scenes import SceneSpec
 
     _out_folder(out, outputs=("event_metrics.json", "false_alarms.csv"), force=force, what="event metrics")
@@ -766,7 +753,7 @@ def evaluate_events_cmd(
                               write_scenes=not no_scenes, scene_spec=spec, noise_categories=cats, noise_dir=noise)
     except (DatasetError, ModelError, ValueError) as e:
         fail(str(e))
-    print(json.dumps(_json_safe(res), indent=1))
+    print(json.dumps(jsonable(res), indent=1))
     if res.get("unreadable"):
         for u in res["unreadable"]:
             err.print(f"[red]{escape(u['path'])}: {escape(u['error'])}[/red]", highlight=False, soft_wrap=True)
@@ -800,7 +787,7 @@ def evaluate_clips_cmd(
 
     from .data import DatasetError, SplitSpec, discover, load_or_make_split
     from .detector import Detector, ModelError
-    from .evaluate import evaluate_clips
+    from .evaluate import evaluate_clips, jsonable
 
     con = Console(highlight=False)
     if split not in ("all", "train", "val", "test"):
@@ -835,7 +822,7 @@ def evaluate_clips_cmd(
         summary["by_score"] = {k: v for k, v in summary["by_score"].items() if k not in ("pr", "roc")}
     summary.update({"dataset": str(ds.root), "split": split, "model": str(det.path), "detector": det.description,
                     "clips": len(res["rows"])})
-    (out / "metrics.json").write_text(json.dumps(_json_safe(summary), indent=1))
+    (out / "metrics.json").write_text(json.dumps(jsonable(summary), indent=1))
 
     for r in res["rows"]:
         if "error" in r:  # one line each, as `fail` prints

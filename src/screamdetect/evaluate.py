@@ -169,6 +169,22 @@ def summary_row(m: dict) -> dict:
 # a streaming detector would raise its alert.
 
 
+def jsonable(o):
+    """Metrics as plain JSON: numpy numbers to Python ones, arrays to lists, NaN / inf (e.g. AP with no scream among
+    the clips) to null, so that what is written is valid JSON."""
+    if isinstance(o, dict):
+        return {str(k): jsonable(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [jsonable(v) for v in o]
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, (np.floating, float)):
+        v = float(o)
+        return v if math.isfinite(v) else None
+    if isinstance(o, np.ndarray):
+        return jsonable(o.tolist())
+    return o
+
 @dataclass(frozen=True)
 class EventMatch:
     """One ground-truth scream and what the detector made of it. latency_s: alert time − onset (None if missed)."""

@@ -47,6 +47,7 @@ from .data import (
     load_or_make_split,
     split_counts,
 )
+from .evaluate import jsonable
 from .features import FrontEnd, log_mel
 
 CONDITIONS = ("baseline", "augmentation", "class_weights", "both")
@@ -543,12 +544,12 @@ def run_one(name: str, condition: str, data: TrainingData, cfg: StudyConfig, run
         "config_key": cfg.key(),
         **(extra or {}),
     }
-    (run_dir / "metrics.json").write_text(json.dumps(_jsonable(metrics), indent=1))
+    (run_dir / "metrics.json").write_text(json.dumps(jsonable(metrics), indent=1))
     (run_dir / "curves.json").write_text(json.dumps({"pr": m_test["pr"], "roc": m_test["roc"]}))
     (run_dir / "classification_report.txt").write_text(
         f"{name} / {condition} — test split, threshold {thr:.4f} (chosen on val by {cfg.threshold_rule})\n\n"
         + m_test["report"])
-    (run_dir / "history.json").write_text(json.dumps(_jsonable(history), indent=1))
+    (run_dir / "history.json").write_text(json.dumps(jsonable(history), indent=1))
     with open(run_dir / "scores.csv", "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["split", "path", "label", "p_scream"])
@@ -593,21 +594,6 @@ def write_run_figures(metrics: dict, m_test: dict, history: dict, run_dir: Path)
     prev = t["n_pos"] / t["n"] if t["n"] else None
     report.save_fig(report.plot_pr(m_test["pr"], t["ap"], f"{title} PR (test)", prev), run_dir / "pr.png")
     report.save_fig(report.plot_roc(m_test["roc"], t["roc_auc"], f"{title} ROC (test)"), run_dir / "roc.png")
-
-
-def _jsonable(o):
-    if isinstance(o, dict):
-        return {str(k): _jsonable(v) for k, v in o.items()}
-    if isinstance(o, (list, tuple)):
-        return [_jsonable(v) for v in o]
-    if isinstance(o, (np.integer,)):
-        return int(o)
-    if isinstance(o, (np.floating, float)):
-        v = float(o)
-        return None if math.isnan(v) else v
-    if isinstance(o, np.ndarray):
-        return _jsonable(o.tolist())
-    return o
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -736,7 +722,7 @@ def run_grid(data: str | os.PathLike, cfg: StudyConfig, out: str | os.PathLike, 
     timing["load_average"] = os.getloadavg() if hasattr(os, "getloadavg") else None
     meta = {"dataset": ds.summary(), "licenses": ds.licenses, "counts": counts, "skipped": feats.skipped,
             "augmentation": feats.aug_info, "timing": timing, "config": cfg.to_dict()}
-    (out / "study_meta.json").write_text(json.dumps(_jsonable(meta), indent=1))
+    (out / "study_meta.json").write_text(json.dumps(jsonable(meta), indent=1))
     c = counts
     intro = (f"Dataset {ds.root} ({ds.summary()['clips']} clips). Test split: {c['test']['clips']} clips "
              f"({c['test']['scream']} screams, {c['test']['groups']} groups); val {c['val']['clips']} "

@@ -140,6 +140,20 @@ def test_nan_inf_float_wav(tmp_path, bad):
         list(iter_audio_blocks(p))
 
 
+def test_float_audio_far_above_full_scale_is_refused_not_scored(tmp_path):
+    """Integer PCM values written as float (peak 16000) would be scored as meaningless noise: refused, with the cause.
+    A float file a few dB over full scale (a real clipped recording) is still read, values unchanged."""
+    y = sine(440.0, 2.0, amp=0.5)
+    loud, hot = tmp_path / "int_as_float.wav", tmp_path / "hot.wav"
+    sf.write(loud, y * 32767, SAMPLE_RATE, subtype="FLOAT")
+    sf.write(hot, y * 4, SAMPLE_RATE, subtype="FLOAT")  # peak 2.0: +6 dBFS
+    for read in (load_audio, lambda p: np.concatenate(list(iter_audio_blocks(p, block_s=0.5)))):
+        with pytest.raises(AudioError, match=r"far above full scale.*divide by 32768") as e:
+            read(loud)
+        assert str(loud) in str(e.value) and "+84 dBFS" in str(e.value)
+        np.testing.assert_allclose(read(hot), y * 4, atol=1e-6)
+
+
 def test_unsupported_channel_count(tmp_path):
     p = tmp_path / "many.wav"
     sf.write(p, np.zeros((1000, 12), np.float32), SAMPLE_RATE, subtype="PCM_16")

@@ -91,6 +91,16 @@ def test_short_signal_gets_one_padded_window(det):
         det.score_windows(np.zeros((10, 2), np.float32))
 
 
+def test_integer_or_mis_scaled_arrays_are_refused(det):
+    """int16 samples, or int16 values in a float array, would be scored as meaningless noise: a clear error."""
+    x = background(2.0)
+    with pytest.raises(ValueError, match=r"float samples in \[-1, 1\], got dtype int16 \(divide by 32768\)"):
+        det.detect((x * 32767).astype(np.int16))
+    with pytest.raises(ValueError, match="far above full scale"):
+        det.score_windows(x * 32767)
+    assert det.score_windows(x.astype(np.float64)).shape == det.score_windows(x).shape  # float64 is fine
+
+
 def test_threshold_override_is_validated(det, model_path):
     det.threshold = 0.9
     assert det.threshold == 0.9

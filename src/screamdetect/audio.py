@@ -22,6 +22,9 @@ import soxr
 SAMPLE_RATE = 16000  # Hz, everywhere after load_audio
 MAX_CHANNELS = 8  # more than this is almost surely not a recording (or a mis-parsed raw file)
 MIN_SAMPLE_RATE = 4000  # below this nothing of a voice is left (telephone audio is 8 kHz); likely a broken header
+# Float audio is in [-1, 1]. Real float recordings can go somewhat over full scale, but a peak 24 dB over it is a
+# mis-scaled file (typically integer PCM values stored as float): its scores would be silently meaningless.
+MAX_PEAK = 16.0
 BLOCK_S = 60.0  # default block length of iter_audio_blocks, seconds
 BLOCK_SAMPLES = int(BLOCK_S * SAMPLE_RATE)
 assert BLOCK_SAMPLES == BLOCK_S * SAMPLE_RATE
@@ -59,8 +62,21 @@ def ffmpeg_available() -> bool:
 def _check_samples(audio: np.ndarray, name: str) -> None:
     if audio.size == 0:
         raise AudioError(name, "zero-length audio (the file holds no samples)")
-    if not np.isfinite(audio).all():
+    check_values(audio, name)
+
+
+def check_values(audio: np.ndarray, name: str) -> None:
+    """Raise AudioError for NaN/inf samples or a peak far above full scale (> MAX_PEAK, i.e. +24 dBFS)."""
+    if not audio.size:
+        return
+    peak = float(np.max(np.abs(audio)))
+    if not np.isfinite(peak):
         raise AudioError(name, "audio contains NaN or infinite samples")
+    if peak > MAX_PEAK:
+        hint = (" (integer PCM stored as float? divide by 32768)" if 256 < peak <= 32768
+                else " (integer values stored as float?)" if peak > 32768 else "")
+        raise AudioError(name, f"samples reach {peak:.4g} ({20 * np.log10(peak):+.0f} dBFS), far above full scale: "
+                               f"float audio must lie in [-1, 1]{hint}")
 
 
 def to_mono(audio: np.ndarray, name: str = "<array>") -> np.ndarray:
@@ -279,16 +295,14 @@ def iter_audio_blocks(source: str | os.PathLike, block_s: float = BLOCK_S,
                 if rs is not None:
                     # The streaming resampler's output per chunk varies (filter delay): re-cut into exact blocks.
                     out = rs.resample_chunk(mono, last=last)
-                    if not np.isfinite(out).all():
-                        raise AudioError(name, "audio contains NaN or infinite samples")
+                    check_values(out, name)
                     pending = np.concatenate([pending, out]) if pending.size else out
                     while pending.size >= block or (last and pending.size):
                         total += min(block, pending.size)
                         yield pending[:block]
                         pending = pending[block:]
                 elif mono.size:
-                    if not np.isfinite(mono).all():
-                        raise AudioError(name, "audio contains NaN or infinite samples")
+                    check_values(mono, name)
                     total += mono.size
                     yield mono
                 if last:
@@ -339,8 +353,7 @@ def _ffmpeg_blocks(path: Path, block: int, sr: int) -> Iterator[np.ndarray]:
             if not buf:
                 break
             audio = np.frombuffer(buf[: len(buf) // 4 * 4], dtype=np.float32).copy()
-            if not np.isfinite(audio).all():
-                raise AudioError(name, "audio contains NaN or infinite samples")
+            check_values(audio, name)
             total += audio.size
             yield audio
         proc.wait()

@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .audio import BLOCK_S, SAMPLE_RATE, AudioError, iter_audio_blocks
+from .audio import BLOCK_S, SAMPLE_RATE, AudioError, check_values, iter_audio_blocks
 from .features import FrontEnd, log_mel
 
 CARD_FORMAT = "screamdetect-card/1"
@@ -849,11 +849,16 @@ def _merge(steps: list[StreamStep]) -> StreamStep:
 
 
 def _check_audio(audio: np.ndarray) -> np.ndarray:
+    """Mono float audio in [-1, 1] as float32; a clear ValueError (AudioError) otherwise."""
     audio = np.asarray(audio)
     if audio.ndim != 1:
         raise ValueError(f"audio must be mono, shape (n_samples,), got shape {audio.shape}")
     if audio.size == 0:
         raise ValueError("audio is empty (0 samples)")
+    if audio.dtype.kind != "f":
+        raise ValueError(f"audio must be float samples in [-1, 1], got dtype {audio.dtype}"
+                         + (f" (divide by {2 ** (8 * audio.dtype.itemsize - 1)})" if audio.dtype.kind == "i" else ""))
+    check_values(audio, "<array>")
     return audio.astype(np.float32, copy=False)
 
 

@@ -59,6 +59,30 @@ def test_jsonl_contract_in_input_order(files):
     assert res.exit_code == 1  # some inputs failed, after all were processed
 
 
+def test_audio_piped_to_standard_input(files, tmp_path, monkeypatch):
+    """`detect -`: a FLAC piped in gives the same result as the file, named "-"; the temporary copy is removed;
+    bad or empty input is a one-line error for "-", and the other inputs are still scanned."""
+    import tempfile
+
+    d, model = files
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    flac = d / "in" / "sub" / "b.flac"
+    args = ["detect", "-", str(d / "in" / "a.wav"), "--model", str(model), "-f", "jsonl", "-j", "1"]
+    res = CliRunner().invoke(app, args, input=flac.read_bytes())
+    piped, a = _jsonl(res)
+    assert res.exit_code == 0, res.output
+    assert piped == {**_jsonl(_run([flac, "--model", model, "-f", "jsonl"]))[0], "path": "-"}
+    assert len(piped["events"]) == 2 and a["path"] == str(d / "in" / "a.wav") and len(a["events"]) == 1
+    assert list(tmp_path.iterdir()) == []
+    for data, cause in ((b"not audio at all" * 100, "cannot decode"), (b"", "empty file")):
+        res = CliRunner().invoke(app, args, input=data)
+        piped, a = _jsonl(res)
+        assert res.exit_code == 1 and piped["path"] == "-" and cause in piped["error"] and len(a["events"]) == 1
+        assert str(tmp_path) not in piped["error"]  # the temporary file's name does not leak
+    res = CliRunner().invoke(app, ["detect", "-", "-", "--model", str(model)], input=b"")
+    assert res.exit_code == 2 and "only once" in res.output
+
+
 def test_all_good_exits_zero_and_parallel_equals_serial(files):
     d, model = files
     args = [d / "in" / "a.wav", d / "in" / "sub", d / "in" / "quiet.wav", "--model", model, "-f", "jsonl"]

@@ -135,7 +135,9 @@ def eda(data: Path = typer.Argument(..., help="Dataset folder (class folders or 
 
 # ---- detect (issue 4) ----------------------------------------------------------------------------------------
 @app.command()
-def detect(paths: list[Path] = typer.Argument(..., help="Audio files and/or folders (walked recursively)."),
+def detect(paths: list[Path] = typer.Argument(..., help="Audio files and/or folders (walked recursively); - reads "
+                                              "one file piped to standard input (any format soundfile or ffmpeg "
+                                              "decodes)."),
            fmt: str = typer.Option("table", "--format", "-f", help="table (readable), jsonl (one JSON object per "
                                    "input, in input order) or csv."),
            threshold: Optional[float] = _threshold_option(),
@@ -157,23 +159,52 @@ def detect(paths: list[Path] = typer.Argument(..., help="Audio files and/or fold
 
     Long files are read in blocks (bounded memory). Exit status 1 if any input failed, after all the others.
     """
-    import json
-    import os
-
-    from .detector import ModelError, expand_paths, scan_paths
-
     if fmt not in ("table", "jsonl", "csv"):
         fail(f"--format must be table, jsonl or csv, got {fmt!r}")
     if threshold is not None and not (0.0 < threshold <= 1.0):
         fail(f"--threshold must be in (0, 1], got {threshold}")
     if jobs < 0:
         fail(f"--jobs must be >= 0, got {jobs}")
+    with _stdin_spooled(paths) as (inputs, spool):
+        _detect(inputs, spool, fmt, threshold, max_fa, model, scores, jobs, auto_gain, second)
+
+
+@contextmanager
+def _stdin_spooled(paths: list[Path]):
+    """`-` among the inputs: standard input is copied to a temporary file (scanned in blocks like any file, so an
+    hours-long pipe needs disk, not memory); yields the paths with `-` replaced, and the temporary file's name."""
+    import shutil
+    import sys
+    import tempfile
+
+    n = sum(str(p) == "-" for p in paths)
+    if not n:
+        yield paths, None
+        return
+    if n > 1:
+        fail("-: standard input can be given only once")
+    if sys.stdin is None or sys.stdin.isatty():
+        fail("-: reads audio from standard input, but nothing is piped in (e.g. `cat a.wav | screamdetect detect -`)")
+    with tempfile.TemporaryDirectory(prefix="screamdetect-stdin-") as tmp:
+        spool = Path(tmp) / "stdin"  # no extension: soundfile recognises the format by its content, else ffmpeg
+        try:
+            with open(spool, "wb") as f:
+                shutil.copyfileobj(sys.stdin.buffer, f, 1 << 20)
+        except OSError as e:
+            fail(f"-: cannot copy standard input to a temporary file in {tmp}: {e}")
+        yield [spool if str(p) == "-" else p for p in paths], str(spool)
+
+
+def _detect(paths, spool, fmt, threshold, max_fa, model, scores, jobs, auto_gain, second) -> None:
+    import json
     import math
+    import os
     import sys
 
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from .audio import audio_duration
+    from .detector import ModelError, expand_paths, scan_paths
 
     items = expand_paths(paths)
     todo = [p for p, e in items if e is None]
@@ -218,6 +249,8 @@ def detect(paths: list[Path] = typer.Argument(..., help="Audio files and/or fold
 
         for r in _interrupt_ends(all_results()):
             failed += "error" in r
+            if spool is not None and r["path"] == spool:  # decoder messages may name the temporary file
+                r = {k: v.replace(spool, "-") if isinstance(v, str) else v for k, v in r.items()}
             if fmt == "jsonl":
                 print(json.dumps(r), flush=True)
             elif fmt == "csv":
@@ -403,9 +436,9 @@ def listen(source: list[str] = typer.Option(..., "--source", "-s", help="'mic' (
     sinks = []
     try:
         sinks.append(JsonlSink(jsonl))
-        if webhook:
+        if webhook is not None:  # "" is a mistake to report, not "no webhook"
             sinks.append(WebhookSink(webhook))
-        if mqtt:
+        if mqtt is not None:
             host, port = parse_host_port(mqtt)
             sinks.append(MqttSink(host, port, source=names[0]))
         savers = []
@@ -555,6 +588,8 @@ def calibrate(run: Path = typer.Argument(..., help="A run folder written by `scr
             snrs = [float(x) for x in snr_db.split(",") if x.strip()]
         except ValueError:
             fail(f"--snr-db must be comma-separated numbers (dB), got {snr_db!r}")
+        if not snrs:
+            fail("--snr-db is empty: give comma-separated numbers (dB), or leave the option out for the card's")
     if repeats is not None and repeats < 1:
         fail(f"--repeats must be 1 or more, got {repeats}")
     if hours is not None and not hours > 0:
@@ -1040,10 +1075,11 @@ def _study_config(config: Optional[Path], models: Optional[str], conditions: Opt
     try:
         cfg = StudyConfig.from_yaml(config) if config else StudyConfig()
         changes: dict = {}
-        if models:
-            changes["models"] = tuple(m.strip() for m in models.split(",") if m.strip())
-        if conditions:
-            changes["conditions"] = tuple(c.strip() for c in conditions.split(",") if c.strip())
+        for key, value in (("models", models), ("conditions", conditions)):
+            if value is not None:  # "" (an unset shell variable) must not mean "the whole grid"
+                changes[key] = tuple(m.strip() for m in value.split(",") if m.strip())
+                if not changes[key]:
+                    fail(f"--{key} is empty: give a comma-separated list, or leave the option out for all")
         if epochs is not None:
             changes["train"] = {**cfg.train, "epochs": epochs}
         if clip_s is not None:

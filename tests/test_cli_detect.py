@@ -295,7 +295,10 @@ def test_listen_bad_inputs_are_one_line_errors(files, tmp_path):
     d, model = files
     for args, text in [(["--source", str(tmp_path / "nope.wav")], "nope.wav: file not found"),
                        (["--source", str(d / "in" / "a.wav"), "--threshold", "0"], "--threshold"),
-                       (["--source", str(d / "in" / "a.wav"), "--mqtt", "host:0"], "MQTT port")]:
+                       (["--source", str(d / "in" / "a.wav"), "--mqtt", "host:0"], "MQTT port"),
+                       # an empty value (an unset shell variable) is an error, not "no MQTT" / "no webhook"
+                       (["--source", str(d / "in" / "a.wav"), "--mqtt", ""], "MQTT broker must be HOST"),
+                       (["--source", str(d / "in" / "a.wav"), "--webhook", ""], "webhook url must start")]:
         res = CliRunner().invoke(app, ["listen", "--model", str(model), *args])
         assert res.exit_code == 2 and text in " ".join(res.output.split()) and "Traceback" not in res.output
 

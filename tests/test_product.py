@@ -317,6 +317,7 @@ def test_calibrate_command_with_the_larger_protocol(tmp_path):
 
     before = (run / "config.json").read_text()
     for args, words in ([["--repeats", "0"], "--repeats"], [["--snr-db", "ten"], "--snr-db"],
+                        [["--snr-db", ""], "--snr-db is empty"],
                         [["--hours", "0"], "--hours"], [["--max-false-alarms-per-hour", "-1"], "--max-false-alarms"]):
         bad = runner.invoke(app, ["calibrate", str(run), str(data), *args])
         assert bad.exit_code == 2 and words in " ".join(bad.output.split()) and "Traceback" not in bad.output

@@ -313,6 +313,9 @@ def test_cli_errors_are_one_line(synth_data, tmp_path):
     assert code == 2 and "no such file" in text
     code, text = run("deploy-study", str(synth_data))
     assert code == 2 and "--a-sources" in text
+    for opt in ("--models", "--conditions"):  # empty (an unset shell variable) is not "the whole grid"
+        code, text = run("study", str(synth_data), opt, " ", "--out", str(tmp_path / "o3"))
+        assert code == 2 and f"{opt} is empty" in text and not (tmp_path / "o3").exists()
 
 
 def test_seed_preset_copies_every_scream_and_few_non_screams(synth_data, tmp_path):

@@ -25,9 +25,8 @@ import numpy as np
 
 from screamdetect import scenes as sc
 from screamdetect.data import SplitSpec, discover, load_or_make_split
-from screamdetect.detector import Detector, events_from_scores
+from screamdetect.detector import CALIBRATION_THRESHOLDS, Detector, events_from_scores
 from screamdetect.evaluate import match_events
-from screamdetect.product import CALIBRATION_THRESHOLDS
 
 TARGETS = (0.5, 2.0, 5.0)
 

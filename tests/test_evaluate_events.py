@@ -98,10 +98,11 @@ class _BeepDetector:
         return events
 
 
-def _beep_dataset(tmp_path, broken_scream: bool = False, split: str = "test") -> None:
-    """tmp_path/data: 3 screams (700-900 Hz tones), 3 beeps (2 kHz, category beep), 3 hums (300 Hz), a noise bank of
-    3 quiet noise pieces; tmp_path/split.csv puts every clip in `split`. broken_scream: one more scream,
-    aaa_bad.wav (first in name order), that is not audio."""
+def _beep_dataset(tmp_path, broken_scream: bool = False, split: str = "test", scream_hz: float = 700,
+                  beep_hz: float = 2000) -> None:
+    """tmp_path/data: 3 screams (tones of 700-900 Hz, or scream_hz + 0/100/200), 3 beeps (2 kHz or beep_hz,
+    category beep), 3 hums (300 Hz), a noise bank of 3 quiet noise pieces; tmp_path/split.csv puts every clip in
+    `split`. broken_scream: one more scream, aaa_bad.wav (first in name order), that is not audio."""
     import csv
 
     from conftest import sine
@@ -114,10 +115,10 @@ def _beep_dataset(tmp_path, broken_scream: bool = False, split: str = "test") ->
         (tmp_path / "data" / "aaa_bad.wav").write_text("not audio")
         rows.append(("aaa_bad.wav", 1, "scream"))
     for i in range(3):
-        write_audio(tmp_path / "data" / f"scream{i}.wav", sine(700 + 100 * i, 1.5, amp=0.3))
+        write_audio(tmp_path / "data" / f"scream{i}.wav", sine(scream_hz + 100 * i, 1.5, amp=0.3))
         rows.append((f"scream{i}.wav", 1, "scream"))
     for i in range(3):
-        write_audio(tmp_path / "data" / f"beep{i}.wav", sine(2000, 0.4 + 0.1 * i, amp=0.3))
+        write_audio(tmp_path / "data" / f"beep{i}.wav", sine(beep_hz, 0.4 + 0.1 * i, amp=0.3))
         write_audio(tmp_path / "data" / f"hum{i}.wav", sine(300, 1.0, amp=0.3))
         rows += [(f"beep{i}.wav", 0, "beep"), (f"hum{i}.wav", 0, "hum")]
     with open(tmp_path / "data" / "manifest.csv", "w", newline="") as f:
@@ -203,3 +204,44 @@ def test_false_alarms_are_traced_to_the_sound_under_them(tmp_path):
     assert len(listed) == res["false_alarms"]
     assert all(Path(r["cause"]).name.startswith("beep") and r["cause_kind"] == "clip" for r in listed)
     assert json.loads((tmp_path / "ev" / "event_metrics.json").read_text())["false_alarm_causes"] == {"beep": len(listed)}
+
+
+def test_the_operating_curve_agrees_with_the_metrics_at_the_detectors_threshold(tmp_path):
+    """The curve re-runs the smoothing on the same window scores at every threshold: its row at the detector's own
+    threshold is exactly what evaluate_events measured there, and the false alarms never grow with the threshold.
+    The command writes it as CSV and a plot, and prints a few operating points."""
+    import csv
+
+    from typer.testing import CliRunner
+
+    from _models import write_band_energy_model
+    from screamdetect import Detector
+    from screamdetect.cli import app
+    from screamdetect.evaluate import best_within, evaluate_events
+    from screamdetect.scenes import SceneSpec
+
+    model = write_band_energy_model(tmp_path / "model")
+    _beep_dataset(tmp_path, scream_hz=3000, beep_hz=3000)  # screams and (shorter) beeps both in the model's band
+    det = Detector.load(model)
+    res = evaluate_events(det, tmp_path / "data", out_dir=tmp_path / "ev", split_file=tmp_path / "split.csv",
+                          repeats=2, free_hours=600 / 3600, write_scenes=False, scene_spec=SceneSpec(clips_per_minute=6))
+    curve = res["operating_curve"]
+    own = [r for r in curve if r["threshold"] == det.threshold]
+    assert len(own) == 1
+    assert own[0]["recall_by_snr"] == res["recall_by_snr"] and own[0]["event_recall"] == res["event_recall"]
+    assert own[0]["false_alarms_per_hour"] == pytest.approx(res["false_alarms_per_hour"])
+    rates = [r["false_alarms_per_hour"] for r in sorted(curve, key=lambda r: r["threshold"])]
+    assert rates == sorted(rates, reverse=True) and rates[0] > rates[-1]  # the sweep spans operating points
+    assert {r["event_recall"] for r in curve} != {res["event_recall"]}
+    pick = best_within(curve, res["false_alarms_per_hour"])
+    assert pick["event_recall"] >= res["event_recall"]
+    with open(tmp_path / "ev" / "operating_curve.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == len(curve) and float(rows[0]["recall_20dB"]) == pytest.approx(curve[0]["recall_by_snr"]["20"],
+                                                                                       abs=1e-4)
+    res = CliRunner().invoke(app, ["evaluate-events", str(tmp_path / "data"), "--model", str(model), "--split-file",
+                                   str(tmp_path / "split.csv"), "--repeats", "1", "--free-hours", str(300 / 3600),
+                                   "--no-scenes", "--out", str(tmp_path / "cli")])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "cli" / "events.png").stat().st_size > 10_000 and (tmp_path / "cli" / "operating_curve.csv").is_file()
+    assert "other operating points" in " ".join(res.output.split())

@@ -767,8 +767,9 @@ def evaluate_events_cmd(
     """Event-level metrics the way deployments are judged: event recall per SNR (0/5/10/20 dB), false alarms
     per hour on scream-free audio, alert latency after onset (median, p95). Scenes come from the TEST split.
 
-    Writes OUT/event_metrics.json, OUT/false_alarms.csv and the scenes; exit status 1 if a test file could not be
-    read (it is listed under "unreadable" and left out)."""
+    Writes OUT/event_metrics.json, OUT/false_alarms.csv, the scenes, and the operating curve: the same metrics at
+    every other threshold (OUT/operating_curve.csv, OUT/events.png: recall per SNR against false alarms per hour);
+    exit status 1 if a test file could not be read (it is listed under "unreadable" and left out)."""
     import json
 
     from .data import DatasetError
@@ -788,12 +789,46 @@ def evaluate_events_cmd(
                               write_scenes=not no_scenes, scene_spec=spec, noise_categories=cats, noise_dir=noise)
     except (DatasetError, ModelError, ValueError) as e:
         fail(str(e))
+    curve = res.pop("operating_curve", None)  # (in event_metrics.json and operating_curve.csv, not on stdout)
     print(json.dumps(jsonable(res), indent=1))
+    if curve:
+        _report_operating_curve(curve, det, out)
     if res.get("unreadable"):
         for u in res["unreadable"]:
             err.print(f"[red]{escape(u['path'])}: {escape(u['error'])}[/red]", highlight=False, soft_wrap=True)
         fail(f"{len(res['unreadable'])} test file(s) could not be read and were left out (listed above and in "
              f"{out / 'event_metrics.json'})", code=1)
+
+
+def _report_operating_curve(curve: list[dict], det, out: Path) -> None:
+    """A few operating points of the test curve on stderr, and OUT/events.png (when matplotlib is there)."""
+    from rich.table import Table
+
+    from .evaluate import best_within
+
+    snrs = list(curve[0]["recall_by_snr"])
+    t = Table(title="event recall per SNR at other operating points of these test scenes (for reporting: choose "
+                    "a threshold on validation data, with --max-false-alarms-per-hour, or on your site's own audio, "
+                    "with calibrate-site)", title_justify="left")
+    for col in ("FA/h ≤", "threshold", "FA/h", *[f"{x} dB" for x in snrs]):
+        t.add_column(col, justify="right")
+    for rate in (0.5, 1, 2, 5, 10):
+        r = best_within(curve, rate)
+        if r is not None:
+            t.add_row(f"{rate:g}", f"{r['threshold']:g}", f"{r['false_alarms_per_hour']:.2f}",
+                      *[f"{r['recall_by_snr'][x]:.2f}" for x in snrs])
+    err.print(t)
+    try:
+        from .report import plot_operating_curve, save_fig
+    except ImportError:
+        return
+    try:
+        save_fig(plot_operating_curve(curve, det.threshold, det.card.get("target_false_alarms_per_hour"),
+                                      "test scenes"), out / "events.png")
+    except ImportError:
+        err.print("(no events.png: matplotlib is not installed)")
+        return
+    err.print(f"wrote {out / 'events.png'} and {out / 'operating_curve.csv'}", highlight=False)
 
 
 @app.command("evaluate-clips")

@@ -222,6 +222,12 @@ def check_threshold(threshold: float) -> float:
     return float(threshold)
 
 
+# The thresholds calibration sweeps (validation in `train`, test in evaluate-events' operating curve, site audio
+# without a card sweep): 0.05-0.99 every 0.01, then finer near 1 for models whose scores saturate there (YAMNet
+# heads: their false alarms score 0.99+).
+CALIBRATION_THRESHOLDS = [*np.round(np.arange(0.05, 1.0, 0.01), 2).tolist(), 0.995, 0.998, 0.999, 0.9995, 0.9999]
+
+
 def threshold_for_rate(card: dict, max_false_alarms_per_hour: float, where: str | os.PathLike = "card") -> float:
     """The lowest threshold of the card's calibration sweep ([threshold, false alarms/h, recall] rows, measured on
     validation data) whose false-alarm rate is <= `max_false_alarms_per_hour`; the highest swept one if none is."""

@@ -274,6 +274,62 @@ def alerts_from_scores(scores: np.ndarray, tr, duration_s: float) -> list:
                             alert_s=starts.get(e.start_s, e.start_s)) for e in tr.events]
 
 
+@dataclass
+class SceneScores:
+    """The window scores of one evaluation scene, kept to re-run the smoothing at other thresholds."""
+
+    scores: np.ndarray
+    duration_s: float
+    truth: Sequence = ()  # the scene's screams (start_s, end_s, snr_db); empty for a scream-free scene
+
+
+def operating_curve(event_scenes: Sequence[SceneScores], free_scenes: Sequence[SceneScores], detector,
+                    thresholds: Sequence[float], tolerance_s: float = 1.0) -> list[dict]:
+    """What :func:`evaluate_events` measures at the detector's threshold, at every threshold of `thresholds`: event
+    recall (overall and per SNR) and false alarms per hour on the scream-free scenes (with its 95 % upper bound).
+    Window scores are computed once; only the smoothing (the detector's own) is re-run per threshold."""
+    from .detector import events_from_scores
+    from .site import Timeline, false_alarm_sweep
+
+    sm, w, h = detector.smoothing, detector.window_s, detector.hop_s
+    free = false_alarm_sweep([Timeline("", f.scores, f.duration_s) for f in free_scenes], thresholds, sm, w, h)
+    peaks = [float(e.scores.max()) if e.scores.size else 0.0 for e in event_scenes]
+    rows = []
+    for fa in free:
+        thr = fa["threshold"]
+        matches: list[EventMatch] = []
+        for e, peak in zip(event_scenes, peaks):
+            found = events_from_scores(e.scores, thr, sm, w, h, e.duration_s) if peak >= thr else []
+            matches += match_events(e.truth, found, tolerance_s)[0]
+        m = event_metrics(matches, fa["false_alarms"], sum(f.duration_s for f in free_scenes) / 3600)
+        rows.append({"threshold": thr, "false_alarms_per_hour": m["false_alarms_per_hour"],
+                     "false_alarms_per_hour_upper95": fa["upper95_per_hour"], "event_recall": m["event_recall"],
+                     "recall_by_snr": m["recall_by_snr"]})
+    return rows
+
+
+def best_within(curve: Sequence[dict], max_false_alarms_per_hour: float) -> dict | None:
+    """The curve's row with the highest event recall among those within the false-alarm rate (lowest threshold on
+    ties); None if none is."""
+    ok = [r for r in curve if r["false_alarms_per_hour"] <= max_false_alarms_per_hour]
+    return max(ok, key=lambda r: (r["event_recall"], -r["threshold"])) if ok else None
+
+
+def write_operating_curve(curve: Sequence[dict], path) -> None:
+    """The operating curve as CSV: threshold, false alarms/h (and its 95 % bound), recall, recall at each SNR."""
+    import csv
+
+    snrs = list(curve[0]["recall_by_snr"]) if curve else []
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["threshold", "false_alarms_per_hour", "false_alarms_per_hour_upper95", "event_recall",
+                    *[f"recall_{x}dB" for x in snrs]])
+        for r in curve:
+            w.writerow([r["threshold"], round(r["false_alarms_per_hour"], 4),
+                        round(r["false_alarms_per_hour_upper95"], 4), round(r["event_recall"], 4),
+                        *[round(r["recall_by_snr"][x], 4) for x in snrs]])
+
+
 def evaluate_events(detector, data, out_dir=None, noise_dir=None, split_file=None, split_spec=None,
                     scene_spec=None, repeats: int = 3, free_hours: float = 1.0, tolerance_s: float = 1.0,
                     write_scenes: bool = True, noise_categories=None) -> dict:
@@ -328,13 +384,24 @@ def evaluate_events(detector, data, out_dir=None, noise_dir=None, split_file=Non
         return {"cause_kind": "noise", "cause": str(path), "category": f"noise: {noise_cat.get(Path(path), 'noise')}"}
 
     spec = scene_spec or sc.SceneSpec()
-    run = getattr(detector, "detect_with_alerts", None) or (lambda a: detect_with_alerts(detector, a))
+    # A Detector's window scores are kept (a few floats per second) for the operating curve; an object with only
+    # detect_with_alerts gives events and no curve.
+    keep = getattr(detector, "detect_with_alerts", None) is None
+    kept: dict[str, list[SceneScores]] = {"event": [], "free": []}
+
+    def run(audio: np.ndarray, kind: str, truth=()) -> list:
+        if not keep:
+            return detector.detect_with_alerts(audio)
+        scores = detector.score_windows(audio)
+        kept[kind].append(SceneScores(scores, audio.size / SAMPLE_RATE, truth))
+        return alerts_from_scores(scores, detector.tracker(), audio.size / SAMPLE_RATE)
+
     matches: list[EventMatch] = []
     spurious_in_event_scenes = 0
     event_scene_s = 0.0
     scene_list = list(sc.event_scenes(screams, negatives, test_noise, spec, repeats=repeats))
     for scene in track(scene_list, description="event scenes", transient=True):
-        det = run(scene.audio)
+        det = run(scene.audio, "event", scene.events)
         m, fa = match_events(scene.events, det, tolerance_s)
         matches += m
         spurious_in_event_scenes += fa
@@ -349,7 +416,7 @@ def evaluate_events(detector, data, out_dir=None, noise_dir=None, split_file=Non
     false_alarms: list[dict] = []
     for scene in track(sc.scream_free_scenes(negatives, test_noise, free_hours, fspec), total=n_free,
                        description="scream-free scenes", transient=True):
-        found = run(scene.audio)
+        found = run(scene.audio, "free")
         free += len(found)
         free_s += scene.duration_s
         for d in found:
@@ -374,12 +441,21 @@ def evaluate_events(detector, data, out_dir=None, noise_dir=None, split_file=Non
         "threshold": float(getattr(detector, "threshold", float("nan"))),
         "split": f"test split of {ds.root} ({split_file})",
     })
+    if keep and kept["free"]:
+        from .detector import CALIBRATION_THRESHOLDS
+
+        thresholds = sorted(set(CALIBRATION_THRESHOLDS) | {round(float(detector.threshold), 6)})
+        # For reporting what other operating points would give on this test: thresholds to deploy are chosen on
+        # validation data (the card) or on the site's own audio (calibrate-site), never here.
+        result["operating_curve"] = operating_curve(kept["event"], kept["free"], detector, thresholds, tolerance_s)
     if out_dir is not None:
         import json
 
         out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "event_metrics.json").write_text(json.dumps(result, indent=1))
+        (out_dir / "event_metrics.json").write_text(json.dumps(jsonable(result), indent=1))
         write_false_alarms(false_alarms, out_dir / "false_alarms.csv")
+        if result.get("operating_curve"):
+            write_operating_curve(result["operating_curve"], out_dir / "operating_curve.csv")
     return result
 
 

@@ -26,7 +26,7 @@ import numpy as np
 from . import scenes
 from .audio import SAMPLE_RATE, AudioError, load_audio
 from .data import Clip, Dataset, DatasetError, SplitSpec, discover, load_or_make_split, split_counts
-from .detector import Smoothing  # the detector's own rule (validated); no torch there
+from .detector import CALIBRATION_THRESHOLDS, Smoothing  # the detector's own rule (validated); no torch there
 from .evaluate import clip_metrics
 from .features import FrontEnd, log_mel
 
@@ -365,11 +365,6 @@ def background_windows(cfg: ProductConfig, noises: list[np.ndarray], negatives: 
     if cfg.background_windows and len(X) > cfg.background_windows:
         X = X[np.sort(rng.choice(len(X), cfg.background_windows, replace=False))]
     return X.astype(np.float32)
-
-
-# Thresholds tried by `calibrate`: 0.05-0.99 every 0.01, then finer near 1 for models whose scores saturate there
-# (YAMNet heads: their false alarms score 0.99+).
-CALIBRATION_THRESHOLDS = [*np.round(np.arange(0.05, 1.0, 0.01), 2).tolist(), 0.995, 0.998, 0.999, 0.9995, 0.9999]
 
 
 def calibrate(detector, val_screams: list[np.ndarray], val_negatives: list[np.ndarray], val_noises: list[np.ndarray],

@@ -164,6 +164,48 @@ def plot_roc(roc: dict, auc: float, title: str = ""):
     return fig
 
 
+def plot_operating_curve(curve: list[dict], threshold: float, target_per_hour: float | None = None, title: str = ""):
+    """Event recall at each SNR against false alarms per hour, one point per threshold (the curve of
+    evaluate.operating_curve), the detector's own threshold marked; beside it, recall against SNR at that threshold.
+    x: false alarms per hour on a symmetric-log axis (0 is a real value here)."""
+    fig, (ax, bx) = plt().subplots(1, 2, figsize=(9.5, 3.6), gridspec_kw={"width_ratios": [1.6, 1]})
+    snrs = list(curve[0]["recall_by_snr"]) if curve else []
+    own = min(curve, key=lambda r: abs(r["threshold"] - threshold)) if curve else None
+    cmap = plt().get_cmap("viridis")
+    for i, snr in enumerate(snrs):
+        color = cmap(i / max(1, len(snrs) - 1))
+        # the best recall any threshold gives within each false-alarm rate (the envelope; smoothing can make
+        # recall dip as the threshold falls)
+        fas = sorted({r["false_alarms_per_hour"] for r in curve})
+        best = [max(r["recall_by_snr"][snr] for r in curve if r["false_alarms_per_hour"] <= x) for x in fas]
+        ax.step(fas, best, where="post", color=color, label=f"{snr} dB")
+        if own is not None:
+            ax.plot(own["false_alarms_per_hour"], own["recall_by_snr"][snr], "o", color=color, ms=5)
+    if target_per_hour is not None:
+        ax.axvline(target_per_hour, color="grey", ls=":", lw=0.9, label=f"target {target_per_hour:g}/h")
+    ax.set_xscale("symlog", linthresh=1.0, linscale=0.8)
+    ticks = [x for x in (0, 0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
+             if x <= max([1.0] + [r["false_alarms_per_hour"] for r in curve])]
+    ax.set_xticks(ticks, [f"{x:g}" for x in ticks])
+    ax.set_xlim(left=0)
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlabel("false alarms per hour (scream-free scenes)")
+    ax.set_ylabel("event recall")
+    ax.set_title(f"{title}: best recall within each rate; dots: threshold {threshold:g}".strip(": "), fontsize=9)
+    ax.legend(fontsize=7, title="SNR", title_fontsize=7)
+    if own is not None:
+        bx.plot([float(x) for x in snrs], [own["recall_by_snr"][x] for x in snrs], "o-", color="C3")
+        for x in snrs:
+            bx.annotate(f"{own['recall_by_snr'][x]:.2f}", (float(x), own["recall_by_snr"][x]),
+                        textcoords="offset points", xytext=(0, 6), ha="center", fontsize=7)
+        bx.set_title(f"at threshold {threshold:g}: {own['false_alarms_per_hour']:.2g} false alarms/h", fontsize=9)
+    bx.set_ylim(-0.02, 1.1)
+    bx.set_xlabel("SNR (dB)")
+    bx.set_ylabel("event recall")
+    fig.tight_layout()
+    return fig
+
+
 def plot_summary_bars(rows: list[dict], label_key: str = "run", metrics: tuple[str, ...] = ("f1", "ap", "recall")):
     """Grouped horizontal bars comparing runs. rows: dicts with `label_key` and the metric keys (floats)."""
     import numpy as np

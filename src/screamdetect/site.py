@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .audio import SAMPLE_RATE, AudioError, load_audio
-from .detector import Detector, EventTracker, Smoothing, events_from_scores
+from .detector import CALIBRATION_THRESHOLDS, Detector, EventTracker, Smoothing, events_from_scores
 
 SNRS_DB = (0.0, 5.0, 10.0, 20.0)
 MAX_EXCERPTS = 64  # site excerpts kept for inserting screams (at most 64 × 20 s of float32: 82 MB)
@@ -258,7 +258,7 @@ def calibrate_site(det: Detector, paths: Sequence[str | os.PathLike], max_false_
     if recall:
         grid = list(recall)
     else:  # no sweep in the card: the grid `train` calibrates on
-        from .product import CALIBRATION_THRESHOLDS as grid
+        grid = CALIBRATION_THRESHOLDS
     thresholds = sorted(set(grid) | {round(det.threshold, 6)})
     rows = false_alarm_sweep(timelines, thresholds, det.smoothing, det.window_s, det.hop_s) if timelines else []
     for r in rows:

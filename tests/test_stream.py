@@ -108,6 +108,23 @@ def test_process_after_finish_is_an_error(det):
         sd.process(background(1.0))
 
 
+def test_chunks_that_are_not_mono_float_audio_are_refused(det, signal):
+    """A sound card's (frames, 2) block or int16 samples used to be flattened or cast and scored as nonsense (no
+    events, twice the duration); now a clear error. A one-channel (frames, 1) block is the mono signal."""
+    sd = det.stream()
+    with pytest.raises(ValueError, match=r"stream chunk must be mono.*mean\(axis=1\)"):
+        sd.process(np.stack([signal[:1600], signal[:1600]], axis=1))
+    with pytest.raises(ValueError, match="float samples in .* got dtype int16"):
+        sd.process((signal[:1600] * 32767).astype(np.int16))
+    with pytest.raises(ValueError, match="far above full scale"):
+        sd.process(signal[:1600] * 1000)
+    with pytest.raises(ValueError, match="NaN"):
+        sd.process(np.full(1600, np.nan, np.float32))
+    assert sd.time_s == 0.0  # nothing refused was taken in
+    got, _ = _stream_scores(det, signal[:, None], 4000)
+    np.testing.assert_array_equal(got, _stream_scores(det, signal, 4000)[0])
+
+
 def test_auto_gain_is_causal_bounded_and_chunk_independent():
     from screamdetect.detector import AutoGain
 

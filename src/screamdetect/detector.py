@@ -676,7 +676,12 @@ class StreamDetector:
         """Feed float32 mono samples at SAMPLE_RATE (any length, also 0); returns new scores and updates."""
         if self._finished:
             raise RuntimeError("StreamDetector.process called after finish()")
-        chunk = np.asarray(chunk, dtype=np.float32).reshape(-1)
+        chunk = np.asarray(chunk)
+        if chunk.ndim == 2 and chunk.shape[1] == 1:  # (frames, 1): a one-channel device's block
+            chunk = chunk[:, 0]
+        if chunk.size:
+            chunk = _check_audio(chunk, "stream chunk")  # stereo (frames, 2) or int16 would be scored as nonsense
+        chunk = chunk.astype(np.float32, copy=False).reshape(-1)
         if self._gain is not None:
             chunk = self._gain.process(chunk)
         piece = int(STREAM_PIECE_S * SAMPLE_RATE)
@@ -684,8 +689,6 @@ class StreamDetector:
         return _merge(steps)
 
     def _process(self, chunk: np.ndarray) -> StreamStep:
-        if chunk.size and not np.isfinite(chunk).all():
-            raise AudioError("<stream>", "audio contains NaN or infinite samples")
         if self.det.patch_model:  # windows are cut from the raw-audio ring; no frames, no frame buffer
             self._ring = np.concatenate([self._ring, chunk]) if self._ring.size else chunk.copy()
             self.samples_seen += chunk.size
@@ -854,17 +857,18 @@ def _merge(steps: list[StreamStep]) -> StreamStep:
                       [u for s in steps for u in s.updates])
 
 
-def _check_audio(audio: np.ndarray) -> np.ndarray:
+def _check_audio(audio: np.ndarray, what: str = "audio") -> np.ndarray:
     """Mono float audio in [-1, 1] as float32; a clear ValueError (AudioError) otherwise."""
     audio = np.asarray(audio)
     if audio.ndim != 1:
-        raise ValueError(f"audio must be mono, shape (n_samples,), got shape {audio.shape}")
+        raise ValueError(f"{what} must be mono, shape (n_samples,), got shape {audio.shape}"
+                         + (" (mix the channels down first, e.g. x.mean(axis=1))" if audio.ndim == 2 else ""))
     if audio.size == 0:
-        raise ValueError("audio is empty (0 samples)")
+        raise ValueError(f"{what} is empty (0 samples)")
     if audio.dtype.kind != "f":
-        raise ValueError(f"audio must be float samples in [-1, 1], got dtype {audio.dtype}"
+        raise ValueError(f"{what} must be float samples in [-1, 1], got dtype {audio.dtype}"
                          + (f" (divide by {2 ** (8 * audio.dtype.itemsize - 1)})" if audio.dtype.kind == "i" else ""))
-    check_values(audio, "<array>")
+    check_values(audio, f"<{what}>")
     return audio.astype(np.float32, copy=False)
 
 

@@ -99,6 +99,21 @@ def test_manifest_missing_columns(tmp_path):
         discover(m)
 
 
+def test_manifest_from_a_spreadsheet_or_in_another_encoding(tmp_path):
+    """Excel's "CSV UTF-8" starts with a byte-order mark: read as usual. A Latin-1 file is a clear error naming it;
+    a clip listed twice (one file with two labels, or counted twice) too."""
+    m = tmp_path / "manifest.csv"
+    m.write_bytes("\ufeffpath,label,group\na.wav,1,café\n\nb.wav,0,b\n".encode())
+    ds = discover(m)
+    assert [(Path(c.path).name, c.label, c.group) for c in ds.clips] == [("a.wav", 1, "café"), ("b.wav", 0, "b")]
+    m.write_bytes("path,label,group\na.wav,1,café\n".encode("latin-1"))
+    with pytest.raises(DatasetError, match=r"manifest.csv: not UTF-8 text \(byte 0xe9"):
+        discover(m)
+    m.write_text("path,label\na.wav,1\nb.wav,0\n./a.wav,0\n")
+    with pytest.raises(DatasetError, match=r"manifest.csv:4: ./a.wav is listed again \(first on line 2\)"):
+        discover(m)
+
+
 def test_unknown_layout_lists_accepted_layouts(tmp_path):
     (tmp_path / "cats").mkdir()
     (tmp_path / "dogs").mkdir()
@@ -209,6 +224,14 @@ def test_split_file_is_written_and_reused(tmp_path):
     counts = split_counts(first)
     assert sum(v["scream"] for v in counts.values()) == 10
     assert sum(v["scream"] + v["not_scream"] for v in counts.values()) == 30
+    # Another CSV given as the split file (the manifest, say), or a split name it does not know: clear errors.
+    bad = tmp_path / "not_a_split.csv"
+    bad.write_text("path,label\na.wav,1\n")
+    with pytest.raises(DatasetError, match="needs columns 'path' and 'split'.*right file"):
+        load_or_make_split(ds, bad)
+    bad.write_text("path,split\na.wav,train\nb.wav,holdout\n")
+    with pytest.raises(DatasetError, match=r"not_a_split.csv:3: split 'holdout' is not one of train, val, test"):
+        load_or_make_split(ds, bad)
     # A clip the split file does not know is an error, not a silent re-split.
     _wav(root / "Screaming" / "new.wav")
     with pytest.raises(DatasetError, match="not in this split file"):

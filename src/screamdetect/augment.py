@@ -21,7 +21,6 @@ they can never leak across splits. The caller must pass the training split only.
 from __future__ import annotations
 
 import contextlib
-import csv
 import random
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -95,11 +94,9 @@ class NoiseBank:
             raise ValueError(f"noise_dir {noise_dir}: not a folder")
         man = noise_dir / "manifest.csv"
         if man.is_file():
-            with open(man, newline="") as f:
-                rows = list(csv.DictReader(f))
-            if rows and "path" not in rows[0]:
-                raise ValueError(f"{man}: a noise manifest needs a 'path' column, found {list(rows[0])}")
-            items = [(noise_dir / r["path"], r.get("category") or "noise") for r in rows]
+            from .data import read_noise_manifest
+
+            items = [(noise_dir / r["path"], r.get("category") or "noise") for r in read_noise_manifest(man)]
         else:
             files = sorted(p for p in noise_dir.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS)
             items = [(p, p.parent.name if p.parent != noise_dir else "noise") for p in files]

@@ -94,25 +94,31 @@ def _parse_label(value: str, where: str) -> int:
 def load_manifest(csv_path: str | os.PathLike) -> Dataset:
     csv_path = Path(csv_path)
     root = csv_path.parent
-    with open(csv_path, newline="") as f:
-        reader = csv.DictReader(f)
-        cols = [c.strip().lower() for c in (reader.fieldnames or [])]
-        if "path" not in cols or "label" not in cols:
-            raise DatasetError(f"{csv_path}: a manifest needs columns 'path' and 'label', found {cols}\n{LAYOUTS_HELP}")
-        clips = []
-        for i, row in enumerate(reader, start=2):
-            row = {k.strip().lower(): (v or "").strip() for k, v in row.items() if k}
-            rel = row["path"]
-            if not rel:
-                raise DatasetError(f"{csv_path}:{i}: empty path")
-            path = (root / rel).resolve() if not os.path.isabs(rel) else Path(rel)
-            try:
-                dur = float(row.get("duration_s") or "nan")
-            except ValueError:
-                dur = float("nan")
-            clips.append(Clip(path=str(path), label=_parse_label(row["label"], f"{csv_path}:{i}"),
-                              group=row.get("group") or rel, source=row.get("source", ""),
-                              category=row.get("category", ""), duration_s=dur, license=row.get("license", "")))
+    rows = _read_csv(csv_path)
+    cols = [c.strip().lower() for c in rows[0]] if rows else []
+    if "path" not in cols or "label" not in cols:
+        raise DatasetError(f"{csv_path}: a manifest needs columns 'path' and 'label', found {cols}\n{LAYOUTS_HELP}")
+    clips = []
+    seen: dict[Path, int] = {}
+    for i, values in enumerate(rows[1:], start=2):
+        if not any(v.strip() for v in values):  # a blank line
+            continue
+        row = {k: (v or "").strip() for k, v in zip(cols, values) if k}
+        rel = row.get("path", "")
+        if not rel:
+            raise DatasetError(f"{csv_path}:{i}: empty path")
+        path = (root / rel).resolve() if not os.path.isabs(rel) else Path(rel)
+        if path in seen:  # twice in one dataset: counted twice, or with two labels
+            raise DatasetError(f"{csv_path}:{i}: {rel} is listed again (first on line {seen[path]}); list each clip "
+                               "once, with one label")
+        seen[path] = i
+        try:
+            dur = float(row.get("duration_s") or "nan")
+        except ValueError:
+            dur = float("nan")
+        clips.append(Clip(path=str(path), label=_parse_label(row.get("label", ""), f"{csv_path}:{i}"),
+                          group=row.get("group") or rel, source=row.get("source", ""),
+                          category=row.get("category", ""), duration_s=dur, license=row.get("license", "")))
     if not clips:
         raise DatasetError(f"{csv_path}: the manifest lists no clips")
     return Dataset(str(root.resolve()), clips, "manifest", dict(Counter(c.license for c in clips if c.license)))
@@ -240,10 +246,50 @@ def write_split(assign: dict[str, str], path: str | os.PathLike, root: str | Non
             w.writerow([os.path.relpath(p, root) if root else p, s])
 
 
+def _read_csv(path: Path) -> list[list[str]]:
+    """All rows of a CSV file (UTF-8, with or without the byte-order mark spreadsheets write); DatasetError naming
+    the file when it cannot be read or is not UTF-8 text."""
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            return list(csv.reader(f))
+    except UnicodeDecodeError as e:
+        raise DatasetError(f"{path}: not UTF-8 text (byte {e.object[e.start]:#04x} at offset {e.start}); save it as "
+                           "UTF-8 (e.g. \"CSV UTF-8\" in a spreadsheet)") from e
+    except (OSError, csv.Error) as e:
+        raise DatasetError(f"{path}: cannot read this CSV file ({e})") from e
+
+
+def read_noise_manifest(path: str | os.PathLike) -> list[dict[str, str]]:
+    """A noise bank's manifest.csv as rows {column: value} (needs a `path` column; `category`, `license` optional);
+    DatasetError (a ValueError) naming the file otherwise."""
+    path = Path(path)
+    rows = _read_csv(path)
+    cols = [c.strip().lower() for c in rows[0]] if rows else []
+    if "path" not in cols:
+        raise DatasetError(f"{path}: a noise manifest needs a 'path' column, found {cols}")
+    return [{k: v.strip() for k, v in zip(cols, r)} for r in rows[1:] if any(v.strip() for v in r)]
+
+
 def read_split(path: str | os.PathLike, root: str | None = None) -> dict[str, str]:
-    with open(path, newline="") as f:
-        return {str((Path(root) / r["path"]).resolve()) if root else r["path"]: r["split"]
-                for r in csv.DictReader(f)}
+    """A split file (CSV: path,split, as write_split writes it) → {path: split}; DatasetError naming the file and
+    line for a file of another kind or a split name other than train/val/test."""
+    path = Path(path)
+    rows = _read_csv(path)
+    cols = [c.strip().lower() for c in rows[0]] if rows else []
+    if "path" not in cols or "split" not in cols:
+        raise DatasetError(f"{path}: a split file needs columns 'path' and 'split' (as written by this tool), found "
+                           f"{cols}: is this the right file?")
+    ip, isp = cols.index("path"), cols.index("split")
+    out = {}
+    for i, r in enumerate(rows[1:], start=2):
+        if not any(v.strip() for v in r):
+            continue
+        if len(r) <= max(ip, isp) or r[isp].strip() not in SPLITS:
+            got = r[isp].strip() if len(r) > isp else ""
+            raise DatasetError(f"{path}:{i}: split {got!r} is not one of {', '.join(SPLITS)}")
+        key = r[ip].strip()
+        out[str((Path(root) / key).resolve()) if root else key] = r[isp].strip()
+    return out
 
 
 def load_or_make_split(ds: Dataset, split_file: str | os.PathLike, spec: SplitSpec = SplitSpec()) -> dict[str, list[Clip]]:

@@ -25,7 +25,16 @@ import numpy as np
 
 from . import scenes
 from .audio import SAMPLE_RATE, AudioError, load_audio
-from .data import Clip, Dataset, DatasetError, SplitSpec, discover, load_or_make_split, split_counts
+from .data import (
+    Clip,
+    Dataset,
+    DatasetError,
+    SplitSpec,
+    discover,
+    load_or_make_split,
+    read_noise_manifest,
+    split_counts,
+)
 from .detector import CALIBRATION_THRESHOLDS, Smoothing  # the detector's own rule (validated); no torch there
 from .evaluate import clip_metrics
 from .features import FrontEnd, log_mel
@@ -696,14 +705,12 @@ def _display_path(p: str | Path) -> str:
 
 
 def _noise_licenses(noise_dir: Path, pieces: list[Path]) -> dict[str, int]:
-    import csv
     from collections import Counter
 
     man = Path(noise_dir) / "manifest.csv"
     if not man.is_file():
         return {}
-    with open(man, newline="") as f:
-        lic = {r["path"]: r.get("license", "") for r in csv.DictReader(f)}
+    lic = {r["path"]: r.get("license", "") for r in read_noise_manifest(man)}
     return dict(Counter(lic.get(Path(p).name, "") for p in pieces))
 
 

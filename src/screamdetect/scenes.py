@@ -11,7 +11,6 @@ power of the background over the same interval.
 
 from __future__ import annotations
 
-import csv
 import json
 import random
 from collections.abc import Iterator, Sequence
@@ -95,8 +94,9 @@ def noise_categories(noise_dir: str | Path) -> dict[Path, str]:
     noise_dir = Path(noise_dir)
     man = noise_dir / "manifest.csv"
     if man.is_file():
-        with open(man, newline="") as f:
-            return {noise_dir / r["path"]: r.get("category", "noise") for r in csv.DictReader(f)}
+        from .data import read_noise_manifest
+
+        return {noise_dir / r["path"]: r.get("category") or "noise" for r in read_noise_manifest(man)}
     from .audio import AUDIO_EXTENSIONS
 
     return {p: "noise" for p in sorted(noise_dir.rglob("*")) if p.suffix.lower() in AUDIO_EXTENSIONS}

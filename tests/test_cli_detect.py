@@ -298,7 +298,12 @@ def test_listen_bad_inputs_are_one_line_errors(files, tmp_path):
                        (["--source", str(d / "in" / "a.wav"), "--mqtt", "host:0"], "MQTT port"),
                        # an empty value (an unset shell variable) is an error, not "no MQTT" / "no webhook"
                        (["--source", str(d / "in" / "a.wav"), "--mqtt", ""], "MQTT broker must be HOST"),
-                       (["--source", str(d / "in" / "a.wav"), "--webhook", ""], "webhook url must start")]:
+                       (["--source", str(d / "in" / "a.wav"), "--webhook", ""], "webhook url must start"),
+                       # output paths that run through a file
+                       (["--source", str(d / "in" / "a.wav"), "--jsonl", str(d / "in" / "a.wav" / "x.jsonl")],
+                        "a file stands where a folder"),
+                       (["--source", str(d / "in" / "a.wav"), "--clips", str(d / "in" / "a.wav" / "c")],
+                        "a file stands where a folder")]:
         res = CliRunner().invoke(app, ["listen", "--model", str(model), *args])
         assert res.exit_code == 2 and text in " ".join(res.output.split()) and "Traceback" not in res.output
 

@@ -24,6 +24,7 @@ from screamdetect.sources import (
     SourceError,
     is_url,
     open_source,
+    safe_name,
     source_name,
 )
 
@@ -169,6 +170,8 @@ def test_open_source_and_names(tmp_path):
         open_source(str(tmp_path))
     assert source_name("rtsp://user:pw@cam.local:554/live?x=1") == "cam.local_554_live"
     assert source_name("/x/y/Ward 3 bed#2.wav") == "Ward_3_bed_2"
+    # names in any script are kept (they used to become "source", and two of them clashed); MQTT wildcards are not
+    assert safe_name("Кухня") == "Кухня" and safe_name("台所 2/+#") == "台所_2"
     assert source_name("mic") == "mic" and is_url("http://a/b") and not is_url("C:/a.wav")
     piped = open_source("-")  # standard input: ffmpeg reads it (no -nostdin), and its end is the end
     assert isinstance(piped, FfmpegSource) and not piped.live and source_name("-") == "stdin"

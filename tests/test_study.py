@@ -313,6 +313,13 @@ def test_cli_errors_are_one_line(synth_data, tmp_path):
     assert code == 2 and "no such file" in text
     code, text = run("deploy-study", str(synth_data))
     assert code == 2 and "--a-sources" in text
+    (tmp_path / "afile").write_text("mine")
+    for cmd in (["study", str(synth_data)], ["deploy-study", str(synth_data), str(synth_data)]):
+        code, text = run(*cmd, "--out", str(tmp_path / "afile"))
+        assert code == 2 and "--out must be a folder" in text and (tmp_path / "afile").read_text() == "mine"
+    for opt in ("--phases", "--models", "--a-sources"):
+        code, text = run("deploy-study", str(synth_data), str(synth_data), opt, ",", "--out", str(tmp_path / "o4"))
+        assert code == 2 and f"{opt} is empty" in text and "Traceback" not in text
     for opt in ("--models", "--conditions"):  # empty (an unset shell variable) is not "the whole grid"
         code, text = run("study", str(synth_data), opt, " ", "--out", str(tmp_path / "o3"))
         assert code == 2 and f"{opt} is empty" in text and not (tmp_path / "o3").exists()

@@ -446,10 +446,13 @@ def listen(source: list[str] = typer.Option(..., "--source", "-s", help="'mic' (
             lookback = det.window_s + det.smoothing.n * det.hop_s + 5.0
             savers = [ClipSaver(clips, source=n, pre_s=pre_roll, post_s=post_roll, fmt=clip_format,
                                 lookback_s=lookback, on_saved=sinks[0].handle) for n in names]
-    except (ValueError, RuntimeError) as e:
+    except (ValueError, RuntimeError, OSError) as e:
         for s in sinks:
             s.close()
-        fail(str(e))
+        # an --jsonl / --clips path under a file, or in a folder we may not write to
+        if isinstance(e, (FileExistsError, NotADirectoryError)):
+            fail(f"{e.filename}: cannot write there: a file stands where a folder of this path should be")
+        fail(f"{e.filename}: cannot write there ({e.strerror})" if isinstance(e, OSError) and e.filename else str(e))
     about = f"{det.description}; threshold {det.threshold:g}, window {det.window_s} s, hop {det.hop_s} s"
     if not many:
         (spec, src, src_name), saver = opened[0], (savers[0] if savers else None)
@@ -1165,6 +1168,7 @@ def study(data: Path = typer.Argument(..., help="Dataset folder (class folders o
     from .models.yamnet import YamnetMissingError
     from .study import StudyError, run_grid
 
+    _out_folder(out)
     cfg = _study_config(config, models, conditions, epochs, clip_s)
     try:
         run_grid(str(data), cfg, out, cache=_cache(cache_dir), noise_dir=noise, rerun=rerun,
@@ -1210,9 +1214,16 @@ def deploy_study(
     from .data import DatasetError
     from .study import StudyError, run_deploy
 
-    def csv_list(s: Optional[str]):
-        return tuple(v.strip() for v in s.split(",") if v.strip()) if s else None
+    def csv_list(s: Optional[str], option: str):
+        """None for an option not given; an empty list ("" or ", ") is an error, not "everything"."""
+        if s is None:
+            return None
+        items = tuple(v.strip() for v in s.split(",") if v.strip())
+        if not items:
+            fail(f"{option} is empty: give a comma-separated list, or leave the option out")
+        return items
 
+    _out_folder(out)
     if data_b is None:
         if not (a_sources and b_sources) and "::" not in data_a:
             fail("give DATA_B, or one DATA_A with --a-sources and --b-sources to split it by source")
@@ -1221,8 +1232,9 @@ def deploy_study(
         fail(f"--fraction must be in [0, 1], got {fraction}")
     cfg = _study_config(config, None, None, epochs, clip_s)
     try:
-        run_deploy(data_a, data_b, cfg, out, fraction=fraction, models=csv_list(models), condition=condition,
-                   phases=csv_list(phases), sources_a=csv_list(a_sources), sources_b=csv_list(b_sources),
+        run_deploy(data_a, data_b, cfg, out, fraction=fraction, models=csv_list(models, "--models"),
+                   condition=condition, phases=csv_list(phases, "--phases"),
+                   sources_a=csv_list(a_sources, "--a-sources"), sources_b=csv_list(b_sources, "--b-sources"),
                    cache=_cache(cache_dir), noise_dir=noise, rerun=rerun,
                    log=lambda m: err.print(m, highlight=False, markup=False, soft_wrap=True))
     except (StudyError, DatasetError) as e:

@@ -306,8 +306,9 @@ def is_url(spec: str) -> bool:
 
 
 def safe_name(text: str) -> str:
-    """A name usable in MQTT topics and file names: letters, digits, '-', '_' and '.'."""
-    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_.")
+    """A name usable in MQTT topics (UTF-8) and file names: letters and digits of any script ('Кухня', '台所'),
+    '-', '_' and '.'; anything else (spaces, '/', MQTT's '+' and '#') becomes '_'."""
+    name = re.sub(r"[^\w.-]+", "_", text).strip("_.")
     return name or "source"
 
 

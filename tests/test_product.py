@@ -349,6 +349,19 @@ def test_train_without_validation_screams_is_a_clear_error(tmp_path):
     assert res.exit_code == 2 and "Traceback" not in res.output
     assert "the val split" in res.output and "0 readable screams" in " ".join(res.output.split())
     assert not (out / "model.onnx").exists()
+    # The user's own files in --out are never overwritten; bad settings fail before any data is loaded, in one line.
+    (out / "metrics.json").write_text("mine")
+    res = CliRunner().invoke(app, ["train", str(data), "--config", str(tmp_path / "cfg.yaml"), "--out", str(out)])
+    assert res.exit_code == 2 and "is not empty" in res.output and (out / "metrics.json").read_text() == "mine"
+    for text, words in (("window_s: [1.0\n", "not valid YAML"), ("- 1\n- 2\n", "expected settings"),
+                        ("level_dbfs: [10, 20]\n", "at or below 0 dBFS"), ("snr_db: [30, 0]\n", "low <= high"),
+                        ("model_params: {epochs: 0}\n", "model_params: epochs must be >= 1"),
+                        ("model_params: {bogus: 1}\n", "unknown hyperparameter 'bogus'")):
+        (tmp_path / "bad.yaml").write_text(text)
+        res = CliRunner().invoke(app, ["train", str(data), "--config", str(tmp_path / "bad.yaml"), "--out",
+                                       str(tmp_path / "new")])
+        assert res.exit_code == 2 and words in " ".join(res.output.split()) and "Traceback" not in res.output
+        assert not (tmp_path / "new").exists()
 
 
 def test_second_stage_command_with_yamnets_screaming_head(tmp_path):

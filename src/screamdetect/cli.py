@@ -548,17 +548,31 @@ def train(data: Path = typer.Argument(..., help="Dataset folder (class folders o
         fail(f"{config}: config file not found" + (" (the default is relative to the repository root: run from there "
                                                    "or pass --config)" if config == Path("configs/default.yaml") else ""))
     try:
-        cfg = ProductConfig.from_dict(yaml.safe_load(config.read_text()) or {})
+        raw = yaml.safe_load(config.read_text())
+        if raw is not None and not isinstance(raw, dict):
+            raise ValueError(f"expected settings (key: value lines), got a {type(raw).__name__}")
+        cfg = ProductConfig.from_dict(raw or {})
+    except yaml.YAMLError as e:
+        fail(f"{config}: not valid YAML ({' '.join(str(e).split())})")
     except (ValueError, TypeError) as e:
         fail(f"{config}: {e}")
+    _out_folder(out)
     if out.exists() and (out / "model.onnx").exists():
         fail(f"{out} already holds a trained model; choose another --out (nothing was overwritten)")
+    # train writes config.json, metrics.json, ...: never over the user's own files (a split.csv put there is the
+    # split to train on: read, not written)
+    held = sorted(p.name for p in out.iterdir() if p.name != "split.csv") if out.is_dir() else []
+    if held:
+        fail(f"{out} is not empty ({', '.join(held[:4])}{', ...' if len(held) > 4 else ''}); train writes a new run "
+             "folder: choose a new or empty --out (nothing was overwritten)")
     from .models.yamnet import YamnetMissingError
 
     try:
         card = train_product(data, cfg, out, noise_dir=noise)
     except (DatasetError, YamnetMissingError) as e:
         fail(str(e))
+    except ValueError as e:  # a bad setting the model checks (model_params), an unreadable noise piece, ...
+        fail(f"{config}: {e}" if str(e).startswith("model_params") else str(e))
     err.print(f"wrote {out / 'model.onnx'} and {out / 'model.json'}; test metrics: {card['metrics']['test']}")
 
 

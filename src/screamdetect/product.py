@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -91,6 +92,24 @@ class ProductConfig:
     seed: int = 0
 
     def __post_init__(self):
+        def number(v) -> bool:
+            return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+        for name in ("window_s", "hop_s", "clean_prob", "background_minutes", "calib_hours",
+                     "target_false_alarms_per_hour"):
+            if not number(getattr(self, name)):
+                raise ValueError(f"{name} must be a finite number, got {getattr(self, name)!r}")
+        for name in ("snr_db", "level_dbfs", "speed_range"):
+            pair = getattr(self, name)
+            if len(pair) != 2 or not all(number(v) for v in pair) or pair[0] > pair[1]:
+                raise ValueError(f"{name} must be [low, high], two numbers with low <= high, got {list(pair)}")
+        if self.level_dbfs[1] > 0:
+            raise ValueError(f"level_dbfs must stay at or below 0 dBFS (full scale), got {list(self.level_dbfs)}")
+        for name in ("pos_copies", "neg_copies", "neg_windows", "calib_repeats", "background_windows", "seed"):
+            if not isinstance(getattr(self, name), int) or isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be a whole number, got {getattr(self, name)!r}")
+        if not 0.0 <= self.clean_prob <= 1.0:
+            raise ValueError(f"clean_prob must be a probability in [0, 1], got {self.clean_prob}")
         if self.hop_s <= 0 or self.window_s <= 0 or self.hop_s > self.window_s:
             raise ValueError(f"need 0 < hop_s <= window_s, got window_s={self.window_s}, hop_s={self.hop_s}")
         for name in ("pos_copies", "neg_copies", "neg_windows"):
@@ -452,6 +471,11 @@ def train_product(data: str | Path, cfg: ProductConfig, out: str | Path, noise_d
         except ImportError as e:
             raise YamnetMissingError(f"YAMNet (for {' and '.join(uses)}) is read with the onnx package, which is "
                                      "not installed: pip install 'screamdetect[yamnet]'") from e
+    if not transfer:  # model_params (unknown names, epochs 0, ...) fail here, not after the data are loaded
+        try:
+            make_model(cfg.model, (cfg.frontend.n_mels, cfg.window_frames), seed=cfg.seed, **cfg.model_params)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"model_params: {e}") from e
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()

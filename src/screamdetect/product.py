@@ -107,7 +107,8 @@ class ProductConfig:
             raise ValueError(f"level_dbfs must stay at or below 0 dBFS (full scale), got {list(self.level_dbfs)}")
         for name in ("pos_copies", "neg_copies", "neg_windows", "calib_repeats", "background_windows", "seed"):
             if not isinstance(getattr(self, name), int) or isinstance(getattr(self, name), bool):
-                raise ValueError(f"{name} must be a whole number, got {getattr(self, name)!r}")
+                # a ValueError like every other bad setting: the commands report config errors by catching it
+                raise ValueError(f"{name} must be a whole number, got {getattr(self, name)!r}")  # noqa: TRY004
         if not 0.0 <= self.clean_prob <= 1.0:
             raise ValueError(f"clean_prob must be a probability in [0, 1], got {self.clean_prob}")
         if self.hop_s <= 0 or self.window_s <= 0 or self.hop_s > self.window_s:

@@ -390,3 +390,50 @@ def test_second_stage_command_with_yamnets_screaming_head(tmp_path):
     assert card["calibration"]["val_screams"] >= 1 and "sweep" in card["calibration"]
     det = Detector.load(run / "model.onnx")
     assert det.second_stage is not None and det.threshold == card["threshold"]
+
+
+def test_export_command_checks_onnx_and_never_leaves_half_a_model(tmp_path):
+    """`screamdetect export RUN --out X.onnx`: a run's model.pt rebuilt, exported, checked against torch, and its
+    card written beside it. A damaged model.pt or card, or an --out that is a folder, is a one-line error that
+    writes nothing (before, a damaged card left an ONNX file without a card)."""
+    torch = pytest.importorskip("torch")
+    import json
+
+    from typer.testing import CliRunner
+
+    from screamdetect import Detector
+    from screamdetect.cli import app
+    from screamdetect.models import make_model
+
+    run = tmp_path / "run"
+    run.mkdir()
+    model = make_model("cnn_reg", (16, 20), seed=0, channels=[2, 4], dense=4)
+    torch.save({"model": "cnn_reg", "input_shape": (16, 20), "model_params": {"channels": [2, 4], "dense": 4},
+                "state_dict": model.make_module().state_dict()}, run / "model.pt")
+    card = json.loads(write_band_energy_model(tmp_path / "m").with_suffix(".json").read_text())
+    card["frontend"] = {**card["frontend"], "n_mels": 16, "hop_s": 0.05}  # 1 s windows of 20 frames
+    (run / "model.json").write_text(json.dumps(card))
+
+    def export(out, *extra):
+        res = CliRunner().invoke(app, ["export", str(run), "--out", str(out), *extra])
+        return res.exit_code, " ".join(res.output.split())
+
+    code, text = export(tmp_path / "ok" / "m.onnx")
+    assert code == 0 and "ONNX vs torch max diff" in text
+    written = json.loads((tmp_path / "ok" / "m.json").read_text())
+    assert written["onnx_max_abs_diff_vs_torch"] < 1e-4 and written["threshold"] == card["threshold"]
+    assert Detector.load(tmp_path / "ok" / "m.onnx").score_windows(np.zeros(16000, np.float32)).shape == (1,)
+    assert export(tmp_path / "ok" / "m.onnx")[0] == 2  # exists: kept without --force
+    assert sorted(p.name for p in (tmp_path / "ok").iterdir()) == ["m.json", "m.onnx"]  # no temporary left
+
+    (tmp_path / "dir.onnx").mkdir()
+    code, text = export(tmp_path / "dir.onnx")
+    assert code == 2 and "names a folder" in text
+    (run / "model.json").write_text("{bad")
+    code, text = export(tmp_path / "bad1" / "m.onnx")
+    assert code == 2 and "not a model card" in text and not list((tmp_path / "bad1").glob("*"))
+    (run / "model.json").write_text(json.dumps(card))
+    (run / "model.pt").write_bytes(b"not a checkpoint")
+    code, text = export(tmp_path / "bad2" / "m.onnx")
+    assert code == 2 and "cannot be read as a trained model" in text and "Traceback" not in text
+    assert not (tmp_path / "bad2").exists() or not list((tmp_path / "bad2").glob("*"))

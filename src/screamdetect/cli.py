@@ -678,7 +678,9 @@ def export(run: Path = typer.Argument(..., help="A run folder written by `scream
     YAMNet transfer runs (yamnet_head, yamnet_ft) were exported and checked at training time: their model.onnx and
     card are copied."""
     import json
+    import os
     import shutil
+    import tempfile
 
     import numpy as np
 
@@ -687,33 +689,53 @@ def export(run: Path = typer.Argument(..., help="A run folder written by `scream
 
     if out.suffix != ".onnx":
         fail(f"--out must end in .onnx, got {out}")
+    for dest in (out, out.with_suffix(".json")):
+        if dest.is_dir():
+            fail(f"{dest}: --out names a folder; give a file path ending in .onnx")
     if (out.exists() or out.with_suffix(".json").exists()) and not force:
         fail(f"{out} (or its .json) exists; pass --force to overwrite")
+    card_path = run / "model.json"
+    if not card_path.is_file():
+        fail(f"{run}: not a training run (no model.json from `screamdetect train`)")
     try:
-        run_card = json.loads((run / "model.json").read_text())
-    except (OSError, ValueError):
-        run_card = {}
-    if isinstance(run_card.get("frontend"), dict) and run_card["frontend"].get("kind") == "yamnet" \
-            and (run / "model.onnx").is_file():
-        out.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(run / "model.onnx", out)
-        shutil.copyfile(run / "model.json", out.with_suffix(".json"))
-        err.print(f"copied {run / 'model.onnx'} ({out.stat().st_size / 1e6:.2f} MB; a YAMNet transfer model, exported "
-                  f"and checked against torch when trained) and its card to {out}")
-        return
-    if not (run / "model.pt").is_file() or not (run / "model.json").is_file():
-        fail(f"{run}: not a training run (needs model.pt and model.json from `screamdetect train`)")
-    module, (n_mels, n_frames) = load_trained_module(run / "model.pt")
-    export_onnx(module, n_mels, n_frames, out)
-    x = np.random.default_rng(0).normal(-50, 20, size=(16, n_mels, n_frames)).astype(np.float32)
-    diff = check_onnx_matches(module, out, x)
-    card = json.loads((run / "model.json").read_text())
-    for k in ("format", "onnx_input", "onnx_output"):
-        card.pop(k, None)
-    card["onnx_max_abs_diff_vs_torch"] = diff
-    write_card(card, out)
-    err.print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB) and {out.with_suffix('.json')}; "
-              f"ONNX vs torch max diff {diff:.1e}")
+        card = json.loads(card_path.read_text())
+    except (OSError, ValueError) as e:
+        fail(f"{card_path}: not a model card ({e})")
+    if not isinstance(card, dict):
+        fail(f"{card_path}: not a model card (expected a JSON object, got {type(card).__name__})")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # Everything is written into a temporary folder beside --out and moved in at the end: a failure leaves no
+    # half-written model (an ONNX file without its card) behind.
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=".export-") as tmp:
+        t_onnx = Path(tmp) / out.name
+        if isinstance(card.get("frontend"), dict) and card["frontend"].get("kind") == "yamnet" \
+                and (run / "model.onnx").is_file():
+            shutil.copyfile(run / "model.onnx", t_onnx)
+            shutil.copyfile(card_path, t_onnx.with_suffix(".json"))
+            what = ("a YAMNet transfer model, exported and checked against torch when trained; copied with its "
+                    "card")
+        else:
+            if not (run / "model.pt").is_file():
+                fail(f"{run}: not a training run (no model.pt from `screamdetect train`)")
+            try:
+                module, (n_mels, n_frames) = load_trained_module(run / "model.pt")
+            except Exception as e:  # noqa: BLE001 (torch.load and the rebuild fail in many ways on a damaged file)
+                fail(f"{run / 'model.pt'}: cannot be read as a trained model ({type(e).__name__}: "
+                     f"{' '.join(str(e).split())[:200]})")
+            export_onnx(module, n_mels, n_frames, t_onnx)
+            x = np.random.default_rng(0).normal(-50, 20, size=(16, n_mels, n_frames)).astype(np.float32)
+            try:
+                diff = check_onnx_matches(module, t_onnx, x)
+            except RuntimeError as e:
+                fail(str(e).replace(str(t_onnx), str(out)))
+            for k in ("format", "onnx_input", "onnx_output"):
+                card.pop(k, None)
+            card["onnx_max_abs_diff_vs_torch"] = diff
+            write_card(card, t_onnx)
+            what = f"ONNX vs torch max diff {diff:.1e}"
+        os.replace(t_onnx.with_suffix(".json"), out.with_suffix(".json"))
+        os.replace(t_onnx, out)
+    err.print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB) and {out.with_suffix('.json')}; {what}")
 
 
 @app.command()

@@ -354,6 +354,7 @@ def test_evaluate_clips_on_a_labelled_folder(tmp_path):
     assert res.exit_code == 0, res.output
     text = (tmp_path / "neg" / "metrics.json").read_text()
     assert "NaN" not in text and json.loads(text)["by_score"]["ap"] is None
+    assert "all non-screams" in " ".join(res.output.split()) and "ROC AUC nan" not in res.output
 
 
 def test_listen_exits_1_when_alerts_were_not_delivered():

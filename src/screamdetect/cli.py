@@ -945,7 +945,11 @@ def evaluate_clips_cmd(
               f"F1 {be['f1']:.3f}, accuracy {be['accuracy']:.3f}; true negatives {be['confusion'][0][0]}, false "
               f"positives {be['confusion'][0][1]}, false negatives {be['confusion'][1][0]}, true positives "
               f"{be['confusion'][1][1]}")
-    if bs:
+    if bs and be["n_pos"] in (0, be["n"]):  # AP and ROC AUC need both classes: not printed as 1.000 / nan
+        what = "screams: the recall above" if be["n_pos"] else "non-screams: the false positives above"
+        err.print(f"[yellow]these clips are all {what} is what they measure; AP and ROC AUC need both classes and are "
+                  "not given[/yellow]", highlight=False)
+    elif bs:
         con.print(f"highest window score: AP {bs['ap']:.3f}, ROC AUC {bs['roc_auc']:.3f}; >= threshold (one window, "
                   f"no onset rule): precision {bs['precision']:.3f}, recall {bs['recall']:.3f}, F1 {bs['f1']:.3f}")
         try:

@@ -22,7 +22,7 @@ def test_synthetic_scene_has_four_screams_at_known_snrs():
 def test_demo_without_corpus_is_labelled_synthetic_and_finds_the_loud_scream(tmp_path):
     model = write_band_energy_model(tmp_path / "m")
     res = run_demo(tmp_path / "no_corpus_here", tmp_path / "out", model=model)
-    assert "SYNTHETIC" in res["source"]
+    assert "SYNTHETIC" in res["source"] and f"no corpus at {tmp_path / 'no_corpus_here'}" in res["source"]
     assert (tmp_path / "out" / "demo.png").stat().st_size > 10_000
     saved = json.loads((tmp_path / "out" / "events.json").read_text())
     assert saved["truth"] == res["truth"]

@@ -117,7 +117,8 @@ def run_demo(corpus: Path | None, out: Path, model: Path | None = None, seed: in
     if corpus is not None and (Path(corpus) / "manifest.csv").is_file():
         scene, label = corpus_scene(Path(corpus), seed), "corpus test split"
     else:
-        scene, label = synthetic_scene(seed=seed), "SYNTHETIC scene (corpus not found)"
+        why = "no corpus given" if corpus is None else f"no corpus at {corpus}: no manifest.csv there"
+        scene, label = synthetic_scene(seed=seed), f"SYNTHETIC scene ({why})"
     from .evaluate import detect_with_alerts
 
     det = Detector.load(model, max_false_alarms_per_hour=max_false_alarms_per_hour)

@@ -154,6 +154,16 @@ def test_float_audio_far_above_full_scale_is_refused_not_scored(tmp_path):
         np.testing.assert_allclose(read(hot), y * 4, atol=1e-6)
 
 
+def test_load_audio_argument_errors(tmp_path):
+    with pytest.raises(TypeError, match="file path, bytes or a file-like object, got NoneType"):
+        load_audio(None)
+    p = tmp_path / "a.wav"
+    write_audio(p, sine(440.0, 0.2))
+    for sr in (0, -1, 8000.5):  # 0 used to return 16 kHz audio silently, -1 blamed the file
+        with pytest.raises(ValueError, match="sr must be a whole number"):
+            load_audio(p, sr=sr)
+
+
 def test_unsupported_channel_count(tmp_path):
     p = tmp_path / "many.wav"
     sf.write(p, np.zeros((1000, 12), np.float32), SAMPLE_RATE, subtype="PCM_16")

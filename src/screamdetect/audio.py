@@ -173,6 +173,10 @@ def load_audio(source: AudioSource, sr: int = SAMPLE_RATE) -> np.ndarray:
     Raises: AudioError naming the input and the cause (missing, empty, zero-length, truncated or corrupt,
     not audio, NaN/inf samples, unsupported channel count).
     """
+    if not isinstance(source, (str, os.PathLike, bytes, bytearray)) and not hasattr(source, "read"):
+        raise TypeError(f"load_audio needs a file path, bytes or a file-like object, got {type(source).__name__}")
+    if not (isinstance(sr, int) and sr >= MIN_SAMPLE_RATE):
+        raise ValueError(f"sr must be a whole number of Hz >= {MIN_SAMPLE_RATE}, got {sr!r}")
     name = _name_of(source)
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)

@@ -69,6 +69,51 @@ def test_load_errors_name_the_file(tmp_path, model_path):
         Detector.load(garbage)
 
 
+@pytest.mark.parametrize("key, value, cause", [
+    ("window_s", float("inf"), "window_s must be a finite number"),
+    ("window_s", "1", "window_s must be a finite number"),
+    ("window_s", 120.0, "window_s must be .* <= 30"),
+    ("hop_s", float("nan"), "hop_s must be a finite number"),
+    ("hop_s", 1e9, "hop_s must be .* <= 1"),  # no longer than the window: windows would skip audio
+    ("threshold", 5, "threshold must be a probability"),
+    ("threshold", "0.5", "threshold must be a probability"),
+    ("frontend.n_mels", 64.5, "n_mels must be a whole number"),
+    ("frontend.n_mels", "64", "n_mels must be a whole number"),
+    ("frontend.fmin", -100, "fmin must be .* >= 0"),
+    ("frontend.fmax", 9000.0, "fmax must be .* <= 8000"),
+    ("frontend.hop_s", 0.0, "hop_s must be .* > 0"),
+    ("frontend.n_fft", 12.5, "n_fft must be a whole number"),
+    ("frontend", [1], "frontend must be a mapping"),
+    ("smoothing", [1, 2], "smoothing must be a mapping"),
+    ("smoothing.k", 2.5, "smoothing k must be an integer"),
+])
+def test_invalid_card_values_are_errors_that_name_the_card(tmp_path, model_path, key, value, cause):
+    """Each wrong value in a card is refused when the model is loaded, with the card's path and the field: never a
+    traceback, and never accepted (a negative fmin or a hop of 1e9 s used to pass and give wrong scores)."""
+    onnx = tmp_path / "m.onnx"
+    onnx.write_bytes(model_path.read_bytes())
+    card = json.loads(model_path.with_suffix(".json").read_text())
+    d, *path = card, *key.split(".")
+    for k in path[:-1]:
+        d = d[k]
+    d[path[-1]] = value
+    onnx.with_suffix(".json").write_text(json.dumps(card))
+    with pytest.raises(ModelError, match=f"m.json: invalid model card .*{cause}"):
+        Detector.load(onnx)
+
+
+def test_whole_number_card_values_written_as_floats_are_read_as_ints(tmp_path, model_path):
+    onnx = tmp_path / "m.onnx"
+    onnx.write_bytes(model_path.read_bytes())
+    card = json.loads(model_path.with_suffix(".json").read_text())
+    card["frontend"]["n_mels"] = float(card["frontend"]["n_mels"])
+    onnx.with_suffix(".json").write_text(json.dumps(card))
+    det = Detector.load(onnx)
+    assert isinstance(det.frontend.n_mels, int)
+    np.testing.assert_allclose(det.score_windows(scene(4.0, [(1.0, 1.0)])),
+                               Detector.load(model_path).score_windows(scene(4.0, [(1.0, 1.0)])))
+
+
 def test_scores_match_the_numpy_reference(det):
     x = scene(12.0, [(3.0, 2.0)])
     scores = det.score_windows(x)
@@ -244,3 +289,6 @@ def test_max_false_alarms_per_hour_picks_from_the_calibration_sweep(tmp_path):
         threshold_for_rate(card, -1)
     with pytest.raises(ModelError, match="calibration sweep"):
         threshold_for_rate({}, 0.5, "x.json")
+    for bad in ([[0.3]], "x", [[0.3, "many"]], [[5, 0.1]], [[0.3, -1.0]]):
+        with pytest.raises(ModelError, match="x.json: invalid calibration sweep, row 1"):
+            threshold_for_rate({"calibration": {"sweep": bad}}, 0.5, "x.json")

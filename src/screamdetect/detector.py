@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from .audio import BLOCK_S, SAMPLE_RATE, AudioError, check_values, iter_audio_blocks
-from .features import FrontEnd, log_mel
+from .features import FrontEnd, check_number, log_mel
 
 CARD_FORMAT = "screamdetect-card/1"
 INPUT_NAME = "logmel"
@@ -47,6 +47,7 @@ DEFAULT_MODEL = Path(__file__).resolve().parent / "assets" / "default.onnx"
 BATCH_WINDOWS = 256  # windows per onnxruntime call: large enough to amortise the call, small in memory
 SCAN_BLOCK_S = 20.0  # block length of file scanning, seconds (1.3 MB of float32 per block)
 WHOLE_MAX_S = 60.0  # score_windows computes the log-mel of longer signals block by block (same result)
+MAX_WINDOW_S = 30.0  # longest window a card may ask for (the shipped one is 1 s; screams last 0.5-4 s)
 STREAM_PIECE_S = 30.0  # a chunk larger than this is processed in pieces, so memory stays bounded
 # BLAS computes the mel projection of very few frames by another path (last-bit differences), so the streaming
 # log-mel is always computed over at least this many frames (adding past context) to equal the whole-signal one.
@@ -82,6 +83,8 @@ class Smoothing:
 
     @classmethod
     def from_dict(cls, d: dict) -> Smoothing:
+        if not isinstance(d, dict):
+            raise TypeError(f"smoothing must be a mapping (k, n, hold_s, refractory_s), got {type(d).__name__}")
         unknown = set(d) - set(cls.__dataclass_fields__)
         if unknown:
             raise ValueError(f"unknown smoothing keys: {sorted(unknown)} (known: k, n, hold_s, refractory_s)")
@@ -231,14 +234,22 @@ CALIBRATION_THRESHOLDS = [*np.round(np.arange(0.05, 1.0, 0.01), 2).tolist(), 0.9
 def threshold_for_rate(card: dict, max_false_alarms_per_hour: float, where: str | os.PathLike = "card") -> float:
     """The lowest threshold of the card's calibration sweep ([threshold, false alarms/h, recall] rows, measured on
     validation data) whose false-alarm rate is <= `max_false_alarms_per_hour`; the highest swept one if none is."""
-    if not (isinstance(max_false_alarms_per_hour, (int, float)) and max_false_alarms_per_hour >= 0):
-        raise ValueError(f"max_false_alarms_per_hour must be a number >= 0, got {max_false_alarms_per_hour!r}")
-    sweep = (card.get("calibration") or {}).get("sweep")
+    check_number("max_false_alarms_per_hour", max_false_alarms_per_hour, low=0)
+    calibration = card.get("calibration")
+    sweep = calibration.get("sweep") if isinstance(calibration, dict) else None
     if not sweep:
         raise ModelError(f"{where}: the model card has no calibration sweep, so --max-false-alarms-per-hour cannot "
                          "be applied (use --threshold)")
-    ok = [row[0] for row in sweep if row[1] <= max_false_alarms_per_hour]
-    return float(min(ok)) if ok else float(max(row[0] for row in sweep))
+    rows = []
+    for i, row in enumerate(sweep if isinstance(sweep, list) else [sweep]):
+        try:
+            if not isinstance(row, (list, tuple)) or len(row) < 2:
+                raise ValueError(f"expected [threshold, false alarms/h, ...], got {row!r}")
+            rows.append((check_threshold(row[0]), check_number("false alarms/h", row[1], low=0)))
+        except ValueError as e:
+            raise ModelError(f"{where}: invalid calibration sweep, row {i + 1}: {e}") from e
+    ok = [t for t, rate in rows if rate <= max_false_alarms_per_hour]
+    return min(ok) if ok else max(t for t, _ in rows)
 
 
 def events_from_scores(scores: np.ndarray, threshold: float, smoothing: Smoothing, window_s: float, hop_s: float,
@@ -316,9 +327,9 @@ class Detector:
                 self.frontend = YamnetFrontEnd.from_dict(fe)
             else:
                 self.frontend = FrontEnd.from_dict(fe)
-            self.window_s = float(card["window_s"])
-            self.hop_s = float(card["hop_s"])
-            threshold = float(card["threshold"])
+            self.window_s = check_number("window_s", card["window_s"], low=0, low_open=True, high=MAX_WINDOW_S)
+            self.hop_s = check_number("hop_s", card["hop_s"], low=0, low_open=True, high=self.window_s)
+            threshold = check_threshold(card["threshold"])
             smoothing = Smoothing.from_dict(card.get("smoothing", {}))
         except (KeyError, TypeError, ValueError) as e:
             raise ModelError(f"{self.path.with_suffix('.json')}: invalid model card ({type(e).__name__}: {e})") from e
@@ -382,6 +393,10 @@ class Detector:
         fallback = spec.get("fallback") if isinstance(spec, dict) else None
         if not isinstance(fallback, dict) or "threshold" not in fallback:
             raise ModelError(f"{where}: second_stage needs a 'fallback' with the CNN-only threshold")
+        try:
+            check_threshold(fallback["threshold"])
+        except ValueError as e:
+            raise ModelError(f"{where}: invalid second_stage fallback ({e})") from e
         if enabled:
             from .cascade import SecondStage
             from .models.yamnet import YamnetMissingError

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import math
 import warnings
 from dataclasses import asdict, dataclass
 
@@ -19,12 +20,31 @@ from .audio import SAMPLE_RATE
 AMIN = 1e-10  # power floor before the log, as librosa.power_to_db
 
 
+def check_number(name: str, v, *, integer: bool = False, low: float | None = None, high: float | None = None,
+                 low_open: bool = False) -> float | int:
+    """`v` if it is a finite number (a whole one if `integer`) within [low, high] ((low, high] if `low_open`);
+    else ValueError naming `name`. Booleans and strings are not numbers."""
+    ok = isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_)) \
+        and math.isfinite(v) and (not integer or float(v).is_integer())
+    if ok and low is not None:
+        ok = v > low if low_open else v >= low
+    if ok and high is not None:
+        ok = v <= high
+    if not ok:
+        kind = "a whole number" if integer else "a finite number"
+        bounds = [f"{'>' if low_open else '>='} {low:g}"] if low is not None else []
+        bounds += [f"<= {high:g}"] if high is not None else []
+        raise ValueError(f"{name} must be {kind}{' ' + ' and '.join(bounds) if bounds else ''}, got {v!r}")
+    return int(v) if integer else float(v)
+
+
 class Framing:
     """Window and hop in samples, for a front-end dataclass with `win_s`, `hop_s` (seconds) and `sample_rate`."""
 
     win_s: float
     hop_s: float
     sample_rate: int
+    n_fft: int | None
 
     @property
     def win_length(self) -> int:
@@ -34,9 +54,21 @@ class Framing:
     def hop_length(self) -> int:
         return round(self.hop_s * self.sample_rate)
 
-    def _check_n_fft(self, n_fft: int | None) -> None:
-        if n_fft is not None and n_fft < self.win_length:
-            raise ValueError(f"n_fft ({n_fft}) must be >= the window length in samples ({self.win_length})")
+    def _set_int(self, name: str, **bounds) -> None:
+        """Check a whole-number field and store it as an int (64.0 from a JSON card becomes 64)."""
+        object.__setattr__(self, name, check_number(name, getattr(self, name), integer=True, **bounds))
+
+    def _check_framing(self) -> None:
+        """Check sample_rate, win_s, hop_s and n_fft (None allowed where the class has a default rule)."""
+        self._set_int("sample_rate", low=0, low_open=True)
+        check_number("win_s", self.win_s, low=0, low_open=True, high=1.0)
+        check_number("hop_s", self.hop_s, low=0, low_open=True, high=1.0)
+        if self.hop_length < 1:
+            raise ValueError(f"hop_s must be at least one sample, got {self.hop_s}")
+        if self.n_fft is not None:
+            self._set_int("n_fft", low=1)
+            if self.n_fft < self.win_length:
+                raise ValueError(f"n_fft ({self.n_fft}) must be >= the window length in samples ({self.win_length})")
 
 
 @dataclass(frozen=True)
@@ -58,13 +90,13 @@ class FrontEnd(Framing):
     sample_rate: int = SAMPLE_RATE
 
     def __post_init__(self):
-        if self.n_mels < 1:
-            raise ValueError(f"n_mels must be >= 1, got {self.n_mels}")
-        if self.win_s <= 0 or self.hop_s <= 0:
-            raise ValueError(f"win_s and hop_s must be positive, got win_s={self.win_s}, hop_s={self.hop_s}")
-        self._check_n_fft(self.n_fft)
-        if self.fmax is not None and not (self.fmin < self.fmax <= self.sample_rate / 2):
-            raise ValueError(f"need fmin < fmax <= sample_rate/2, got fmin={self.fmin}, fmax={self.fmax}")
+        self._set_int("n_mels", low=1)
+        self._check_framing()
+        check_number("fmin", self.fmin, low=0, high=self.sample_rate / 2)
+        if self.fmax is not None:
+            check_number("fmax", self.fmax, low=self.fmin, low_open=True, high=self.sample_rate / 2)
+        if self.top_db is not None:
+            check_number("top_db", self.top_db, low=0, low_open=True)
 
     @property
     def fft_size(self) -> int:
@@ -79,6 +111,8 @@ class FrontEnd(Framing):
 
     @classmethod
     def from_dict(cls, d: dict) -> FrontEnd:
+        if not isinstance(d, dict):
+            raise TypeError(f"frontend must be a mapping of settings, got {type(d).__name__}")
         return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
 
     def key(self) -> str:

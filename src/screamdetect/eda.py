@@ -28,7 +28,7 @@ import numpy as np
 
 from .audio import SAMPLE_RATE, AudioError, load_audio
 from .data import SPLITS, Dataset, SplitSpec, discover, load_or_make_split, split_counts
-from .features import EDA_SCALARS, FrontEnd, eda_features, log_mel
+from .features import EDA_MIN_SAMPLES, EDA_SCALARS, FrontEnd, eda_features, log_mel, too_short_for_eda
 
 MARKER = "eda.json"  # its presence marks a folder as earlier EDA output, which may be overwritten
 OUTPUT_FILES = ("features.csv", "errors.csv", "report.html", MARKER)
@@ -93,6 +93,8 @@ def clip_features(path: str, frontend: FrontEnd) -> tuple[dict[str, float], np.n
     import soundfile as sf
 
     audio = load_audio(path)
+    if audio.size < EDA_MIN_SAMPLES:
+        raise AudioError(path, too_short_for_eda(audio.size, SAMPLE_RATE))
     feats = eda_features(audio, SAMPLE_RATE)
     try:  # the study's "sample rate" is the file's own; the audio here is always SAMPLE_RATE
         feats["sample_rate"] = float(sf.info(path).samplerate)

@@ -269,6 +269,14 @@ EDA_SCALARS = (
 N_MFCC = 13
 
 
+EDA_MIN_SAMPLES = 512  # shortest clip the EDA features describe: spectral contrast's lowest band needs the bins
+
+
+def too_short_for_eda(n_samples: int, sr: int = SAMPLE_RATE) -> str:
+    return (f"too short to describe: {n_samples} samples ({1000 * n_samples / sr:.1f} ms); the EDA features need at "
+            f"least {EDA_MIN_SAMPLES} ({1000 * EDA_MIN_SAMPLES / sr:.0f} ms at {sr} Hz)")
+
+
 def eda_features(audio: np.ndarray, sr: int = SAMPLE_RATE) -> dict[str, float]:
     """The study's descriptive features of one clip, as a flat dict of floats.
 
@@ -276,14 +284,14 @@ def eda_features(audio: np.ndarray, sr: int = SAMPLE_RATE) -> dict[str, float]:
     mfcc_1..13 (+ `mfcc` their mean), chroma_1..12 (+ `chroma`), mel_spectrogram (mean mel power, dB),
     spectral_centroid / bandwidth / rolloff (Hz), spectral_flux (mean onset strength), spectral_contrast
     (mean over bands, dB), spectral_flatness (0..1), rms (mean frame RMS), energy (sum of squared samples).
-    Vectors over time are reduced to their means.
+    Vectors over time are reduced to their means. A clip needs at least EDA_MIN_SAMPLES samples (ValueError).
     """
     import librosa  # lazy: the [train] extra
 
     y = np.asarray(audio, dtype=np.float32)
-    if y.size == 0:
-        raise ValueError("eda_features needs at least one sample")
-    n_fft = 2048 if y.size >= 2048 else 1 << max(5, (y.size - 1).bit_length())
+    if y.size < EDA_MIN_SAMPLES:
+        raise ValueError(too_short_for_eda(y.size, sr))
+    n_fft = min(2048, 1 << (y.size.bit_length() - 1))  # the largest power of two the clip holds, at most 2048
     hop = n_fft // 4
     S = np.abs(librosa.stft(y, n_fft=n_fft, hop_length=hop)) ** 2
     out: dict[str, float] = {

@@ -173,6 +173,11 @@ def test_evaluate_events_command_reports_bad_files_and_bad_outputs(tmp_path):
     assert res.exit_code == 1 and "aaa_bad.wav" in res.output
     res = CliRunner().invoke(app, base + ["--out", str(out), "--force", "--noise", str(tmp_path / "nowhere")])
     assert res.exit_code == 2 and "no such folder" in res.output
+    (out / "events.png").unlink()
+    (out / "events.png").mkdir()  # a folder where a plot goes: refused before any work
+    res = CliRunner().invoke(app, base + ["--out", str(out), "--force"])
+    assert res.exit_code == 2 and "events.png: is a folder" in res.output and "Traceback" not in res.output
+    (out / "events.png").rmdir()
     (tmp_path / "afile").write_text("mine")
     res = CliRunner().invoke(app, base + ["--out", str(tmp_path / "afile")])
     assert res.exit_code == 2 and "must be a folder" in res.output and (tmp_path / "afile").read_text() == "mine"

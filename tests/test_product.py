@@ -400,7 +400,7 @@ def test_train_without_validation_screams_is_a_clear_error(tmp_path):
     assert res.exit_code == 2 and "is not empty" in res.output and (out / "metrics.json").read_text() == "mine"
     for text, words in (("window_s: [1.0\n", "not valid YAML"), ("- 1\n- 2\n", "expected settings"),
                         ("level_dbfs: [10, 20]\n", "at or below 0 dBFS"), ("snr_db: [30, 0]\n", "low <= high"),
-                        ("model_params: {epochs: 0}\n", "model_params: epochs must be >= 1"),
+                        ("model_params: {epochs: 0}\n", "model_params: epochs must be a whole number >= 1"),
                         ("model_params: {bogus: 1}\n", "unknown hyperparameter 'bogus'")):
         (tmp_path / "bad.yaml").write_text(text)
         res = CliRunner().invoke(app, ["train", str(data), "--config", str(tmp_path / "bad.yaml"), "--out",

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import importlib.util
 import json
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -85,6 +86,30 @@ def test_config_rejects_unknown_settings_by_name():
         StudyConfig.from_dict({"train": {"class_weight": True}})
     with pytest.raises(ValueError, match="clip_s"):
         StudyConfig.from_dict({"clip_s": -1})
+
+
+@pytest.mark.parametrize("settings, words", [
+    ({"train": {"epochs": 2.5}}, "train.epochs must be a whole number"),  # was a TypeError deep in training
+    ({"train": {"epochs": "six"}}, "train.epochs must be a whole number"),
+    ({"train": {"lr": "fast"}}, "train.lr must be a finite number"),
+    ({"train": {"batch_size": 0}}, "train.batch_size must be a whole number >= 1"),
+    ({"clip_s": "three"}, "clip_s (seconds) must be a finite number"),
+    ({"clip_s": 1e9}, "<= 60"),  # tried to allocate 58 TiB
+    ({"conditions": 5}, "conditions must be a list of names"),
+    ({"split": [0.8, 0.1, 0.1]}, "split must be a mapping"),
+    ({"frontend": "big"}, "frontend must be a mapping"),
+    ({"seed": "abc"}, "seed must be a whole number"),
+])
+def test_config_values_of_the_wrong_type_are_named_when_loaded(settings, words):
+    with pytest.raises(ValueError, match=re.escape(words)):
+        StudyConfig.from_dict(settings)
+
+
+def test_whole_numbers_written_as_floats_are_accepted():
+    from screamdetect.train import TrainConfig
+
+    assert StudyConfig.from_dict({"train": {"epochs": 3.0}}).train == {"epochs": 3.0}
+    assert TrainConfig(epochs=3.0).epochs == 3 and isinstance(TrainConfig(epochs=3.0).epochs, int)
 
 
 def test_shipped_configs_load():

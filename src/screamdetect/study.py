@@ -48,7 +48,7 @@ from .data import (
     split_counts,
 )
 from .evaluate import jsonable
-from .features import FrontEnd, log_mel
+from .features import FrontEnd, check_number, log_mel
 
 CONDITIONS = ("baseline", "augmentation", "class_weights", "both")
 ALL_MODELS = ("svm", "fnn", "cnn", "cnn_reg", "cnn_f1", "resnet")
@@ -56,6 +56,7 @@ ALL_MODELS = ("svm", "fnn", "cnn", "cnn_reg", "cnn_f1", "resnet")
 # (models.yamnet.yamnet_log_mel of the padded/trimmed clip), computed and cached beside the study's log-mel.
 TRANSFER_MODELS = ("yamnet_head", "yamnet_ft")
 GRID_MODELS = ALL_MODELS + TRANSFER_MODELS
+MAX_CLIP_S = 60.0  # clips are padded or trimmed to clip_s (the study used 10 s): longer ones would fill memory
 FEATURE_VERSION = "study-logmel/1"  # bump when the feature recipe changes: old cache entries then miss
 
 
@@ -116,10 +117,11 @@ class StudyConfig:
     def __post_init__(self):
         from .augment import PRESETS
         from .evaluate import THRESHOLD_RULES
-        from .train import TRAIN_FIELDS
+        from .train import TRAIN_FIELDS, TrainConfig
 
-        if not (self.clip_s > 0 and math.isfinite(self.clip_s)):
-            raise ValueError(f"clip_s must be a positive number of seconds, got {self.clip_s}")
+        check_number("clip_s (seconds)", self.clip_s, low=0, low_open=True, high=MAX_CLIP_S)
+        check_number("seed", self.seed, integer=True)
+        check_number("aug_copies", self.aug_copies, integer=True, low=1)
         if self.n_frames < 1:
             raise ValueError(f"clip_s ({self.clip_s}) is shorter than one front-end hop ({self.frontend.hop_s} s)")
         if self.augment not in PRESETS:
@@ -141,6 +143,10 @@ class StudyConfig:
         for k in ("class_weight", "seed", "progress"):
             if k in self.train:
                 raise ValueError(f"train.{k} is set by the study itself (condition / seed / progress); remove it")
+        try:  # every training setting checked now, not after the features and the SVM
+            TrainConfig(**self.train)
+        except ValueError as e:
+            raise ValueError(f"train.{e}") from None
         bad = [m for m in self.model_params if m not in GRID_MODELS]
         if bad:
             raise ValueError(f"model_params: unknown model {bad[0]!r}; choose from {GRID_MODELS}")
@@ -191,6 +197,12 @@ class StudyConfig:
         if unknown:
             raise ValueError(f"unknown setting {unknown[0]!r} (accepted: {sorted(names)})")
         d = dict(d)
+        for k in ("frontend", "train", "model_params", "split"):
+            if d.get(k) is not None and not isinstance(d[k], dict):
+                raise ValueError(f"{k} must be a mapping of settings, got {d[k]!r}")
+        for k in ("models", "conditions", "svm_conditions"):
+            if k in d and not isinstance(d[k], (str, list, tuple)):
+                raise ValueError(f"{k} must be a list of names (or one comma-separated string), got {d[k]!r}")
         if "frontend" in d:
             fe = d["frontend"] or {}
             bad = sorted(set(fe) - set(FrontEnd.__dataclass_fields__))

@@ -53,26 +53,29 @@ class TrainConfig:
     threshold: float = 0.5
 
     def __post_init__(self):
-        if self.epochs < 1:
-            raise ValueError(f"epochs must be >= 1, got {self.epochs}")
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ValueError(f"lr must be a positive number, got {self.lr}")
-        if self.weight_decay < 0:
-            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
+        from .features import check_number
+
+        check_number("epochs", self.epochs, integer=True, low=1)
+        check_number("batch_size", self.batch_size, integer=True, low=1)
+        check_number("lr", self.lr, low=0, low_open=True)
+        check_number("weight_decay", self.weight_decay, low=0)
         if self.checkpoint not in CHECKPOINTS:
             raise ValueError(f"checkpoint must be one of {CHECKPOINTS}, got {self.checkpoint!r}")
-        if self.patience is not None and self.patience < 1:
-            raise ValueError(f"patience must be >= 1 or None, got {self.patience}")
-        if self.threads < 1:
-            raise ValueError(f"threads must be >= 1, got {self.threads}")
-        if self.freq_mask < 0 or self.time_mask < 0:
-            raise ValueError(f"freq_mask and time_mask must be >= 0, got {self.freq_mask}, {self.time_mask}")
-        if not (self.mixup >= 0 and math.isfinite(self.mixup)):
-            raise ValueError(f"mixup must be a finite number >= 0 (0 = off), got {self.mixup}")
-        if not 0 < self.threshold < 1:
+        if self.patience is not None:
+            check_number("patience (or null)", self.patience, integer=True, low=1)
+        check_number("threads", self.threads, integer=True, low=1)
+        check_number("freq_mask", self.freq_mask, integer=True, low=0)
+        check_number("time_mask", self.time_mask, integer=True, low=0)
+        check_number("mixup (0 = off)", self.mixup, low=0)
+        check_number("threshold", self.threshold, low=0, low_open=True, high=1.0)
+        if self.threshold == 1.0:
             raise ValueError(f"threshold must be in (0, 1), got {self.threshold}")
+        for name in ("class_weight", "progress", "spec_augment"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")  # noqa: TRY004
+        for name in ("epochs", "batch_size", "threads", "freq_mask", "time_mask", "patience"):  # 6.0 -> 6
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, int(getattr(self, name)))
 
     def to_dict(self) -> dict:
         return asdict(self)

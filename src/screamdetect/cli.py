@@ -16,7 +16,7 @@ from rich.markup import escape
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Detect human screams in audio files and live streams; reproduce and extend the scream-"
                        "detection study (EDA, model grid, cross-dataset phases).")
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # a path in a message is never broken over two lines
 
 
 # ---- options shared by the commands that run a detector (one wording everywhere) -------------------------------
@@ -134,7 +134,7 @@ def eda(data: Path = typer.Argument(..., help="Dataset folder (class folders or 
         progress.stop()
     err.print(f"{summary['decoded']} of {summary['clips']} clips described ({summary['screams']} screams), "
               f"{summary['failed']} failed, in {summary['wall_s']:.0f} s", highlight=False)
-    Console(highlight=False).print(f"report: {out / 'report.html'}\nfeatures: {out / 'features.csv'}")
+    Console(highlight=False, soft_wrap=True).print(f"report: {out / 'report.html'}\nfeatures: {out / 'features.csv'}")
     raise typer.Exit(1 if summary["failed"] else 0)
 
 
@@ -765,7 +765,7 @@ def demo(corpus: Optional[Path] = typer.Option(Path("../shared/corpus"), help="C
         res = run_demo(corpus, out, model=model, seed=seed, max_false_alarms_per_hour=max_fa)
     except (ModelError, ValueError) as e:
         fail(str(e))
-    con = Console()
+    con = Console(soft_wrap=True)
     con.print(f"[bold]scene[/bold]: {res['scene']} ({res['source']})")
     con.print(f"[bold]detector[/bold]: {res['model']}, threshold {res['threshold']:g}")
     t = Table("true scream (s)", "SNR dB", "detected event (s)", "peak", "latency (s)")
@@ -906,7 +906,7 @@ def evaluate_clips_cmd(
     from .detector import Detector, ModelError
     from .evaluate import evaluate_clips, jsonable
 
-    con = Console(highlight=False)
+    con = Console(highlight=False, soft_wrap=True)
     if split not in ("all", "train", "val", "test"):
         fail(f"--split must be all, train, val or test, got {split!r}")
     _out_folder(out, outputs=("metrics.json", "clips.csv"), force=force, what="clip metrics",

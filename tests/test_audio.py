@@ -316,3 +316,35 @@ def test_window_starts_cover_the_signal():
     np.testing.assert_array_equal(window_starts(100, 300, 200), [0])
     with pytest.raises(ValueError, match="win"):
         window_starts(100, 0, 1)
+
+
+def test_an_ffmpeg_that_prints_a_flood_of_errors_does_not_stall_the_read(tmp_path, monkeypatch):
+    """A damaged AAC/MP4 makes ffmpeg print hundreds of KB of decode errors while it goes on decoding: if nobody
+    reads its stderr the pipe fills, ffmpeg blocks, and so did our read of its audio (`detect` hung for ever).
+    A stand-in ffmpeg on PATH prints 1 MB of errors before 2 s of audio."""
+    import os
+    import sys
+
+    from screamdetect.audio import iter_audio_blocks
+
+    fake = tmp_path / "bin" / "ffmpeg"
+    fake.parent.mkdir()
+    fake.write_text(f"#!{sys.executable}\nimport sys, numpy as np\n"
+                    "for i in range(20000): sys.stderr.write(f'[aac] Invalid data found when processing input {i}\\n')\n"
+                    "sys.stdout.buffer.write(np.full(32000, 0.25, dtype=np.float32).tobytes())\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake.parent}{os.pathsep}{os.environ['PATH']}")
+    src = tmp_path / "damaged.m4a"
+    src.write_bytes(b"\0" * 100)
+    got = {}
+
+    def scan():
+        got["audio"] = np.concatenate(list(iter_audio_blocks(src, block_s=0.5)))
+
+    import threading
+
+    t = threading.Thread(target=scan, daemon=True)
+    t.start()
+    t.join(timeout=30)
+    assert not t.is_alive(), "reading ffmpeg's audio stalled behind its unread stderr"
+    assert got["audio"].shape == (32000,) and np.allclose(got["audio"], 0.25)

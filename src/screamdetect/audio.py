@@ -6,11 +6,13 @@ The one audio contract of the package: after :func:`load_audio` every signal is 
 
 from __future__ import annotations
 
+import collections
 import io
 import os
 import re
 import shutil
 import subprocess
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -340,6 +342,17 @@ def _decodable_frames(f, start: int, limit: int) -> int:
     return n
 
 
+def drain_lines(pipe, tail: collections.deque) -> None:
+    """Read a subprocess's stderr to the end, keeping its last non-empty lines in `tail` (a bounded deque). Run
+    in a thread: a pipe nobody reads fills after ~64 KB of messages and stalls the subprocess, and with it our
+    read of its stdout."""
+    for line in iter(pipe.readline, b""):
+        text = line.decode(errors="replace").strip()
+        if text:
+            tail.append(text)
+    pipe.close()
+
+
 def _ffmpeg_blocks(path: Path, block: int, sr: int) -> Iterator[np.ndarray]:
     name = str(path)
     if not ffmpeg_available():
@@ -348,6 +361,9 @@ def _ffmpeg_blocks(path: Path, block: int, sr: int) -> Iterator[np.ndarray]:
     cmd = ["ffmpeg", "-nostdin", "-hide_banner", "-v", "error", "-i", str(path), "-vn",
            "-f", "f32le", "-ac", "1", "-ar", str(sr), "pipe:1"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    tail: collections.deque[str] = collections.deque(maxlen=5)
+    drain = threading.Thread(target=drain_lines, args=(proc.stderr, tail), daemon=True)
+    drain.start()
     total = 0
     try:
         assert proc.stdout is not None
@@ -361,9 +377,9 @@ def _ffmpeg_blocks(path: Path, block: int, sr: int) -> Iterator[np.ndarray]:
             total += audio.size
             yield audio
         proc.wait()
-        err = proc.stderr.read().decode(errors="replace").strip() if proc.stderr else ""
+        drain.join(timeout=5)
         if proc.returncode != 0 and total == 0:
-            raise AudioError(name, f"cannot decode: not an audio file or corrupt ({err.splitlines()[-1] if err else proc.returncode})")
+            raise AudioError(name, f"cannot decode: not an audio file or corrupt ({tail[-1] if tail else proc.returncode})")
         if total == 0:
             raise AudioError(name, "cannot decode: no audio stream found (not an audio file, or zero-length)")
     finally:

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .audio import SAMPLE_RATE, AudioError, iter_audio_blocks
+from .audio import SAMPLE_RATE, AudioError, drain_lines, iter_audio_blocks
 
 log = logging.getLogger("screamdetect")
 
@@ -195,7 +195,7 @@ class FfmpegSource(Source):
             return False, f"ffmpeg failed to start ({e})"
         self._proc = proc
         tail: collections.deque[str] = collections.deque(maxlen=5)
-        drain = threading.Thread(target=_drain, args=(proc.stderr, tail), daemon=True)
+        drain = threading.Thread(target=drain_lines, args=(proc.stderr, tail), daemon=True)
         drain.start()
         got = False
         nbytes = self.chunk * 4
@@ -234,14 +234,6 @@ class FfmpegSource(Source):
         proc = self._proc
         if proc is not None and proc.poll() is None:
             proc.kill()
-
-
-def _drain(pipe, tail: collections.deque) -> None:
-    for line in iter(pipe.readline, b""):
-        text = line.decode(errors="replace").strip()
-        if text:
-            tail.append(text)
-    pipe.close()
 
 
 class MicSource(Source):

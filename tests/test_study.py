@@ -318,6 +318,26 @@ def test_deploy_end_to_end_and_source_syntax(synth_data, tmp_path):
     assert (out / "report.html").is_file() and (out / "summary.csv").is_file()
     d = json.loads((out / "phaseD__svm" / "metrics.json").read_text())["data"]
     assert rows[3]["b_fraction_used"] == pytest.approx(d["b_train_used"] / d["b_train_total"])
+    # The folder answers only the same question: the same call reuses its runs; another condition (whose runs
+    # were answered with the baseline's metrics, under the new condition's name) is refused.
+    again = run_deploy(synth_data, synth_data, tiny_config(), out, fraction=0.3, models=("svm",),
+                       condition="baseline", sources_a=("s1",), sources_b=("s2",),
+                       cache=FeatureCache(tmp_path / "c"), progress=False, log=lambda m: None)
+    assert again == rows
+    with pytest.raises(ValueError, match="another config"):
+        run_deploy(synth_data, synth_data, tiny_config(), out, fraction=0.3, models=("svm",),
+                   condition="class_weights", sources_a=("s1",), sources_b=("s2",),
+                   cache=FeatureCache(tmp_path / "c"), progress=False, log=lambda m: None)
+    with open(synth_data / "manifest.csv") as f:
+        rows_b = list(csv.DictReader(f))
+    with open(synth_data / "fewer.csv", "w", newline="") as f:  # B without one of its clips
+        w = csv.DictWriter(f, fieldnames=list(rows_b[0]))
+        w.writeheader()
+        w.writerows([r for r in rows_b if r["source"] == "s2"][1:])
+    with pytest.raises(ValueError, match="other data"):  # its runs would have been reused
+        run_deploy(synth_data, synth_data / "fewer.csv", tiny_config(), out, fraction=0.3, models=("svm",),
+                   condition="baseline", sources_a=("s1",), sources_b=None,
+                   cache=FeatureCache(tmp_path / "c"), progress=False, log=lambda m: None)
     with pytest.raises(ValueError, match="share"):
         run_deploy(synth_data, synth_data, tiny_config(), tmp_path / "dep2", models=("svm",),
                    condition="baseline", progress=False, log=lambda m: None)

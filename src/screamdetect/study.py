@@ -30,6 +30,7 @@ import json
 import math
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
@@ -441,14 +442,20 @@ def compute_features(splits: dict[str, list[Clip]], cfg: StudyConfig, cache: Fea
     return feats
 
 
+def noise_dir_for(ds: Dataset, cfg: StudyConfig, noise_dir: str | os.PathLike | None = None) -> Path | None:
+    """The noise bank folder a study of `ds` uses: explicit dir, else config's noise_dir, else DATA/noise, or None."""
+    d = noise_dir or cfg.noise_dir
+    if d is None:
+        cand = Path(ds.root) / "noise"
+        return cand if cand.is_dir() else None
+    return Path(d)
+
+
 def noise_bank_for(ds: Dataset, cfg: StudyConfig, noise_dir: str | os.PathLike | None = None, log=print):
     """The TRAIN pieces of the noise bank (explicit dir, else config's noise_dir, else DATA/noise), or None."""
     from .augment import NoiseBank
 
-    d = noise_dir or cfg.noise_dir
-    if d is None:
-        cand = Path(ds.root) / "noise"
-        d = cand if cand.is_dir() else None
+    d = noise_dir_for(ds, cfg, noise_dir)
     if d is None:
         return None
     try:
@@ -656,7 +663,16 @@ def write_summary(rows: list[dict], out: Path, title: str, intro: str, columns: 
                                                               list(extra_sections)))
 
 
-def _check_out(out: Path, cfg: StudyConfig, kind: str) -> None:
+def data_key(datasets: Sequence[Dataset], noise_dirs: Sequence[Path | None] = ()) -> str:
+    """Hash of what a study was run on: every clip's path and label, in each dataset, and the noise bank folders
+    (when augmenting). Runs cached in a folder are reused only for the same data (a narrower source filter,
+    another dataset or another --noise would otherwise be answered with the earlier metrics)."""
+    d = [sorted((str(c.path), int(c.label)) for c in ds.clips) for ds in datasets]
+    d.append([str(Path(n).resolve()) if n else None for n in noise_dirs])
+    return hashlib.sha1(json.dumps(d).encode()).hexdigest()[:12]
+
+
+def _check_out(out: Path, cfg: StudyConfig, kind: str, data: str) -> None:
     """Refuse to mix two different studies in one folder (nothing the user has is overwritten silently)."""
     marker = out / "study.json"
     if marker.is_file():
@@ -667,10 +683,13 @@ def _check_out(out: Path, cfg: StudyConfig, kind: str) -> None:
         if prev.get("config_key") != cfg.key() or prev.get("kind") != kind:
             raise StudyError(f"{out} holds a {prev.get('kind', 'different')} study made with another config "
                              f"(key {prev.get('config_key')}, now {cfg.key()}); choose another --out")
+        if prev.get("data_key") != data:
+            raise StudyError(f"{out} holds a study of other data (another dataset, source filter or noise bank); "
+                             "choose another --out")
     elif out.exists() and any(out.iterdir()):
         raise StudyError(f"{out} exists and is not a study folder; choose another --out (nothing was overwritten)")
     out.mkdir(parents=True, exist_ok=True)
-    marker.write_text(json.dumps({"kind": kind, "config_key": cfg.key()}))
+    marker.write_text(json.dumps({"kind": kind, "config_key": cfg.key(), "data_key": data}))
 
 
 def _cached_run(run_dir: Path, cfg: StudyConfig, rerun: bool) -> dict | None:
@@ -696,11 +715,11 @@ def run_grid(data: str | os.PathLike, cfg: StudyConfig, out: str | os.PathLike, 
     t_start = time.perf_counter()
     cache = cache or FeatureCache()
     ds = load_dataset(data)
-    _check_out(out, cfg, "grid")
+    need_aug = any(uses_augmentation(c) for _, c in cfg.grid())
+    _check_out(out, cfg, "grid", data_key([ds], [noise_dir_for(ds, cfg, noise_dir)] if need_aug else []))
     (out / "config.yaml").write_text("# effective study config\n" + cfg.to_yaml())
     splits = load_or_make_split(ds, out / "split.csv", cfg.split_spec)
     log(f"dataset {ds.root}: {ds.summary()['clips']} clips; split {json.dumps(split_counts(splits))}")
-    need_aug = any(uses_augmentation(c) for _, c in cfg.grid())
     bank = noise_bank_for(ds, cfg, noise_dir, log) if need_aug else None
     t0, c0 = time.perf_counter(), time.process_time()
     kinds = sorted({feature_kind(m) for m, _ in cfg.grid()}, key=lambda k: k != "mel")  # "mel" first
@@ -870,9 +889,11 @@ def run_deploy(data_a: str | os.PathLike, data_b: str | os.PathLike, cfg: StudyC
         raise StudyError(f"datasets A and B share {len(shared)} clips (e.g. {min(shared)}); give disjoint "
                          "datasets or source filters")
     cfg = replace(cfg, models=tuple(models), conditions=(condition,), svm_conditions=(condition,))
-    _check_out(out, cfg, f"deploy(fraction={fraction})")
-    (out / "config.yaml").write_text("# effective study config\n" + cfg.to_yaml())
+    # the condition is part of the kind: its runs (phase{X}__{model}) do not name it
     need_aug = uses_augmentation(condition)
+    _check_out(out, cfg, f"deploy(fraction={fraction}, condition={condition})",
+               data_key([ds_a, ds_b], [noise_dir_for(d, cfg, noise_dir) for d in (ds_a, ds_b)] if need_aug else []))
+    (out / "config.yaml").write_text("# effective study config\n" + cfg.to_yaml())
     feats = {}
     for tag, ds in (("A", ds_a), ("B", ds_b)):
         splits = load_or_make_split(ds, out / f"split_{tag}.csv", cfg.split_spec)

@@ -1003,9 +1003,11 @@ def scan_paths(items: list[tuple[str, str | None]], model: str | os.PathLike | N
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-    with ex:
+    try:
         futures = [(p, ex.submit(_work, (p, keep_scores))) for p in todo]
         yield from _interleave(items, (_reported(_result(p, f), on_audio) for p, f in futures))
+    finally:  # interrupted (Ctrl-C, or the consumer stopped): files not yet started are not scanned
+        ex.shutdown(wait=True, cancel_futures=True)
 
 
 def _reported(result: dict, on_audio: Callable[[float], None] | None) -> dict:

@@ -99,6 +99,30 @@ def test_all_good_exits_zero_and_parallel_equals_serial(files):
 
 
 
+def test_a_worker_that_dies_costs_no_other_file(files, tmp_path):
+    """A worker killed mid-batch (what a crashing decoder or the OOM killer does) breaks the process pool: every
+    file is still scanned, each with the result a serial scan gives, instead of all unfinished files failing."""
+    import multiprocessing as mp
+    import os
+    import signal
+
+    from screamdetect.detector import expand_paths, scan_paths
+
+    _, model = files
+    for i in range(8):
+        write_audio(tmp_path / f"long{i}.flac", scene(120.0, [(30.0 + i, 2.0)], seed=i))
+    items = expand_paths([str(tmp_path)])
+    serial = list(scan_paths(items, model=model, jobs=1))
+    gen = scan_paths(items, model=model, jobs=2)
+    got = [next(gen)]
+    victims = [p for p in mp.active_children() if p.is_alive()]
+    assert victims  # the pool's workers
+    os.kill(victims[0].pid, signal.SIGKILL)
+    got += list(gen)
+    assert [r.get("error") for r in got] == [None] * 8
+    assert got == serial
+
+
 @pytest.mark.parametrize("jobs", [1, 2])
 def test_progress_counts_the_seconds_of_audio_scanned(files, jobs):
     """on_audio: block by block in one process, file by file from workers; it adds up to the audio scanned."""

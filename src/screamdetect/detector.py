@@ -987,6 +987,18 @@ def scan_paths(items: list[tuple[str, str | None]], model: str | os.PathLike | N
         results: Iterator[dict] = (scan_one(det, p, keep_scores, on_audio) for p in todo)
         yield from _interleave(items, results)
         return
+
+    def pool(workers: int):
+        return _pool(workers, model, threshold, second_stage, threads_per_job, auto_gain)
+
+    pools = [pool(jobs)]  # the pool in use last; renewed when a worker dies
+    try:
+        yield from _interleave(items, (_reported(r, on_audio) for r in _scan_in_pool(pools, pool, todo, keep_scores)))
+    finally:  # interrupted (Ctrl-C, or the consumer stopped): files not yet started are not scanned
+        pools[-1].shutdown(wait=True, cancel_futures=True)
+
+
+def _pool(workers: int, model, threshold, second_stage, threads_per_job, auto_gain):
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
 
@@ -994,36 +1006,51 @@ def scan_paths(items: list[tuple[str, str | None]], model: str | os.PathLike | N
     saved = {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
     os.environ.update({k: str(threads_per_job) for k in saved})
     try:
-        ex = ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn"), initializer=_init_worker,
-                                 initargs=(None if model is None else str(model), threshold, second_stage,
-                                           threads_per_job, auto_gain))
+        return ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init_worker,
+                                   initargs=(None if model is None else str(model), threshold, second_stage,
+                                             threads_per_job, auto_gain))
     finally:
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-    try:
-        futures = [(p, ex.submit(_work, (p, keep_scores))) for p in todo]
-        yield from _interleave(items, (_reported(_result(p, f), on_audio) for p, f in futures))
-    finally:  # interrupted (Ctrl-C, or the consumer stopped): files not yet started are not scanned
-        ex.shutdown(wait=True, cancel_futures=True)
+
+
+def _scan_in_pool(pools: list, pool: Callable, todo: list[str], keep_scores: bool) -> Iterator[dict]:
+    """Results of `todo` in order from the process pool pools[-1]. A worker that dies (a decoder that crashes, the
+    OOM killer) breaks the whole pool and fails every file in it: the first such file is scanned again alone, in
+    a pool of its own (a file that kills that one too is reported as the cause), and the files not done yet go to
+    a fresh pool (appended to `pools`), so one crash costs one file at most, never the rest of the batch."""
+    from concurrent.futures.process import BrokenProcessPool
+
+    workers = pools[-1]._max_workers
+    futures = [pools[-1].submit(_work, (p, keep_scores)) for p in todo]
+    for i, path in enumerate(todo):
+        try:
+            result = futures[i].result()
+        except BrokenProcessPool:
+            pools[-1].shutdown(wait=True, cancel_futures=True)
+            alone = pool(1)
+            try:
+                result = alone.submit(_work, (path, keep_scores)).result()
+            except BrokenProcessPool:
+                result = {"path": path, "error": "the process scanning this file died (a crash in its decoder, or "
+                                                 "out of memory); the other files are scanned"}
+            finally:
+                alone.shutdown(wait=True, cancel_futures=True)
+            if i + 1 < len(todo):
+                pools.append(pool(workers))
+                for j in range(i + 1, len(todo)):
+                    if not (futures[j].done() and not futures[j].cancelled() and futures[j].exception() is None):
+                        futures[j] = pools[-1].submit(_work, (todo[j], keep_scores))
+        yield result
 
 
 def _reported(result: dict, on_audio: Callable[[float], None] | None) -> dict:
     if on_audio is not None and "duration_s" in result:
         on_audio(result["duration_s"])
     return result
-
-
-def _result(path: str, future) -> dict:
-    from concurrent.futures.process import BrokenProcessPool
-
-    try:
-        return future.result()
-    except BrokenProcessPool:
-        return {"path": path, "error": "the worker process scanning this file died (a crash in a decoder?); "
-                                       "retry it with --jobs 1"}
 
 
 def _interleave(items: list[tuple[str, str | None]], results: Iterator[dict]) -> Iterator[dict]:

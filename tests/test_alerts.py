@@ -397,6 +397,40 @@ def test_run_many_stops_every_stream_on_ctrl_c(det):
     assert rec.closed == 1
 
 
+def test_ctrl_c_reaches_a_stream_waiting_to_reconnect_and_its_event_is_closed(det, signal):
+    """A stream whose source dropped mid-scream and waits (back-off) to reconnect: Ctrl-C calls its stop(), which
+    wakes the wait, so the stream ends at once and its open event gets its end alert (MQTT OFF), instead of the
+    stream being left behind with the scream ON."""
+    import _thread
+
+    woken = threading.Event()
+
+    def dropped_mid_scream():
+        yield from iter_chunks(signal[: 7 * SAMPLE_RATE], 1600)  # the burst starts at 5 s
+        woken.wait(60)  # the back-off wait of a reconnecting source; Source.stop() wakes it
+
+    def endless():
+        x = background(0.1)
+        while True:
+            time.sleep(0.01)
+            yield x
+
+    rec = _Recording()
+    sigint = signal_module.signal(signal_module.SIGINT, signal_module.default_int_handler)
+    timer = threading.Timer(1.0, _thread.interrupt_main)
+    timer.start()
+    t0 = time.monotonic()
+    try:
+        cam, other = run_many([LiveStream(dropped_mid_scream(), "cam", stop=woken.set), LiveStream(endless(), "b")],
+                              det, [rec], stop_timeout_s=10.0)
+    finally:
+        signal_module.signal(signal_module.SIGINT, sigint)
+    assert time.monotonic() - t0 < 5  # not the 10 s of stop_timeout_s: the wait was woken
+    assert woken.is_set() and cam.error is None and other.error is None
+    assert cam.seconds == pytest.approx(7.0) and len(cam.events) == 1
+    assert [m["type"] for m in rec.msgs if m["source"] == "cam"] == ["start", "end"]
+
+
 def test_run_many_keeps_every_result_whenever_ctrl_c_lands(det):
     """Ctrl-C at any moment: every stream's summary comes back (a thread still running was once taken for
     stopped when the interrupt landed inside Thread.join, and its result was lost about one time in five)."""

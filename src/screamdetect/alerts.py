@@ -481,11 +481,13 @@ def _close_all(sinks: list[Sink]) -> None:
 
 @dataclass
 class LiveStream:
-    """One stream of :func:`run_many`: its chunks, its name (in alerts, topics, clip names), its clip saver."""
+    """One stream of :func:`run_many`: its chunks, its name (in alerts, topics, clip names), its clip saver, and
+    how to stop it from another thread (a Source's stop(): it also wakes a source that waits to reconnect)."""
 
     chunks: Iterable[np.ndarray]
     source: str
     clips: ClipSaver | None = None
+    stop: Callable[[], None] | None = None
 
 
 def run_many(streams: list[LiveStream], detector: Detector, sinks: list[Sink],
@@ -493,8 +495,9 @@ def run_many(streams: list[LiveStream], detector: Detector, sinks: list[Sink],
     """Several streams at once, one thread each: one detector (its ONNX sessions are shared, each stream keeps its
     own state), the same sinks (closed once, after every stream). A stream whose source fails ends with its error
     and the others go on. Ctrl-C (KeyboardInterrupt in the calling thread) stops every stream before its next
-    chunk; a stream still blocked after stop_timeout_s (a network source waiting to reconnect) is left behind and
-    reported as such. Returns the summaries in the order of `streams`."""
+    chunk and calls each stream's `stop` (so that a source waiting to reconnect ends too, and its open event gets
+    its end alert); a stream still blocked after stop_timeout_s is left behind and reported as such. Returns the
+    summaries in the order of `streams`."""
     if len({s.source for s in streams}) != len(streams):
         raise ValueError(f"stream names must be unique, got {[s.source for s in streams]}")
     stop = threading.Event()
@@ -530,6 +533,12 @@ def run_many(streams: list[LiveStream], detector: Detector, sinks: list[Sink],
                     pass
         except KeyboardInterrupt:
             stop.set()
+            for st in streams:
+                if st.stop is not None:
+                    try:
+                        st.stop()
+                    except Exception as e:  # noqa: BLE001
+                        log.warning("stopping stream %s failed: %s", st.source, e)
             deadline = time.monotonic() + stop_timeout_s
             for d in done:
                 d.wait(max(0.0, deadline - time.monotonic()))

@@ -473,7 +473,7 @@ def listen(source: list[str] = typer.Option(..., "--source", "-s", help="'mic' (
     err.print(f"listening to {len(opened)} sources ({about}); Ctrl-C to stop", highlight=False)
     for (spec, _, _), n in zip(opened, names):
         err.print(f"  {spec} as '{n}'", highlight=False)
-    streams = [LiveStream(src.chunks(), n, savers[i] if savers else None)
+    streams = [LiveStream(src.chunks(), n, savers[i] if savers else None, stop=src.stop)
                for i, ((_, src, _), n) in enumerate(zip(opened, names))]
     with _sigterm_stops():
         summaries = run_many(streams, det, sinks)

@@ -257,6 +257,18 @@ def test_clip_holds_pre_roll_event_and_post_roll(det, signal, tmp_path, fmt):
     assert saved[0]["path"] == str(path) and saved[0]["duration_s"] == pytest.approx(clip.size / SAMPLE_RATE)
 
 
+def test_an_event_in_the_previous_ones_post_roll_gets_its_own_clip(det, tmp_path):
+    x = scene(20.0, [(5.0, 1.0), (8.0, 1.5)], seed=4)
+    clips = ClipSaver(tmp_path / "clips", source="cam1", pre_s=1.0, post_s=4.0)
+    summary = _run(det, x, [], clips=clips, chunk=1600)
+    first, second = summary.events
+    assert second.start_s < first.end_s + 4.0  # the second starts while the first's post-roll is recorded
+    assert len(clips.saved) == 2
+    for ev, path in zip(summary.events, clips.saved):
+        start, stop = round((ev.start_s - 1.0) * SAMPLE_RATE), round((ev.end_s + 4.0) * SAMPLE_RATE)
+        np.testing.assert_allclose(load_audio(path), x[start:stop], atol=1e-4)
+
+
 def test_clip_at_stream_end_and_no_overwrite(det, tmp_path):
     x = scene(8.0, [(6.5, 1.5)])  # the event is still open when the stream ends
     folder = tmp_path / "clips"

@@ -308,12 +308,24 @@ class AudioRing:
 MAX_ROLL_S = 600.0  # pre-/post-roll of a saved clip: the ring buffer holds this much audio (10 min: 38 MB)
 
 
+@dataclass
+class _Clip:
+    """A clip being recorded: its audio from sample `start`, its event, the sample to stop at (once it ended)."""
+
+    parts: list
+    start: int
+    length: int
+    event: tuple
+    stop_at: int | None = None
+
+
 class ClipSaver:
     """Saves one audio clip per event: pre_s before its start, the event, post_s after its end (seconds).
 
     Feed every chunk of the stream with :meth:`feed` and every event update with :meth:`on_update`. Audio is
     kept in a ring of pre_s + lookback_s seconds (lookback_s: how late after its start an event can be reported,
-    at least the model window plus the onset windows) plus the event being recorded, capped at max_event_s.
+    at least the model window plus the onset windows) plus the events being recorded, each capped at max_event_s.
+    An event that starts during the previous one's post-roll gets its own clip (the two clips overlap).
     Files: <folder>/<source>_<UTC date-time>_<start_s>s.<fmt>; an existing file is never overwritten.
     """
 
@@ -336,55 +348,50 @@ class ClipSaver:
         self.on_saved = on_saved
         self.ring = AudioRing(int((pre_s + lookback_s) * SAMPLE_RATE) + 1)
         self.saved: list[Path] = []
-        self._rec: list[np.ndarray] | None = None  # audio of the clip being recorded, from _rec_start
-        self._rec_start = 0
-        self._rec_len = 0
-        self._event: tuple[float, float | None] | None = None
-        self._stop_at: int | None = None
+        self._clips: list[_Clip] = []  # oldest first; only the last can be an open event (stop_at None)
+        self._limit = int((pre_s + max_event_s + post_s) * SAMPLE_RATE)
 
     def feed(self, chunk: np.ndarray) -> None:
         chunk = np.asarray(chunk, dtype=np.float32).reshape(-1)
-        if self._rec is not None:
-            limit = int((self.pre_s + self.max_event_s + self.post_s) * SAMPLE_RATE)
-            take = chunk[: max(0, limit - self._rec_len)]
+        for c in self._clips:
+            take = chunk[: max(0, self._limit - c.length)]
             if take.size:
-                self._rec.append(take)
-                self._rec_len += take.size
+                c.parts.append(take)
+                c.length += take.size
         self.ring.write_all(chunk)
-        if self._rec is not None:
-            if self._stop_at is not None and self.ring.total >= self._stop_at:
-                self._write()
-            elif self._rec_len >= int((self.pre_s + self.max_event_s + self.post_s) * SAMPLE_RATE):
-                log.warning("clip of event at %.1f s cut at %.0f s (max_event_s)", self._event[0], self.max_event_s)
-                self._write()
+        for c in list(self._clips):
+            if c.stop_at is not None and self.ring.total >= c.stop_at:
+                self._write(c)
+            elif c.length >= self._limit:
+                log.warning("clip of event at %.1f s cut at %.0f s (max_event_s)", c.event[0], self.max_event_s)
+                self._write(c)
 
     def on_update(self, update: EventUpdate) -> None:
-        if update.kind == "start" and self._rec is None:
+        open_clip = self._clips[-1] if self._clips and self._clips[-1].stop_at is None else None
+        if update.kind == "start" and open_clip is None:
             start = max(0, int((update.start_s - self.pre_s) * SAMPLE_RATE))
-            self._rec = [self.ring.read(start, self.ring.total)]
-            self._rec_start = max(start, self.ring.total - self.ring.capacity)
-            self._rec_len = self._rec[0].size
-            self._event = (update.start_s, None)
-            self._stop_at = None
-        elif update.kind == "end" and self._rec is not None:
-            self._event = (update.start_s, update.end_s)
-            self._stop_at = round((update.end_s + self.post_s) * SAMPLE_RATE)
-            if self.ring.total >= self._stop_at:
-                self._write()
+            audio = self.ring.read(start, self.ring.total)
+            self._clips.append(_Clip([audio], max(start, self.ring.total - self.ring.capacity), audio.size,
+                                     (update.start_s, None)))
+        elif update.kind == "end" and open_clip is not None:
+            open_clip.event = (update.start_s, update.end_s)
+            open_clip.stop_at = round((update.end_s + self.post_s) * SAMPLE_RATE)
+            if self.ring.total >= open_clip.stop_at:
+                self._write(open_clip)
 
     def close(self) -> None:
-        """End of stream: write a clip still being recorded (its post-roll may be short)."""
-        if self._rec is not None:
-            self._write()
+        """End of stream: write the clips still being recorded (their post-roll may be short)."""
+        for c in list(self._clips):
+            self._write(c)
 
-    def _write(self) -> None:
-        audio = np.concatenate(self._rec) if self._rec else np.zeros(0, np.float32)
-        if self._stop_at is not None:
-            audio = audio[: max(0, self._stop_at - self._rec_start)]
-        start_s, end_s = self._event
+    def _write(self, clip: _Clip) -> None:
+        self._clips.remove(clip)
+        audio = np.concatenate(clip.parts) if clip.parts else np.zeros(0, np.float32)
+        if clip.stop_at is not None:
+            audio = audio[: max(0, clip.stop_at - clip.start)]
+        start_s, end_s = clip.event
         stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
         path = _unique(self.folder / f"{self.source}_{stamp}_{start_s:.2f}s.{self.fmt}")
-        self._rec, self._event, self._stop_at = None, None, None
         if audio.size == 0:
             return
         try:
@@ -396,7 +403,7 @@ class ClipSaver:
         if self.on_saved:
             self.on_saved({"type": "clip", "source": self.source, "path": str(path), "start_s": round(start_s, 3),
                            "end_s": None if end_s is None else round(end_s, 3),
-                           "clip_start_s": round(self._rec_start / SAMPLE_RATE, 3),
+                           "clip_start_s": round(clip.start / SAMPLE_RATE, 3),
                            "duration_s": round(audio.size / SAMPLE_RATE, 3), "time": now_iso()})
 
 

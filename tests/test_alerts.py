@@ -324,6 +324,22 @@ def test_source_failure_closes_the_open_event(det, signal, tmp_path):
     assert [json.loads(x)["type"] for x in out.read_text().splitlines()] == ["start", "end"]
 
 
+def test_a_glitch_in_a_live_stream_is_repaired_not_the_end_of_it(det, signal, caplog):
+    """NaN, inf or a wild sample in one chunk (a decoder glitch): the stream goes on to its end, with a warning
+    naming the source and the time, and finds the scream after the glitch as the clean stream does."""
+    x = signal.copy()
+    x[round(2.05 * SAMPLE_RATE)] = np.nan  # in the chunk that starts at 2.0 s
+    x[3 * SAMPLE_RATE] = 1e6
+    x[3 * SAMPLE_RATE + 7] = -np.inf
+    clean = _run(det, signal, [])
+    with caplog.at_level("WARNING", logger="screamdetect"):
+        summary = _run(det, x, [], source="cam1")
+    assert summary.error is None and summary.seconds == pytest.approx(20.0)
+    assert [(e.start_s, e.end_s) for e in summary.events] == [(e.start_s, e.end_s) for e in clean.events]
+    warnings = [r.getMessage() for r in caplog.records if "zeroed or clipped" in r.getMessage()]
+    assert len(warnings) == 1 and warnings[0].startswith("cam1: audio at 2.05 s holds NaN")
+
+
 class _Recording(Sink):
     def __init__(self):
         self.msgs, self.closed, self._lock = [], 0, threading.Lock()

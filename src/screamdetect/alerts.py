@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .audio import SAMPLE_RATE, write_audio
+from .audio import MAX_PEAK, SAMPLE_RATE, write_audio
 from .detector import Detector, EventUpdate
 
 log = logging.getLogger("screamdetect")
@@ -416,6 +416,33 @@ def _unique(path: Path) -> Path:
     return path.with_name(f"{path.stem}-{i}{path.suffix}")
 
 
+class _Repair:
+    """Live audio with NaN/inf samples or samples far above full scale (a decoder glitch in a network stream):
+    those samples become 0 (NaN/inf) or are clipped to ±1, so the stream goes on in step instead of ending for
+    good; a warning names the source and the stream time, at most once a minute of stream audio."""
+
+    def __init__(self, source: str):
+        self.source, self.samples, self.chunks, self._warned_at = source, 0, 0, None
+
+    def __call__(self, chunk, t_s: float):
+        x = np.asarray(chunk)
+        if x.dtype.kind != "f" or not x.size:
+            return chunk  # wrong types are the detector's clear error
+        peak = float(np.max(np.abs(x)))
+        if np.isfinite(peak) and peak <= MAX_PEAK:
+            return chunk
+        bad = ~np.isfinite(x) | (np.abs(x) > 1.0)
+        self.samples += int(bad.sum())
+        self.chunks += 1
+        if self._warned_at is None or t_s - self._warned_at >= 60.0:
+            t_s += int(np.argmax(bad.reshape(-1))) / SAMPLE_RATE if x.ndim == 1 else 0.0  # the first bad sample
+            self._warned_at = t_s
+            what = "NaN or infinite samples" if not np.isfinite(peak) else f"samples of {peak:.3g} (float audio lies in [-1, 1])"
+            log.warning("%s: audio at %.2f s holds %s; %d sample(s) in %d chunk(s) so far zeroed or clipped to ±1",
+                        self.source, t_s, what, self.samples, self.chunks)
+        return np.clip(np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0), -1.0, 1.0).astype(np.float32)
+
+
 @dataclass
 class LiveSummary:
     """What a live run did: seconds of audio processed, events, clips saved, how it ended."""
@@ -434,10 +461,12 @@ def run_live(chunks: Iterable[np.ndarray], detector: Detector, sinks: list[Sink]
 
     A sink that raises is logged and skipped for that message (alerts never stop detection). The clip saver, and
     the sinks unless close_sinks is False, are closed at the end, also on error or KeyboardInterrupt (which end the
-    run normally). `stop`: ends the run before the next chunk once set (how :func:`run_many` stops its threads).
+    run normally). Samples that are NaN, infinite or far above full scale are zeroed or clipped, with a warning
+    (a glitch in a live stream must not end it). `stop`: ends the run before the next chunk once set (how :func:`run_many` stops its threads).
     """
     sd = detector.stream()
     error = None
+    repair = _Repair(source)
 
     def dispatch(updates):
         for u in updates:
@@ -454,6 +483,7 @@ def run_live(chunks: Iterable[np.ndarray], detector: Detector, sinks: list[Sink]
     try:
         try:
             for chunk in it:
+                chunk = repair(chunk, sd.time_s)
                 if clips is not None:
                     clips.feed(chunk)
                 dispatch(sd.process(chunk).updates)

@@ -119,6 +119,28 @@ def test_stream_that_drops_and_comes_back(tmp_path):
 
 
 @needs_ffmpeg
+def test_a_file_on_a_web_server_is_read_once_not_replayed_forever(tmp_path):
+    """An http:// URL of a 3-minute file: it arrives far faster than real time and ends cleanly, so it is over
+    (once, with a status line saying why), not a dropped live stream to reopen and scan again and again."""
+    x = scene(180.0, [(60.0, 2.0)])
+    wav = tmp_path / "long.wav"
+    write_audio(wav, x)
+    server = _Server(_free_port(), wav.read_bytes())
+    server.start()
+    status = []
+    try:
+        src = FfmpegSource(f"http://127.0.0.1:{server.port}/long.wav", on_status=status.append,
+                           reconnect=Reconnect(max_retries=3, initial_s=0.1, max_s=0.1))
+        got = np.concatenate(list(src.chunks()))
+    finally:
+        server.stop()
+    assert server.served == 1 and src.connections == 1
+    np.testing.assert_allclose(got, load_audio(wav), atol=1e-4)
+    (line,) = status
+    assert "ended after 180.0 s of audio" in line and "not reopened" in line
+
+
+@needs_ffmpeg
 def test_ffmpeg_file_source_equals_load_audio(tmp_path):
     x = scene(3.0, [(1.0, 1.0)])
     path = tmp_path / "a.flac"

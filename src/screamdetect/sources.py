@@ -124,7 +124,10 @@ class FfmpegSource(Source):
     """Any URL or file ffmpeg can open (RTSP, HTTP, RTMP, SRT, files), decoded to float32 mono at SAMPLE_RATE.
 
     live: whether the end of the stream means it dropped (reopen with back-off) or that it is over; default:
-    True for network URLs, False for files. realtime: read at real speed (ffmpeg -re), for file replay.
+    True for network URLs, False for files. With the default, a network source that ends cleanly after delivering
+    audio much faster than real time (more than 30 s, a live stream's start-up burst, plus twice the seconds it
+    was open) was a file on a server, not a live stream: it is over, not reopened (it was replayed forever, with
+    the same alerts again each time). realtime: read at real speed (ffmpeg -re), for file replay.
     on_status(message) is called with reconnection news. `command` replaces the ffmpeg executable (tests).
     """
 
@@ -138,6 +141,8 @@ class FfmpegSource(Source):
         self.realtime = realtime
         self.network = is_url(self.url)
         self.live = self.network if live is None else live
+        self._guess_files = live is None and self.network
+        self._run_samples, self._run_wall_s = 0, 0.0  # of the last ffmpeg run
         self.reconnect = reconnect
         self.on_status = on_status or (lambda msg: log.warning(msg))
         self.ffmpeg = ffmpeg
@@ -171,6 +176,11 @@ class FfmpegSource(Source):
                 return
             if got:
                 failures = 0
+            if self._guess_files and err is None and self._finite():
+                self.on_status(f"{self.url}: ended after {self._run_samples / SAMPLE_RATE:.1f} s of audio received "
+                               f"in {self._run_wall_s:.1f} s, faster than real time: a file, not a live stream; "
+                               "not reopened")
+                return
             if not self.live:
                 if err is None:
                     return
@@ -186,8 +196,22 @@ class FfmpegSource(Source):
             if self._stop.wait(delay):
                 return
 
+    FINITE_BURST_S = 30.0  # audio a live stream may deliver at once when it starts (HLS: 3 segments of 10 s)
+
+    def _finite(self) -> bool:
+        """Whether the last run delivered more audio than a live stream can (see the class doc)."""
+        return self._run_samples / SAMPLE_RATE > self.FINITE_BURST_S + 2.0 * self._run_wall_s
+
     def _run_once(self):
-        """One ffmpeg run; yields chunks; returns (got_audio, error message or None)."""
+        """One ffmpeg run; yields chunks; returns (got_audio, error message or None). Counts the samples it
+        delivered and the seconds it was open (_run_samples, _run_wall_s)."""
+        self._run_samples, t0 = 0, time.monotonic()
+        try:
+            return (yield from self._run_ffmpeg())
+        finally:
+            self._run_wall_s = time.monotonic() - t0
+
+    def _run_ffmpeg(self):
         try:
             proc = subprocess.Popen(self.command(), stdin=None if self.stdin else subprocess.DEVNULL,
                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -213,6 +237,7 @@ class FfmpegSource(Source):
                     if not got:
                         self.connections += 1
                         got = True
+                    self._run_samples += cut // 4
                     yield np.frombuffer(buf[:cut], dtype=np.float32).copy()
         finally:
             if proc.poll() is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import sys
@@ -214,6 +215,26 @@ def test_refractory_blocks_a_new_event():
     # the event ends at index 3; refractory 1.0 s = 4 windows blocks onsets up to index 6
     ev = _events(seq, refractory_s=1.0)
     assert len(ev) == 2 and ev[1].start_s == 13 * 0.25
+
+
+@pytest.mark.parametrize("refractory_s", [0.0, 0.6, 1.0, 2.5])
+@pytest.mark.parametrize("k", [1, 2])
+def test_refractory_is_the_time_from_an_end_alert_to_the_next_start_alert(refractory_s, k):
+    rng = np.random.default_rng(7)
+    sm = Smoothing(k=k, n=k + 1, refractory_s=refractory_s)
+    pairs, gaps = 0, []
+    for _ in range(50):
+        tr = EventTracker(0.5, sm, window_s=1.0, hop_s=0.25)
+        ups = [u for s in (rng.random(200) < 0.45).astype(float) for u in tr.update(s)]
+        for a, b in itertools.pairwise(ups):
+            if a.kind == "end" and b.kind == "start":
+                pairs += 1
+                gaps.append(b.at_s - a.at_s)
+                assert b.start_s - a.end_s >= refractory_s + sm.hold_s - 1.0 - 1e-9  # in window starts
+    assert pairs > 100
+    # 1 of 2 can alert on the first window allowed: the shortest gap is the refractory time rounded up to a hop
+    # (at least the one hop to the next window), plus a hop per further window k needs
+    assert min(gaps) == pytest.approx(max(1, np.ceil(refractory_s / 0.25 - 1e-9)) * 0.25 + (k - 1) * 0.25)
 
 
 def test_event_open_at_the_end_is_closed():

@@ -10,8 +10,9 @@ as in training (window w covers frames [w·H, w·H + W) with W = round(window_s 
 fe.hop_s)); a signal shorter than one window is scored once, its log-mel padded with its own quietest value.
 
 Events (:class:`Smoothing`): an event starts when at least `k` of the last `n` windows score >= threshold; it
-ends when no window has reached the threshold for `hold_s` seconds (or at the end of the signal); after it ends,
-no new event may start for `refractory_s` seconds. An event spans the windows that fired: start_s = start of the
+ends when no window has reached the threshold for `hold_s` seconds (or at the end of the signal); after its end
+is known (the end alert), no new event may be alerted for `refractory_s` seconds, and the windows of that time
+neither start an event nor count towards one. An event spans the windows that fired: start_s = start of the
 first window >= threshold, end_s = end of the last one (clipped to the signal), peak_score = their maximum.
 
 Second stage (optional, cascade.py): when the card has "second_stage", windows the CNN scores >= its gate are
@@ -63,7 +64,9 @@ class Smoothing:
     """Event smoothing. k/n: windows (count); hold_s, refractory_s: seconds (>= 0).
 
     k of the last n windows >= threshold start an event; `hold_s` without any window >= threshold ends it;
-    `refractory_s` after an event ends, no new one may start.
+    for `refractory_s` after its end alert, no start alert (the new event's windows start refractory_s after the
+    window that ended the previous one: with 1 s windows, hold 0.5 s, refractory 1 s, at least 0.5 s after its
+    end_s).
     """
 
     k: int = 2

@@ -138,6 +138,30 @@ def test_webhook_retries_with_backoff_then_succeeds(tmp_path):
     assert dead.failed == 1 and dead.sent == 0
 
 
+def test_closing_a_webhook_that_cannot_keep_up_counts_what_it_could_not_send(caplog):
+    server = _Recorder(delay_s=1.0)
+    try:
+        hook = WebhookSink(server.url, timeout_s=5.0)
+        for i in range(6):
+            hook.handle({"type": "start", "n": i})
+        t0 = time.monotonic()
+        with caplog.at_level("WARNING", logger="screamdetect"):
+            hook.close(timeout_s=1.5)
+        assert time.monotonic() - t0 < 2.5  # not the 6 s the queue needs
+        _wait_until(lambda: not hook._thread.is_alive(), 5.0)  # it ends after the request it was sending
+        assert hook.sent + hook.dropped == 6 and hook.sent in (1, 2) and hook.failed == 0
+        assert f"{hook.dropped} queued alert(s) not delivered within 1.5 s of closing" in caplog.text
+    finally:
+        server.stop()
+
+
+def _wait_until(cond, timeout):
+    t0 = time.monotonic()
+    while not cond():
+        assert time.monotonic() - t0 < timeout
+        time.sleep(0.02)
+
+
 def test_webhook_bad_parameters():
     for kw, name in [({"url": "ftp://x"}, "url"), ({"timeout_s": 0}, "timeout_s"), ({"retries": -1}, "retries"),
                      ({"backoff_s": -1}, "backoff_s")]:

@@ -149,7 +149,7 @@ class WebhookSink(Sink):
             log.warning("webhook %s: queue full, alert dropped", self.url)
 
     def _run(self) -> None:
-        while True:
+        while not self._closing.is_set():
             msg = self._q.get()
             if msg is None:
                 return
@@ -159,8 +159,9 @@ class WebhookSink(Sink):
         data = json.dumps(msg).encode()
         last = ""
         for attempt in range(self.retries + 1):
-            if attempt:
-                time.sleep(self.backoff_s * 2 ** (attempt - 1))
+            if attempt and self._closing.wait(self.backoff_s * 2 ** (attempt - 1)):
+                last += " (closing: no more retries)"
+                break
             req = urllib.request.Request(self.url, data=data, headers=self.headers, method="POST")
             try:
                 with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
@@ -181,9 +182,28 @@ class WebhookSink(Sink):
         return False
 
     def close(self, timeout_s: float = 30.0) -> None:
-        """Deliver what is queued (up to timeout_s seconds), then stop the thread."""
-        self._q.put(None)
-        self._thread.join(timeout_s)
+        """Deliver what is queued (up to timeout_s seconds), then stop the thread. Alerts still queued then (a
+        server that is down or slow) are counted in `dropped` and named in a warning, not lost silently."""
+        deadline = time.monotonic() + timeout_s
+        try:
+            self._q.put(None, timeout=timeout_s)
+        except queue.Full:
+            pass
+        self._thread.join(max(0.0, deadline - time.monotonic()))
+        if not self._thread.is_alive():
+            return
+        self._closing.set()  # the thread ends after the request it is sending
+        left = 0
+        while True:
+            try:
+                left += self._q.get_nowait() is not None
+            except queue.Empty:
+                break
+        self._q.put_nowait(None)  # wakes the thread if it waits for the next alert
+        if left:
+            self.dropped += left
+            log.warning("webhook %s: %d queued alert(s) not delivered within %g s of closing", self.url, left,
+                        timeout_s)
 
 
 def import_paho():

@@ -382,3 +382,23 @@ def test_seed_preset_copies_every_scream_and_few_non_screams(synth_data, tmp_pat
     n_pos, n_neg = int(f.y["train"].sum()), int(len(f.y["train"]) - f.y["train"].sum())
     assert int(f.y_aug.sum()) == n_pos
     assert int(len(f.y_aug) - f.y_aug.sum()) < 0.5 * n_neg
+
+
+def test_a_relabelled_clip_gets_the_copies_of_its_new_label_from_the_cache(synth_data, tmp_path):
+    """The seed preset augments screams and non-screams differently, so a clip's cached copies depend on its
+    label: a file relabelled (a labelling fix) gets exactly the copies a fresh cache gives, not the old ones."""
+    cfg = tiny_config(augment="seed")
+    ds = discover(synth_data)
+    splits = load_or_make_split(ds, tmp_path / "split.csv", cfg.split_spec)
+    from screamdetect.study import noise_bank_for
+
+    bank = noise_bank_for(ds, cfg, log=lambda m: None)
+    cache = FeatureCache(tmp_path / "c")
+    compute_features(splits, cfg, cache, augment=True, noise_bank=bank, progress=False)
+    flipped = {**splits, "train": [replace(c, label=1 - c.label) for c in splits["train"]]}
+    again = compute_features(flipped, cfg, cache, augment=True, noise_bank=bank, progress=False)
+    fresh = compute_features(flipped, cfg, FeatureCache(tmp_path / "fresh"), augment=True, noise_bank=bank,
+                             progress=False)
+    np.testing.assert_array_equal(again.y_aug, fresh.y_aug)
+    np.testing.assert_array_equal(again.X_aug, fresh.X_aug)
+    assert int(again.y_aug.sum()) == sum(c.label for c in flipped["train"])  # every (new) scream has its copy

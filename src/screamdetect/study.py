@@ -371,6 +371,7 @@ def compute_features(splits: dict[str, list[Clip]], cfg: StudyConfig, cache: Fea
     if augment and noise_bank is None and (spec.p_noise_scream > 0 or spec.p_noise_other > 0):
         raise StudyError(f"augmentation preset {spec.name!r} adds background noise: a noise bank is needed "
                          "(DATA/noise, or --noise / noise_dir in the config)")
+    label_dependent = (spec.p_noise_scream != spec.p_noise_other or spec.p_shift_scream != spec.p_shift_other)
     aug_base = {**base, "augment": spec.to_dict(), "seed": cfg.seed,
                 "bank": _bank_key(noise_bank) if noise_bank is not None else None}
 
@@ -409,7 +410,10 @@ def compute_features(splits: dict[str, list[Clip]], cfg: StudyConfig, cache: Fea
                                 if spec.drop_unchanged and not info["changed"]:
                                     return np.zeros((0, 0), np.float32)
                                 return featurise(x)
-                            copies.append(cache.get(clip.path, {**aug_base, "copy": c}, make_copy))
+                            key = {**aug_base, "copy": c}
+                            if label_dependent:  # the same file relabelled gets other copies (seed preset)
+                                key["label"] = int(clip.label)
+                            copies.append(cache.get(clip.path, key, make_copy))
                 except (AudioError, OSError) as e:
                     reason = e.cause if isinstance(e, AudioError) else str(e)
                     skipped.append((clip.path, reason))

@@ -310,6 +310,9 @@ def test_deploy_end_to_end_and_source_syntax(synth_data, tmp_path):
     assert {c.source for c in load_dataset(f"{synth_data}::source!=s1").clips} == {"s2"}
     with pytest.raises(ValueError, match="source"):
         load_dataset(f"{synth_data}::source=nope")
+    with pytest.raises(ValueError, match="two source filters, s1 in the path and s2 given separately"):
+        load_dataset(f"{synth_data}::source=s1", ("s2",))
+    assert {c.source for c in load_dataset(f"{synth_data}::source=s1", ("s1",)).clips} == {"s1"}
     out = tmp_path / "dep"
     rows = run_deploy(synth_data, synth_data, tiny_config(), out, fraction=0.3, models=("svm",),
                       condition="baseline", sources_a=("s1",), sources_b=("s2",),

@@ -271,6 +271,9 @@ def load_dataset(spec: str | os.PathLike, sources: tuple[str, ...] | None = None
     Sources written "!name" are excluded instead: ("!student",) keeps every source but student.
     """
     path, spec_sources = parse_data_spec(spec)
+    if sources and spec_sources and sorted(sources) != sorted(spec_sources):
+        raise StudyError(f"{spec}: two source filters, {','.join(spec_sources)} in the path and {','.join(sources)} "
+                         "given separately (--a-sources / --b-sources): give one")
     ds = discover(path)
     keep = sources or spec_sources
     if keep:

@@ -73,12 +73,26 @@ def test_history_and_checkpoint_by_loss_and_by_f1(toy):
     for m in (by_loss, by_f1):
         assert all(len(m.history_[k]) == 5 for k in ("loss", "val_loss", "acc", "val_acc", "val_f1"))
     assert by_loss.best_epoch_ == int(np.argmin(by_loss.history_["val_loss"]))
-    assert by_f1.best_epoch_ == int(np.argmax(by_f1.history_["val_f1"]))  # the first epoch reaching the best F1
+    f1, vl = np.array(by_f1.history_["val_f1"]), np.array(by_f1.history_["val_loss"])
+    best = np.flatnonzero(f1 == f1.max())
+    assert by_f1.best_epoch_ == best[np.argmin(vl[best])]  # the best F1; of equal ones, the lowest loss
     # The kept weights are those of the best epoch: re-scoring the validation set gives its F1.
     pred = by_f1.predict_proba(Xv) > 0.5
     assert binary_f1(yv, pred) == pytest.approx(by_f1.history_["val_f1"][by_f1.best_epoch_])
     # Identical training (same seed, same settings): the two differ only in which epoch they keep.
     assert by_f1.history_["val_loss"] == pytest.approx(by_loss.history_["val_loss"])
+
+
+def test_f1_checkpoint_while_no_scream_is_predicted_follows_the_loss(toy):
+    """Before a network predicts any scream at the threshold its validation F1 is 0 every epoch (imbalanced data,
+    no class weights): the checkpoint then goes to the lowest validation loss, and improving loss keeps training
+    going, instead of keeping the first epoch and stopping after `patience`."""
+    X, y, Xv, yv = toy
+    m = make_model("cnn_f1", SHAPE, seed=0, epochs=6, patience=2, threshold=0.9999999, **FAST).fit(X, y, Xv, yv)
+    h = m.history_
+    assert max(h["val_f1"]) == 0.0  # nothing reaches the threshold
+    assert m.best_epoch_ == int(np.argmin(h["val_loss"])) and m.best_epoch_ > 0
+    assert len(h["val_loss"]) - 1 - m.best_epoch_ <= 2  # stopped only after 2 epochs without a lower loss
 
 
 def test_f1_checkpoint_needs_validation_data(toy):

@@ -27,7 +27,8 @@ class TrainConfig:
     epochs: maximum passes over the training data. batch_size: examples per step. lr: Adam learning rate.
     weight_decay: L2 penalty (Adam's weight_decay). class_weight: weight the BCE loss by balanced class weights
     computed on the training data as fed (see :func:`class_weights`). checkpoint: keep the epoch with the lowest
-    validation loss ("loss") or the highest validation F1 of the scream class ("f1"). patience: stop after this many
+    validation loss ("loss") or the highest validation F1 of the scream class at `threshold` ("f1"; equal F1s,
+    such as 0 before the network predicts any scream, go to the lower validation loss). patience: stop after this many
     epochs without improvement of the checkpoint metric (None = never stop early). seed: initialisation, batch
     order, dropout, masking. threads: torch CPU threads. progress: rich progress bar. spec_augment: random
     frequency/time masks on training batches (off by default); freq_mask/time_mask: maximum mask widths in bins
@@ -237,7 +238,7 @@ def fit_module(module, X: np.ndarray, y: np.ndarray, X_val: np.ndarray | None = 
     Xt = torch.from_numpy(X)
     yt = torch.from_numpy(y)
     hist: dict = {"loss": [], "val_loss": [], "acc": [], "val_acc": [], "val_f1": [], "seconds": [], "cpu_seconds": []}
-    best_score, best_state, best_epoch, since_best = -math.inf, None, -1, 0
+    best_score, best_state, best_epoch, since_best = (-math.inf, -math.inf), None, -1, 0
     stopped_early = False
     thr_logit = math.log(config.threshold / (1 - config.threshold))
     n_batches = math.ceil(X.shape[0] / config.batch_size)
@@ -290,9 +291,11 @@ def fit_module(module, X: np.ndarray, y: np.ndarray, X_val: np.ndarray | None = 
             hist["cpu_seconds"].append(time.process_time() - c0)  # all threads; wall time suffers from other jobs
 
             if has_val:
-                score = -hist["val_loss"][-1] if config.checkpoint == "loss" else hist["val_f1"][-1]
+                # F1 ties (F1 = 0 while the network predicts no scream at the threshold yet) go to the lower loss
+                score = ((-hist["val_loss"][-1], 0.0) if config.checkpoint == "loss"
+                         else (hist["val_f1"][-1], -hist["val_loss"][-1]))
             else:
-                score = float(epoch)  # no validation: the last epoch is the best we know
+                score = (float(epoch), 0.0)  # no validation: the last epoch is the best we know
             if score > best_score:
                 best_score, best_epoch, since_best = score, epoch, 0
                 best_state = copy.deepcopy(module.state_dict())

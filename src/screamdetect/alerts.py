@@ -457,7 +457,8 @@ class _Repair:
         if self._warned_at is None or t_s - self._warned_at >= 60.0:
             t_s += int(np.argmax(bad.reshape(-1))) / SAMPLE_RATE if x.ndim == 1 else 0.0  # the first bad sample
             self._warned_at = t_s
-            what = "NaN or infinite samples" if not np.isfinite(peak) else f"samples of {peak:.3g} (float audio lies in [-1, 1])"
+            what = ("NaN or infinite samples" if not np.isfinite(peak)
+                    else f"samples of {peak:.3g} (float audio lies in [-1, 1])")
             log.warning("%s: audio at %.2f s holds %s; %d sample(s) in %d chunk(s) so far zeroed or clipped to ±1",
                         self.source, t_s, what, self.samples, self.chunks)
         return np.clip(np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0), -1.0, 1.0).astype(np.float32)
@@ -482,7 +483,8 @@ def run_live(chunks: Iterable[np.ndarray], detector: Detector, sinks: list[Sink]
     A sink that raises is logged and skipped for that message (alerts never stop detection). The clip saver, and
     the sinks unless close_sinks is False, are closed at the end, also on error or KeyboardInterrupt (which end the
     run normally). Samples that are NaN, infinite or far above full scale are zeroed or clipped, with a warning
-    (a glitch in a live stream must not end it). `stop`: ends the run before the next chunk once set (how :func:`run_many` stops its threads).
+    (a glitch in a live stream must not end it). `stop`: ends the run before the next chunk once set (how
+    :func:`run_many` stops its threads).
     """
     sd = detector.stream()
     error = None

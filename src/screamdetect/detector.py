@@ -996,7 +996,8 @@ def scan_paths(items: list[tuple[str, str | None]], model: str | os.PathLike | N
 
     pools = [pool(jobs)]  # the pool in use last; renewed when a worker dies
     try:
-        yield from _interleave(items, (_reported(r, on_audio) for r in _scan_in_pool(pools, pool, todo, keep_scores)))
+        results = _scan_in_pool(pools, pool, jobs, todo, keep_scores)
+        yield from _interleave(items, (_reported(r, on_audio) for r in results))
     finally:  # interrupted (Ctrl-C, or the consumer stopped): files not yet started are not scanned
         pools[-1].shutdown(wait=True, cancel_futures=True)
 
@@ -1020,14 +1021,15 @@ def _pool(workers: int, model, threshold, second_stage, threads_per_job, auto_ga
                 os.environ[k] = v
 
 
-def _scan_in_pool(pools: list, pool: Callable, todo: list[str], keep_scores: bool) -> Iterator[dict]:
-    """Results of `todo` in order from the process pool pools[-1]. A worker that dies (a decoder that crashes, the
-    OOM killer) breaks the whole pool and fails every file in it: the first such file is scanned again alone, in
-    a pool of its own (a file that kills that one too is reported as the cause), and the files not done yet go to
-    a fresh pool (appended to `pools`), so one crash costs one file at most, never the rest of the batch."""
+def _scan_in_pool(pools: list, pool: Callable, workers: int, todo: list[str], keep_scores: bool) -> Iterator[dict]:
+    """Results of `todo` in order from the process pool pools[-1] (`pool(n)` makes a pool of n workers).
+
+    A worker that dies (a decoder that crashes, the OOM killer) breaks the whole pool and fails every file in it:
+    the first such file is scanned again alone, in a pool of its own (a file that kills that one too is reported
+    as the cause), and the files not done yet go to a fresh pool of `workers` (appended to `pools`), so one crash
+    costs one file at most, never the rest of the batch."""
     from concurrent.futures.process import BrokenProcessPool
 
-    workers = pools[-1]._max_workers
     futures = [pools[-1].submit(_work, (p, keep_scores)) for p in todo]
     for i, path in enumerate(todo):
         try:

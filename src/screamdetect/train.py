@@ -28,8 +28,8 @@ class TrainConfig:
     weight_decay: L2 penalty (Adam's weight_decay). class_weight: weight the BCE loss by balanced class weights
     computed on the training data as fed (see :func:`class_weights`). checkpoint: keep the epoch with the lowest
     validation loss ("loss") or the highest validation F1 of the scream class at `threshold` ("f1"; equal F1s,
-    such as 0 before the network predicts any scream, go to the lower validation loss). patience: stop after this many
-    epochs without improvement of the checkpoint metric (None = never stop early). seed: initialisation, batch
+    such as 0 before the network predicts any scream, go to the lower validation loss). patience: stop after
+    this many epochs without improvement of the checkpoint metric (None = never stop early). seed: initialisation, batch
     order, dropout, masking. threads: torch CPU threads. progress: rich progress bar. spec_augment: random
     frequency/time masks on training batches (off by default); freq_mask/time_mask: maximum mask widths in bins
     and frames. mixup: the alpha of mixup (0 = off): each training example is blended with another of its batch,

@@ -407,11 +407,23 @@ def test_run_many_streams_keep_their_own_events_and_one_failure_spares_the_rest(
         run_many([LiveStream([], "a"), LiveStream([], "a")], det, [])
 
 
+def _ctrl_c_after(delay_s, run):
+    """run() with a Ctrl-C (KeyboardInterrupt in this, the main thread) delay_s seconds after it starts. It must
+    raise even when the test runner was started with SIGINT ignored (a shell starts background jobs so, and Python
+    then installs no handler: interrupt_main would do nothing, and endless streams would never stop)."""
+    import _thread
+
+    sigint = signal_module.signal(signal_module.SIGINT, signal_module.default_int_handler)
+    threading.Timer(delay_s, _thread.interrupt_main).start()
+    try:
+        return run()
+    finally:
+        signal_module.signal(signal_module.SIGINT, sigint)
+
+
 def test_run_many_stops_every_stream_on_ctrl_c(det):
     """Ctrl-C in the main thread stops the streams before their next chunk, closes their sources, and reports a
     stream that stays blocked (a network source waiting to reconnect) instead of hanging on it."""
-    import _thread
-
     closed = []
 
     def endless(name):
@@ -429,18 +441,9 @@ def test_run_many_stops_every_stream_on_ctrl_c(det):
         yield background(0.1)
 
     rec = _Recording()
-    # Ctrl-C must raise KeyboardInterrupt here even when the test runner was started with SIGINT ignored (a shell
-    # starts background jobs so, and Python then installs no handler: interrupt_main would do nothing, and the
-    # endless streams would never stop).
-    sigint = signal_module.signal(signal_module.SIGINT, signal_module.default_int_handler)
-    timer = threading.Timer(0.6, _thread.interrupt_main)
-    timer.start()
     t0 = time.monotonic()
-    try:
-        summaries = run_many([LiveStream(endless("a"), "a"), LiveStream(endless("b"), "b"),
-                              LiveStream(blocked(), "c")], det, [rec], stop_timeout_s=1.0)
-    finally:
-        signal_module.signal(signal_module.SIGINT, sigint)
+    summaries = _ctrl_c_after(0.6, lambda: run_many([LiveStream(endless("a"), "a"), LiveStream(endless("b"), "b"),
+                                                     LiveStream(blocked(), "c")], det, [rec], stop_timeout_s=1.0))
     assert time.monotonic() - t0 < 5
     a, b, c = summaries
     assert a.error is None and b.error is None and a.seconds > 0.2 and b.seconds > 0.2
@@ -453,7 +456,6 @@ def test_ctrl_c_reaches_a_stream_waiting_to_reconnect_and_its_event_is_closed(de
     """A stream whose source dropped mid-scream and waits (back-off) to reconnect: Ctrl-C calls its stop(), which
     wakes the wait, so the stream ends at once and its open event gets its end alert (MQTT OFF), instead of the
     stream being left behind with the scream ON."""
-    import _thread
 
     woken = threading.Event()
 
@@ -468,15 +470,10 @@ def test_ctrl_c_reaches_a_stream_waiting_to_reconnect_and_its_event_is_closed(de
             yield x
 
     rec = _Recording()
-    sigint = signal_module.signal(signal_module.SIGINT, signal_module.default_int_handler)
-    timer = threading.Timer(1.0, _thread.interrupt_main)
-    timer.start()
     t0 = time.monotonic()
-    try:
-        cam, other = run_many([LiveStream(dropped_mid_scream(), "cam", stop=woken.set), LiveStream(endless(), "b")],
-                              det, [rec], stop_timeout_s=10.0)
-    finally:
-        signal_module.signal(signal_module.SIGINT, sigint)
+    cam, other = _ctrl_c_after(1.0, lambda: run_many(
+        [LiveStream(dropped_mid_scream(), "cam", stop=woken.set), LiveStream(endless(), "b")], det, [rec],
+        stop_timeout_s=10.0))
     assert time.monotonic() - t0 < 5  # not the 10 s of stop_timeout_s: the wait was woken
     assert woken.is_set() and cam.error is None and other.error is None
     assert cam.seconds == pytest.approx(7.0) and len(cam.events) == 1

@@ -133,6 +133,30 @@ def test_mel_stats_of_the_svm():
     assert F[0, 9] == pytest.approx(0.0) and F[1].sum() == 0  # constant slope: its first difference has no spread
 
 
+def test_svm_platt_folds_keep_each_group_on_one_side():
+    rng = np.random.default_rng(0)
+    groups = np.repeat([f"g{i}" for i in range(12)], 4)  # 12 groups of 4 near-copies (a clip + its copies)
+    y = np.repeat(np.arange(12) % 2, 4)
+    X = (np.repeat(rng.normal(size=(12, 8, 6)), 4, 0) + rng.normal(size=(48, 8, 6)) * 0.05).astype(np.float32)
+    m = make_model("svm", (8, 6)).fit(X, y, groups=groups)
+    assert m.calibration_folds_ == "group"
+    folds = m.pipeline_.named_steps["svc"].cv
+    assert len(folds) == 3
+    for tr, te in folds:
+        assert not set(groups[tr]) & set(groups[te])  # no group (no clip's copy) on both sides of a fold
+        assert set(y[tr]) == set(y[te]) == {0, 1}
+    assert sorted(np.concatenate([te for _, te in folds])) == list(range(48))
+    p = m.predict_proba(X)
+    assert p.shape == (48,) and np.all((p >= 0) & (p <= 1))
+    # without groups, or with screams from only 2 groups, the folds are stratified by row
+    assert make_model("svm", (8, 6)).fit(X, y).calibration_folds_ == "row"
+    y2 = np.zeros(48, np.int64)
+    y2[:8] = 1  # the 4 rows of g0 and g1
+    assert make_model("svm", (8, 6)).fit(X, y2, groups=groups).calibration_folds_ == "row"
+    with pytest.raises(ValueError, match="groups has 47 entries for 48 rows"):
+        make_model("svm", (8, 6)).fit(X, y, groups=groups[:-1])
+
+
 def test_bad_names_and_hyperparameters_are_rejected():
     with pytest.raises(ValueError, match="unknown model 'vgg'"):
         make_model("vgg", SHAPE)

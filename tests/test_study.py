@@ -191,6 +191,7 @@ def test_grid_end_to_end_on_tiny_data(synth_data, tmp_path):
     cfg = tiny_config(models=("svm", "cnn"), conditions=("baseline", "both"))
     rows = run_grid(synth_data, cfg, out, cache=FeatureCache(tmp_path / "c"), progress=False, log=lambda m: None)
     assert [r["run"] for r in rows] == ["svm__baseline", "cnn__baseline", "cnn__both"]
+    assert json.loads((out / "svm__baseline" / "metrics.json").read_text())["platt_folds"] == "group"
     for name in ("summary.csv", "summary.md", "report.html", "split.csv", "config.yaml", "study_meta.json"):
         assert (out / name).is_file(), name
     for r in rows:

@@ -489,18 +489,21 @@ class TrainingData:
     test_paths: list[str] = field(default_factory=list)
     val_paths: list[str] = field(default_factory=list)
     notes: dict = field(default_factory=dict)
+    groups_train: list[str] | None = None  # the group of each training row (a copy: its source clip's group)
 
 
 def training_data(f: Features, condition: str) -> TrainingData:
     """Train = the original TRAIN clips (+ their augmented copies under augmentation conditions); val/test as is."""
     Xtr, ytr = f.X["train"], f.y["train"]
+    gtr = [c.group for c in f.clips["train"]]
     if uses_augmentation(condition):
         if len(f.y_aug) == 0 and len(ytr):
             raise StudyError("condition needs augmented copies but none were computed")
         Xtr = np.concatenate([Xtr, f.X_aug])
         ytr = np.concatenate([ytr, f.y_aug])
+        gtr = gtr + [gtr[int(s)] for s in f.aug_src]
     return TrainingData(Xtr, ytr, f.X["val"], f.y["val"], f.X["test"], f.y["test"],
-                        [c.path for c in f.clips["test"]], [c.path for c in f.clips["val"]])
+                        [c.path for c in f.clips["test"]], [c.path for c in f.clips["val"]], groups_train=gtr)
 
 
 def make_study_model(name: str, condition: str, cfg: StudyConfig, progress: bool):
@@ -541,7 +544,10 @@ def run_one(name: str, condition: str, data: TrainingData, cfg: StudyConfig, run
         log(f"class weights {name}/{condition}: {format_class_weights(cw)}")
     model = make_study_model(name, condition, cfg, progress)
     t0, c0 = time.perf_counter(), time.process_time()
-    model.fit(data.X_train, data.y_train, data.X_val, data.y_val)
+    if name == "svm":  # its Platt-scaling folds split by group, as the study's splits are
+        model.fit(data.X_train, data.y_train, data.X_val, data.y_val, groups=data.groups_train)
+    else:
+        model.fit(data.X_train, data.y_train, data.X_val, data.y_val)
     fit_s, fit_cpu = time.perf_counter() - t0, time.process_time() - c0
     p_val = model.predict_proba(data.X_val)
     p_test = model.predict_proba(data.X_test)
@@ -567,6 +573,7 @@ def run_one(name: str, condition: str, data: TrainingData, cfg: StudyConfig, run
         "fit_seconds": round(fit_s, 2),
         "fit_cpu_seconds": round(fit_cpu, 2),
         "params": model.get_params(),
+        **({"platt_folds": model.calibration_folds_} if name == "svm" else {}),
         "config_key": cfg.key(),
         **(extra or {}),
     }

@@ -24,10 +24,29 @@ def mel_stats(X: np.ndarray) -> np.ndarray:
     return np.concatenate([mean, std, delta], axis=1).astype(np.float32)
 
 
+def _platt_folds(y: np.ndarray, groups) -> int | list[tuple[np.ndarray, np.ndarray]]:
+    """3 folds for CalibratedClassifierCV: split by group (StratifiedGroupKFold) when groups are given and each
+    class spans at least 3 groups, so every fold holds both classes; else 3 (stratified by row)."""
+    if groups is None:
+        return 3
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    g = np.asarray([str(v) for v in groups])
+    if len(g) != len(y):
+        raise ValueError(f"svm: groups has {len(g)} entries for {len(y)} rows")
+    if min(len(set(g[y == 0])), len(set(g[y == 1]))) < 3:
+        return 3
+    folds = list(StratifiedGroupKFold(n_splits=3).split(np.zeros(len(y)), y, g))
+    if any(len(set(y[tr])) < 2 or len(set(y[te])) < 2 for tr, te in folds):
+        return 3
+    return folds
+
+
 class SVMClassifier:
     """make_model("svm"): C, gamma, kernel, class_weight ("balanced" or None), calibration ("sigmoid": Platt
-    scaling fitted by 3-fold cross-validation on the training data, CalibratedClassifierCV(ensemble=False);
-    None: a plain sigmoid of the decision function, uncalibrated but cheaper)."""
+    scaling fitted by 3-fold cross-validation on the training data, CalibratedClassifierCV(ensemble=False), the
+    folds split by group when fit() is given groups; None: a plain sigmoid of the decision function, uncalibrated
+    but cheaper)."""
 
     name = "svm"
     DEFAULTS: ClassVar[dict] = {"C": 1.0, "gamma": "scale", "kernel": "rbf", "class_weight": "balanced",
@@ -50,8 +69,13 @@ class SVMClassifier:
     def get_params(self) -> dict:
         return {"name": self.name, "input_shape": list(self.input_shape), "seed": self.seed, "arch": dict(self.params)}
 
-    def fit(self, X, y, X_val=None, y_val=None) -> SVMClassifier:
-        """Fit on X (n, n_mels, n_frames) float32 dB, y (n,) 0/1. X_val/y_val are accepted and unused."""
+    def fit(self, X, y, X_val=None, y_val=None, groups=None) -> SVMClassifier:
+        """Fit on X (n, n_mels, n_frames) float32 dB, y (n,) 0/1. X_val/y_val are accepted and unused.
+
+        groups (n,), optional: the group of each row (a clip's speaker or recording; an augmented copy has its
+        source clip's group). The Platt-scaling folds then keep each group on one side, so the sigmoid is fitted
+        on decision values of groups the fold's SVM has not seen, as it will be used. Without groups, or with
+        fewer than 3 groups holding each class, the folds are stratified by row."""
         from sklearn.calibration import CalibratedClassifierCV
         from sklearn.pipeline import Pipeline
         from sklearn.preprocessing import StandardScaler
@@ -64,8 +88,10 @@ class SVMClassifier:
                   random_state=self.seed)
         n_min = int(min(np.sum(y == 0), np.sum(y == 1)))
         if p["calibration"] == "sigmoid" and n_min >= 3:
-            svc = CalibratedClassifierCV(svc, method="sigmoid", cv=3, ensemble=False)
+            svc = CalibratedClassifierCV(svc, method="sigmoid", cv=_platt_folds(y, groups), ensemble=False)
         self.calibrated_ = isinstance(svc, CalibratedClassifierCV)
+        self.calibration_folds_ = ("group" if self.calibrated_ and not isinstance(svc.cv, int) else
+                                   "row" if self.calibrated_ else None)
         self.pipeline_ = Pipeline([("scale", StandardScaler()), ("svc", svc)])
         self.pipeline_.fit(mel_stats(X), y.astype(np.int64))
         self.history_: dict = {}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import http.server
 import json
+import os
 import shutil
 import signal as signal_module  # (`signal` is a fixture here)
 import socket
@@ -419,6 +420,32 @@ def _ctrl_c_after(delay_s, run):
         return run()
     finally:
         signal_module.signal(signal_module.SIGINT, sigint)
+
+
+def test_ctrl_c_while_an_alert_is_sent_waits_until_every_sink_has_it(det, signal):
+    """Ctrl-C that lands while the start alert is being sent (here: sent by the first sink itself) does not cut
+    the update short: the second sink still gets the start, the run then stops before the next chunk, and both
+    get the end alert. Before, the second sink got an end with no start. The handler is put back afterwards."""
+
+    class Interrupting(_Recording):
+        def handle(self, msg):
+            if msg["type"] == "start":
+                os.kill(os.getpid(), signal_module.SIGINT)
+                time.sleep(0.05)  # the handler runs here, in the middle of the update
+            super().handle(msg)
+
+    first, second = Interrupting(), _Recording()
+    sigint = signal_module.signal(signal_module.SIGINT, signal_module.default_int_handler)
+    try:
+        summary = _run(det, signal, [first, second])
+        assert signal_module.getsignal(signal_module.SIGINT) is signal_module.default_int_handler
+    finally:
+        signal_module.signal(signal_module.SIGINT, sigint)
+    assert [m["type"] for m in first.msgs] == [m["type"] for m in second.msgs] == ["start", "end"]
+    start = first.msgs[0]
+    assert summary.seconds == pytest.approx(start["at_s"], abs=0.11)  # stopped after that chunk (0.1 s)
+    assert summary.seconds < 8.0 and len(summary.events) == 1
+    assert first.closed == second.closed == 1
 
 
 def test_run_many_stops_every_stream_on_ctrl_c(det):

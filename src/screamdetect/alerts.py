@@ -475,6 +475,48 @@ class LiveSummary:
     source: str = ""
 
 
+class _Deferred:
+    """A block that Ctrl-C (SIGINT) and SIGTERM do not cut short: a signal that arrives inside is held and acted on
+    when the block ends (its handler then runs, e.g. raising KeyboardInterrupt). So an update reaches every sink,
+    or none, and the detector's state matches the alerts sent. Main thread only (elsewhere, where Python runs no
+    signal handler, it does nothing)."""
+
+    SIGNALS = ("SIGINT", "SIGTERM")
+
+    def __init__(self):
+        import signal
+
+        self._signal = signal
+        self._nums = [getattr(signal, n) for n in self.SIGNALS if hasattr(signal, n)]
+        self._active = threading.current_thread() is threading.main_thread()
+        self._old: dict = {}
+        self._held: list[int] = []
+
+    def _hold(self, signum, frame) -> None:
+        self._held.append(signum)
+
+    def __enter__(self) -> _Deferred:
+        if self._active:
+            self._held = []
+            # (a handler not set from Python reads as None and could not be put back: that signal is left alone)
+            self._old = {n: self._signal.signal(n, self._hold) for n in self._nums
+                         if self._signal.getsignal(n) is not None}
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if not self._active:
+            return
+        for n, h in self._old.items():
+            self._signal.signal(n, h)
+        held, self._held = self._held, []
+        for n in dict.fromkeys(held):  # each signal once, in the order it came
+            h = self._old.get(n)
+            if callable(h):
+                h(n, None)  # Python's SIGINT handler, or listen's SIGTERM one, raises KeyboardInterrupt here
+            elif h == self._signal.SIG_DFL:
+                os.kill(os.getpid(), n)
+
+
 def run_live(chunks: Iterable[np.ndarray], detector: Detector, sinks: list[Sink], source: str = "mic",
              clips: ClipSaver | None = None, stop: threading.Event | None = None,
              close_sinks: bool = True) -> LiveSummary:
@@ -482,13 +524,15 @@ def run_live(chunks: Iterable[np.ndarray], detector: Detector, sinks: list[Sink]
 
     A sink that raises is logged and skipped for that message (alerts never stop detection). The clip saver, and
     the sinks unless close_sinks is False, are closed at the end, also on error or KeyboardInterrupt (which end the
-    run normally). Samples that are NaN, infinite or far above full scale are zeroed or clipped, with a warning
-    (a glitch in a live stream must not end it). `stop`: ends the run before the next chunk once set (how
-    :func:`run_many` stops its threads).
+    run normally). Ctrl-C or SIGTERM while a chunk is being scored and its alerts sent takes effect once they are
+    sent (never between two sinks); while waiting for audio, at once. Samples that are NaN, infinite or far above
+    full scale are zeroed or clipped, with a warning (a glitch in a live stream must not end it). `stop`: ends the
+    run before the next chunk once set (how :func:`run_many` stops its threads).
     """
     sd = detector.stream()
     error = None
     repair = _Repair(source)
+    deferred = _Deferred()
 
     def dispatch(updates):
         for u in updates:
@@ -505,17 +549,22 @@ def run_live(chunks: Iterable[np.ndarray], detector: Detector, sinks: list[Sink]
     try:
         try:
             for chunk in it:
-                chunk = repair(chunk, sd.time_s)
-                if clips is not None:
-                    clips.feed(chunk)
-                dispatch(sd.process(chunk).updates)
+                with deferred:
+                    chunk = repair(chunk, sd.time_s)
+                    if clips is not None:
+                        clips.feed(chunk)
+                    dispatch(sd.process(chunk).updates)
                 if stop is not None and stop.is_set():
                     break
         except KeyboardInterrupt:
             pass
         except (RuntimeError, OSError, ValueError) as e:  # the source failed (SourceError, AudioError, I/O)
             error = str(e)
-        dispatch(sd.finish().updates)
+        try:
+            with deferred:  # the end alerts of open events
+                dispatch(sd.finish().updates)
+        except KeyboardInterrupt:  # a second Ctrl-C during them: they were sent; close the rest below
+            pass
     finally:
         close = getattr(it, "close", None)
         if close is not None:  # a generator source: stop its subprocess / device now, not at garbage collection

@@ -495,13 +495,12 @@ class _Deferred:
     def _hold(self, signum, frame) -> None:
         self._held.append(signum)
 
-    def __enter__(self) -> _Deferred:
+    def __enter__(self) -> None:
         if self._active:
             self._held = []
             # (a handler not set from Python reads as None and could not be put back: that signal is left alone)
             self._old = {n: self._signal.signal(n, self._hold) for n in self._nums
                          if self._signal.getsignal(n) is not None}
-        return self
 
     def __exit__(self, *exc) -> None:
         if not self._active:

@@ -379,6 +379,11 @@ def test_evaluate_clips_on_a_labelled_folder(tmp_path):
     (tmp_path / "afile").write_text("mine")
     res = CliRunner().invoke(app, ["evaluate-clips", str(data), "--model", str(model), "--out", str(tmp_path / "afile")])
     assert res.exit_code == 2 and "must be a folder" in res.output and (tmp_path / "afile").read_text() == "mine"
+    # the dataset folder as --out: it holds no earlier clip metrics, so nothing (confusion.png, ...) is written
+    listing = sorted(p.name for p in data.iterdir())
+    res = CliRunner().invoke(app, ["evaluate-clips", str(data), "--model", str(model), "--out", str(data), "--force"])
+    assert res.exit_code == 2 and "holds no earlier clip metrics" in " ".join(res.output.split())
+    assert sorted(p.name for p in data.iterdir()) == listing
     # no scream among the clips: AP is undefined, written as null (valid JSON), not NaN
     shutil.rmtree(data / "scream")
     (data / "scream").mkdir()

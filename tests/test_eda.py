@@ -52,6 +52,8 @@ def test_cli_eda_reports_a_bad_file_and_goes_on(tiny_folder, tmp_path):
     assert res.exit_code == 1, res.output  # a clip failed, the others were processed
     assert "broken.wav" in res.output and "not an audio file" in res.output
     assert "Traceback" not in res.output
+    # screams from 2 speakers cannot reach all 3 splits: said, since train and study would refuse this split
+    assert "warning: the group-aware split" in res.output and "no scream in" in " ".join(res.output.split())
     rows = _read_csv(out / "features.csv")
     assert len(rows) == 8
     assert sorted(int(r["label"]) for r in rows) == [0] * 4 + [1] * 4
@@ -102,6 +104,9 @@ def test_eda_never_overwrites_user_files(tiny_folder, tmp_path):
     assert [p.name for p in out.iterdir()] == ["notes.txt"] and (out / "notes.txt").read_text() == "keep me"
     with pytest.raises(OutputDirError, match="is not a folder"):
         check_out_dir(out / "notes.txt")
+    res = CliRunner().invoke(app, ["eda", str(tiny_folder), "--out", str(out / "notes.txt" / "eda")])
+    assert res.exit_code == 2 and "notes.txt is a file, not a folder" in " ".join(res.output.split())
+    assert "Traceback" not in res.output and (out / "notes.txt").read_text() == "keep me"
 
 
 @pytest.mark.slow

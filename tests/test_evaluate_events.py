@@ -181,6 +181,25 @@ def test_evaluate_events_command_reports_bad_files_and_bad_outputs(tmp_path):
     (tmp_path / "afile").write_text("mine")
     res = CliRunner().invoke(app, base + ["--out", str(tmp_path / "afile")])
     assert res.exit_code == 2 and "must be a folder" in res.output and (tmp_path / "afile").read_text() == "mine"
+    res = CliRunner().invoke(app, base + ["--out", str(tmp_path / "afile" / "ev")])
+    assert res.exit_code == 2 and "afile is a file, not a folder" in " ".join(res.output.split())
+    # a folder of the user's (or the dataset itself) that holds no earlier event metrics: refused, even with
+    # --force, before events.png or operating_curve.csv could land on files of theirs
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "events.png").write_text("my photo")
+    for folder in (mine, tmp_path / "data"):
+        listing = sorted(p.name for p in folder.iterdir())
+        res = CliRunner().invoke(app, base + ["--out", str(folder), "--force"])
+        assert res.exit_code == 2 and "holds no earlier event metrics" in " ".join(res.output.split())
+        assert sorted(p.name for p in folder.iterdir()) == listing
+    assert (mine / "events.png").read_text() == "my photo"
+    for opt, value, words in (("--repeats", "0", "--repeats"), ("--free-hours", "0", "--free-hours"),
+                              ("--free-hours", "nan", "--free-hours"), ("--clips-per-minute", "nan",
+                                                                         "--clips-per-minute")):
+        res = CliRunner().invoke(app, [*base, opt, value, "--out", str(tmp_path / "ev_bad")])
+        text = " ".join(res.output.split())
+        assert res.exit_code == 2 and words in text and "Traceback" not in res.output, (opt, value, text)
     empty = tmp_path / "empty"
     _beep_dataset(empty, split="train")
     res = CliRunner().invoke(app, ["evaluate-events", str(empty / "data"), "--model", str(model), "--split-file",

@@ -369,6 +369,34 @@ def test_calibrate_and_second_stage_name_a_damaged_run_file(tmp_path):
     assert res.exit_code == 2 and "--hard-negative-minutes must be a finite number" in " ".join(res.output.split())
 
 
+def test_calibrate_and_second_stage_refuse_a_split_without_screams_and_keep_the_card(tmp_path):
+    """Data whose validation (or test) split holds no scream (here: the run's dataset without its screams):
+    calibrate and second-stage say so and leave every file of the run as it was. Before, both wrote a card
+    "calibrated" on 0 screams (target_met true, AP NaN: not even valid JSON)."""
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from screamdetect.cli import app
+
+    data, run = _synthetic_run(tmp_path)
+    runner = CliRunner()
+    assert runner.invoke(app, ["calibrate", str(run), str(data), "--hours", "0.02"]).exit_code == 0  # its split.csv
+    no_screams = tmp_path / "no_screams"
+    shutil.copytree(data, no_screams)
+    shutil.rmtree(no_screams / "scream")
+    (no_screams / "manifest.csv").write_text("path,label\n" + "".join(f"not_scream/n{i}.wav,0\n" for i in range(20)))
+    before = {p.name: p.read_bytes() for p in run.iterdir()}
+    commands = [["calibrate", str(run), str(no_screams), "--hours", "0.02"],
+                ["second-stage", str(run), str(no_screams), "--head", "screaming", "--gate", "0.3"]]
+    for cmd in commands:
+        res = runner.invoke(app, cmd)
+        out = " ".join(res.output.split())
+        assert res.exit_code == 2 and "Traceback" not in res.output, (cmd, out)
+        assert "split" in out and "holds 0 " in out and "screams" in out, (cmd, out)
+        assert {p.name: p.read_bytes() for p in run.iterdir()} == before, cmd
+
+
 def test_train_without_validation_screams_is_a_clear_error(tmp_path):
     """A split whose val part holds no scream cannot calibrate a threshold: `train` says so, no traceback."""
     import csv
@@ -482,3 +510,20 @@ def test_export_command_checks_onnx_and_never_leaves_half_a_model(tmp_path):
     code, text = export(tmp_path / "bad2" / "m.onnx")
     assert code == 2 and "cannot be read as a trained model" in text and "Traceback" not in text
     assert not (tmp_path / "bad2").exists() or not list((tmp_path / "bad2").glob("*"))
+
+    # never into the run itself: runX/config.onnx would put its card over runX/config.json, even with --force
+    (run / "config.json").write_text('{"mine": 1}')
+    code, text = export(run / "config.onnx", "--force")
+    assert code == 2 and "inside the run folder" in text and (run / "config.json").read_text() == '{"mine": 1}'
+    assert not (run / "config.onnx").exists()
+    (tmp_path / "afile").write_text("mine")
+    code, text = export(tmp_path / "afile" / "m.onnx")
+    assert code == 2 and "afile is a file, not a folder" in text and "Traceback" not in text
+    # a card detect could not use (no threshold) is not shipped
+    (run / "model.pt").unlink()
+    torch.save({"model": "cnn_reg", "input_shape": (16, 20), "model_params": {"channels": [2, 4], "dense": 4},
+                "state_dict": model.make_module().state_dict()}, run / "model.pt")
+    (run / "model.json").write_text(json.dumps({k: v for k, v in card.items() if k != "threshold"}))
+    code, text = export(tmp_path / "bad3" / "m.onnx")
+    assert code == 2 and "cannot be used by detect or listen" in text and "'threshold'" in text
+    assert not list((tmp_path / "bad3").glob("*"))

@@ -328,7 +328,7 @@ def test_deploy_end_to_end_and_source_syntax(synth_data, tmp_path):
                        condition="baseline", sources_a=("s1",), sources_b=("s2",),
                        cache=FeatureCache(tmp_path / "c"), progress=False, log=lambda m: None)
     assert again == rows
-    with pytest.raises(ValueError, match="another config"):
+    with pytest.raises(ValueError, match=r"this is a deploy\(fraction=0.3, condition=class_weights\) one"):
         run_deploy(synth_data, synth_data, tiny_config(), out, fraction=0.3, models=("svm",),
                    condition="class_weights", sources_a=("s1",), sources_b=("s2",),
                    cache=FeatureCache(tmp_path / "c"), progress=False, log=lambda m: None)
@@ -366,6 +366,11 @@ def test_cli_errors_are_one_line(synth_data, tmp_path):
     for cmd in (["study", str(synth_data)], ["deploy-study", str(synth_data), str(synth_data)]):
         code, text = run(*cmd, "--out", str(tmp_path / "afile"))
         assert code == 2 and "--out must be a folder" in text and (tmp_path / "afile").read_text() == "mine"
+        code, text = run(*cmd, "--out", str(tmp_path / "afile" / "sub"))
+        assert code == 2 and "afile is a file, not a folder" in text and "Traceback" not in text
+        # a file as the feature cache: one error about the option, not every clip "skipped"
+        code, text = run(*cmd, "--cache-dir", str(tmp_path / "afile"), "--out", str(tmp_path / "o5"))
+        assert code == 2 and "--cache-dir" in text and "skipped" not in text and not (tmp_path / "o5").exists()
     for opt in ("--phases", "--models", "--a-sources"):
         code, text = run("deploy-study", str(synth_data), str(synth_data), opt, ",", "--out", str(tmp_path / "o4"))
         assert code == 2 and f"{opt} is empty" in text and "Traceback" not in text

@@ -302,6 +302,7 @@ def fit_second_stage(run, data, norm_dbfs: float | None = None, gate: float | No
         background_windows,
         calibrate_and_test,
         load_run_config,
+        need_both_classes,
         read_run_json,
     )
 
@@ -317,16 +318,28 @@ def fit_second_stage(run, data, norm_dbfs: float | None = None, gate: float | No
         raise ValueError(f"{run}: a YAMNet model ({card.get('architecture')}) already; the second stage is for CNN runs")
     for k in ("format", "onnx_input", "onnx_output"):
         card.pop(k, None)
+    Detector.load(onnx_path, second_stage=False)  # a card detect could not use: said before any work
+    card_text = (run / "model.json").read_text()
     old = card.pop("second_stage", None)
     fallback = old["fallback"] if old else {"threshold": card["threshold"], "calibration": card.get("calibration"),
                                             "metrics": card.get("metrics")}
+    need_both_classes(splits["test"], "test", run / "split.csv", readable=False)
 
     if head not in HEADS:
         raise ValueError(f"second stage head must be one of {', '.join(HEADS)}, got {head!r}")
     nb = NoiseBank.from_dir(noise_dir, split="train", seed=0)
     maker = WindowMaker(cfg, nb)
     va_c, va_a = _load_all(splits["val"], "val")
+    need_both_classes(va_c, "val", run / "split.csv")
     cnn = Detector.load(onnx_path, second_stage=False)
+
+    def finish(nsplit) -> dict:  # the new card, calibrated; on failure the card as it was
+        write_card(card, onnx_path)
+        try:
+            return calibrate_and_test(run, cfg, splits, nsplit, va=(va_c, va_a))
+        except BaseException:
+            (run / "model.json").write_text(card_text)
+            raise
 
     def stage1(windows):  # the CNN's score of each (1-window) audio window
         return np.array([cnn.score_windows(w)[0] for w in windows], dtype=np.float32)
@@ -346,9 +359,9 @@ def fit_second_stage(run, data, norm_dbfs: float | None = None, gate: float | No
                                "stage 2 is YAMNet's P(Screaming); nothing trained on our data"},
             "fallback": fallback,
         }
-        write_card(card, onnx_path)
-        return calibrate_and_test(run, cfg, splits, scenes.noise_split(noise_dir, seed=0), va=(va_c, va_a))
+        return finish(scenes.noise_split(noise_dir, seed=0))
     tr_c, tr_a = _load_all(splits["train"], "train")
+    need_both_classes(tr_c, "train", run / "split.csv")
     X, y, _ = maker.make(tr_c, tr_a, augment=True, seed=cfg.seed + 100, as_audio=True)
     negatives = [a for c, a in zip(tr_c, tr_a) if c.label == 0]
     if cfg.background_minutes > 0:
@@ -384,6 +397,4 @@ def fit_second_stage(run, data, norm_dbfs: float | None = None, gate: float | No
                      "seconds": round(time.time() - t0, 1)},
         "fallback": fallback,
     }
-    write_card(card, onnx_path)
-    nsplit = scenes.noise_split(noise_dir, seed=0)
-    return calibrate_and_test(run, cfg, splits, nsplit, va=(va_c, va_a))
+    return finish(scenes.noise_split(noise_dir, seed=0))

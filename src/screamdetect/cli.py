@@ -61,18 +61,36 @@ def fail(msg: str, code: int = 2) -> None:
 
 
 def _out_folder(out: Path, option: str = "--out", outputs: tuple[str, ...] = (), force: bool = True,
-                what: str = "results", writes: tuple[str, ...] = ()) -> None:
-    """Fail cleanly when `out` is a file, (unless force) already holds one of `outputs` (nothing is lost), or
-    holds something other than a file where one of `outputs` or `writes` (other files written there) will go."""
+                what: str = "results", writes: tuple[str, ...] = (), own: bool = False) -> None:
+    """Fail cleanly when `out` is a file or lies under one, (unless force) already holds one of `outputs`
+    (nothing is lost), or holds something other than a file where one of `outputs` or `writes` (other files
+    written there) will go. own: `out` must also be new, empty (but for a split.csv to reuse and hidden files), or
+    an earlier output of the command (it holds one of `outputs`): never a user's folder or a dataset, where
+    `writes` could land on files of theirs."""
+    _not_under_a_file(out, option)
     if out.exists() and not out.is_dir():
         fail(f"{out}: {option} must be a folder, and this is a file")
     there = [o for o in outputs if (out / o).exists()]
     if there and not force:
         fail(f"{out} already holds {what} ({', '.join(there)}); choose another {option} or pass --force")
+    if own and out.is_dir() and not there:
+        held = sorted(p.name for p in out.iterdir() if p.name != "split.csv" and not p.name.startswith("."))
+        if held:
+            fail(f"{out} is not empty ({', '.join(held[:4])}{', ...' if len(held) > 4 else ''}) and holds no "
+                 f"earlier {what} ({outputs[0]}); choose a new or empty {option} (nothing was overwritten)")
     for o in (*outputs, *writes):
         if (out / o).exists() and not (out / o).is_file():
             fail(f"{out / o}: is a folder, not a file, so the results cannot be written there; move it or choose "
                  f"another {option}")
+
+
+def _not_under_a_file(path: Path, option: str = "--out") -> None:
+    """Fail cleanly when a folder above `path` is an existing file (so `path` cannot be created)."""
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                fail(f"{option} {path}: {parent} is a file, not a folder, so {path} cannot be created")
+            return
 
 
 # ---- eda (issue 2) -------------------------------------------------------------------------------------------
@@ -107,6 +125,7 @@ def eda(data: Path = typer.Argument(..., help="Dataset folder (class folders or 
 
     if jobs < 1:
         fail(f"--jobs must be >= 1, got {jobs}")
+    _not_under_a_file(out)
     progress = Progress(TextColumn("features"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                         TimeRemainingColumn(), TextColumn("{task.fields[failed]} failed"), console=err,
                         transient=False)
@@ -134,6 +153,16 @@ def eda(data: Path = typer.Argument(..., help="Dataset folder (class folders or 
         progress.stop()
     err.print(f"{summary['decoded']} of {summary['clips']} clips described ({summary['screams']} screams), "
               f"{summary['failed']} failed, in {summary['wall_s']:.0f} s", highlight=False)
+    counts = summary.get("split_counts") or {}
+    empty = [s for s, c in counts.items() if c.get("scream", 0) + c.get("not_scream", 0) == 0]
+    no_scream = [s for s, c in counts.items() if s not in empty and c.get("scream", 0) == 0]
+    if empty or no_scream:  # the EDA itself is fine, but train / study would refuse this split
+        groups = sum(c.get("groups", 0) for c in counts.values())
+        err.print(f"[yellow]warning:[/yellow] the group-aware split ({groups} groups) left "
+                  + "; ".join(x for x in (f"{', '.join(empty)} empty" if empty else "",
+                                          f"no scream in {', '.join(no_scream)}" if no_scream else "") if x)
+                  + ": train and study need both classes in train, val and test (more groups, or --split-file)",
+                  highlight=False)
     Console(highlight=False, soft_wrap=True).print(f"report: {out / 'report.html'}\nfeatures: {out / 'features.csv'}")
     raise typer.Exit(1 if summary["failed"] else 0)
 
@@ -696,6 +725,11 @@ def export(run: Path = typer.Argument(..., help="A run folder written by `scream
 
     if out.suffix != ".onnx":
         fail(f"--out must end in .onnx, got {out}")
+    _not_under_a_file(out)
+    if run.is_dir() and out.resolve().parent == run.resolve():
+        # the card goes beside the model with the same stem: runX/config.onnx would replace runX/config.json
+        fail(f"--out {out} is inside the run folder {run}, whose files (config.json, metrics.json, model.json, ...) "
+             "it could replace; export writes a copy to ship: give a path outside the run (nothing was written)")
     for dest in (out, out.with_suffix(".json")):
         if dest.is_dir():
             fail(f"{dest}: --out names a folder; give a file path ending in .onnx")
@@ -740,6 +774,13 @@ def export(run: Path = typer.Argument(..., help="A run folder written by `scream
             card["onnx_max_abs_diff_vs_torch"] = diff
             write_card(card, t_onnx)
             what = f"ONNX vs torch max diff {diff:.1e}"
+        from .detector import Detector, ModelError
+
+        try:  # what detect and listen will do with it: a card they cannot use is not shipped
+            Detector.load(t_onnx)
+        except ModelError as e:
+            fail(f"{card_path}: this card cannot be used by detect or listen "
+                 f"({str(e).replace(str(Path(tmp)) + os.sep, '')}); nothing was written")
         os.replace(t_onnx.with_suffix(".json"), out.with_suffix(".json"))
         os.replace(t_onnx, out)
     err.print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB) and {out.with_suffix('.json')}; {what}")
@@ -824,7 +865,7 @@ def evaluate_events_cmd(
     from .scenes import SceneSpec
 
     _out_folder(out, outputs=("event_metrics.json", "false_alarms.csv"), force=force, what="event metrics",
-                writes=("operating_curve.csv", "events.png", "split.csv"))
+                writes=("operating_curve.csv", "events.png", "split.csv"), own=True)
     cats = None if noise_categories is None else [c.strip() for c in noise_categories.split(",") if c.strip()]
     try:
         spec = SceneSpec(clips_per_minute=clips_per_minute)
@@ -909,7 +950,7 @@ def evaluate_clips_cmd(
     con = Console(highlight=False, soft_wrap=True)
     if split not in ("all", "train", "val", "test"):
         fail(f"--split must be all, train, val or test, got {split!r}")
-    _out_folder(out, outputs=("metrics.json", "clips.csv"), force=force, what="clip metrics",
+    _out_folder(out, outputs=("metrics.json", "clips.csv"), force=force, what="clip metrics", own=True,
                 writes=("confusion.png", "pr.png", "split.csv"))
     try:
         det = Detector.load(model, threshold=threshold, max_false_alarms_per_hour=max_fa, second_stage=second,
@@ -1014,7 +1055,7 @@ def calibrate_site_cmd(
 
     if target is not None and not (0 <= target < math.inf):
         fail(f"--max-false-alarms-per-hour must be a number >= 0, got {target}")
-    _out_folder(out, outputs=("site.json", "site.png"), force=force, what="a site calibration")
+    _out_folder(out, outputs=("site.json", "site.png"), force=force, what="a site calibration", own=True)
     try:
         det = Detector.load(model, second_stage=second, auto_gain=auto_gain)
     except (ModelError, ValueError) as e:
@@ -1176,6 +1217,10 @@ def _study_config(config: Optional[Path], models: Optional[str], conditions: Opt
 def _cache(cache_dir: Optional[Path]):
     from .data import FeatureCache
 
+    if cache_dir is not None:
+        _not_under_a_file(cache_dir, "--cache-dir")
+        if cache_dir.exists() and not cache_dir.is_dir():
+            fail(f"--cache-dir {cache_dir}: is a file; the feature cache needs a folder")
     return FeatureCache(cache_dir) if cache_dir else FeatureCache()
 
 

@@ -349,6 +349,10 @@ def evaluate_events(detector, data, out_dir=None, noise_dir=None, split_file=Non
     from . import scenes as sc
     from .data import SplitSpec, discover, load_or_make_split
 
+    if isinstance(repeats, bool) or not isinstance(repeats, (int, np.integer)) or repeats < 1:
+        raise ValueError(f"repeats (--repeats) must be a whole number >= 1, got {repeats!r}")
+    if not 0 < free_hours < float("inf"):  # NaN too
+        raise ValueError(f"free_hours (--free-hours) must be a finite number of hours > 0, got {free_hours!r}")
     ds = discover(data)
     split_spec = split_spec or SplitSpec()
     out_dir = Path(out_dir) if out_dir else None

@@ -496,11 +496,8 @@ def train_product(data: str | Path, cfg: ProductConfig, out: str | Path, noise_d
     tr_clips, tr_audio = _load_all(splits["train"], "train")
     va_clips, va_audio = _load_all(splits["val"], "val")
     for part, clips in (("train", tr_clips), ("val", va_clips)):
-        n_pos = sum(c.label == 1 for c in clips)
-        if n_pos == 0 or n_pos == len(clips):
-            raise DatasetError(f"{ds.root}: the {part} split ({out / 'split.csv'}) holds {n_pos} readable screams and "
-                               f"{len(clips) - n_pos} readable non-screams; training and calibration need both in "
-                               "train and val (more groups of each class, or a split file of your own)")
+        need_both_classes(clips, part, out / "split.csv")
+    need_both_classes(splits["test"], "test", out / "split.csv", readable=False)  # said now, not after training
     X, y, _ = maker.make(tr_clips, tr_audio, augment=True, seed=cfg.seed, as_audio=transfer)
     if cfg.background_minutes > 0:
         Xb = background_windows(cfg, nb_train.pieces, [a for c, a in zip(tr_clips, tr_audio) if c.label == 0],
@@ -641,6 +638,30 @@ def _patches_in_chunks(windows: np.ndarray, chunk: int = 2048) -> np.ndarray:
     return out
 
 
+def note_if_subset(ds_root: str, splits: dict, split_file: Path, parts: tuple[str, ...] = ("val", "test")) -> None:
+    """Print a note when the dataset holds fewer clips of `parts` than the run's split file lists (a re-calibration
+    on part of the data the run was trained on: its figures are then not comparable with the card's before)."""
+    from .data import read_split
+
+    listed = read_split(split_file, ds_root)
+    for part in parts:
+        n_file = sum(1 for v in listed.values() if v == part)
+        if len(splits[part]) < n_file:
+            print(f"note: {ds_root} holds {len(splits[part])} of the {n_file} {part} clips listed in {split_file}: "
+                  f"the {part} figures are measured on those only")
+
+
+def need_both_classes(clips: list[Clip], part: str, split_file: Path, readable: bool = True) -> None:
+    """DatasetError unless `clips` (of split `part`) hold screams and non-screams: a threshold calibrated on no
+    scream, or test metrics of one class (AP undefined), must not be written into a card."""
+    n_pos = sum(c.label == 1 for c in clips)
+    if n_pos == 0 or n_pos == len(clips):
+        r = "readable " if readable else ""
+        raise DatasetError(f"the {part} split ({split_file}) holds {n_pos} {r}screams and {len(clips) - n_pos} {r}"
+                           "non-screams; training needs both in train, calibration both in val, and the test "
+                           "metrics both in test (more groups of each class, or a split file of your own)")
+
+
 def calibrate_and_test(out: str | Path, cfg: ProductConfig, splits: dict, noise_split: dict,
                        va: tuple[list[Clip], list[np.ndarray]] | None = None) -> dict:
     """Calibrate the threshold of the model in `out` (model.onnx + model.json) on VALIDATION data with the real
@@ -654,6 +675,9 @@ def calibrate_and_test(out: str | Path, cfg: ProductConfig, splits: dict, noise_
     for k in ("format", "onnx_input", "onnx_output"):
         card.pop(k, None)
     va_clips, va_audio = va if va is not None else _load_all(splits["val"], "val")
+    need_both_classes(va_clips, "val", out / "split.csv")
+    te_clips, te_audio = _load_all(splits["test"], "test")
+    need_both_classes(te_clips, "test", out / "split.csv")
     det = Detector.load(onnx_path)
     val_screams = [a for c, a in zip(va_clips, va_audio) if c.label == 1]
     val_neg = [a for c, a in zip(va_clips, va_audio) if c.label == 0]
@@ -669,7 +693,6 @@ def calibrate_and_test(out: str | Path, cfg: ProductConfig, splits: dict, noise_
           f"{cal['val_false_alarms_per_hour']:.2f} false alarms/h over {cal['scream_free_hours']:.1f} h")
 
     # Clip metrics on the TEST split: a clip's score = max window score (the detector's view).
-    te_clips, te_audio = _load_all(splits["test"], "test")
     det = Detector.load(onnx_path)
     p_test = np.array([float(det.score_windows(a).max()) for a in te_audio])
     p_val = np.array([float(det.score_windows(a).max()) for a in va_audio])
@@ -701,7 +724,10 @@ def recalibrate(run: str | Path, data: str | Path, noise_dir: str | Path | None 
             protocol["calib_snr_db"] = tuple(float(x) for x in protocol["calib_snr_db"])
         cfg = ProductConfig.from_dict({**cfg.to_dict(), **protocol})  # validated before anything is done
     ds = discover(data)
+    had_split = (run / "split.csv").is_file()
     splits = load_or_make_split(ds, run / "split.csv")
+    if had_split:
+        note_if_subset(ds.root, splits, run / "split.csv")
     noise_dir = Path(noise_dir) if noise_dir else Path(ds.root) / "noise"
     card = calibrate_and_test(run, cfg, splits, scenes.noise_split(noise_dir))
     if protocol:  # written only once the calibration has succeeded: a failed run leaves config.json as it was

@@ -84,8 +84,9 @@ class SceneSpec:
     def __post_init__(self):
         if self.duration_s <= 2 * self.min_gap_s:
             raise ValueError(f"duration_s ({self.duration_s}) must exceed 2·min_gap_s ({2 * self.min_gap_s})")
-        if self.clips_per_minute < 0:
-            raise ValueError(f"clips_per_minute must be >= 0, got {self.clips_per_minute}")
+        if not 0 <= self.clips_per_minute < float("inf"):  # NaN too
+            raise ValueError(f"clips_per_minute (--clips-per-minute) must be a finite number >= 0, got "
+                             f"{self.clips_per_minute}")
 
 
 def noise_categories(noise_dir: str | Path) -> dict[Path, str]:

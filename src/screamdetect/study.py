@@ -694,9 +694,12 @@ def _check_out(out: Path, cfg: StudyConfig, kind: str, data: str) -> None:
             prev = json.loads(marker.read_text())
         except (OSError, ValueError):
             prev = {}
-        if prev.get("config_key") != cfg.key() or prev.get("kind") != kind:
-            raise StudyError(f"{out} holds a {prev.get('kind', 'different')} study made with another config "
-                             f"(key {prev.get('config_key')}, now {cfg.key()}); choose another --out")
+        if prev.get("kind") != kind:
+            raise StudyError(f"{out} holds a {prev.get('kind', 'different')} study, and this is a {kind} one; "
+                             "choose another --out (nothing was overwritten)")
+        if prev.get("config_key") != cfg.key():
+            raise StudyError(f"{out} holds a {kind} study made with another config (key {prev.get('config_key')}, "
+                             f"now {cfg.key()}); choose another --out (nothing was overwritten)")
         if prev.get("data_key") != data:
             raise StudyError(f"{out} holds a study of other data (another dataset, source filter or noise bank); "
                              "choose another --out")

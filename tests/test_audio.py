@@ -57,6 +57,33 @@ def test_empty_file(tmp_path):
         load_audio(b"")
 
 
+def test_a_pipe_is_named_as_such_not_called_empty(tmp_path):
+    """A FIFO (as `<(cat a.flac)` gives) has no size and no seeking back: said so, with what to do instead."""
+    import os
+
+    p = tmp_path / "fifo.wav"
+    os.mkfifo(p)
+    for read in (load_audio, lambda x: list(iter_audio_blocks(x))):
+        with pytest.raises(AudioError, match=r"not a regular file \(a pipe or a device\): give `-`"):
+            read(p)
+
+
+def test_a_name_that_is_not_utf8_is_read(tmp_path):
+    """A file name with bytes that are not UTF-8 (copied from another system): read like any other. Before,
+    soundfile failed to encode it ("surrogates not allowed")."""
+    import os
+
+    from screamdetect.audio import audio_duration
+
+    good = tmp_path / "a.wav"
+    write_audio(good, sine(440.0, 1.0))
+    odd = tmp_path / os.fsdecode(b"caf\xe9.wav")  # Latin-1 e-acute
+    shutil.copy(good, odd)
+    np.testing.assert_array_equal(load_audio(odd), load_audio(good))
+    np.testing.assert_array_equal(np.concatenate(list(iter_audio_blocks(odd))), load_audio(good))
+    assert audio_duration(odd) == pytest.approx(1.0)
+
+
 def test_zero_length_wav(tmp_path):
     p = tmp_path / "zero.wav"
     sf.write(p, np.zeros(0, np.float32), SAMPLE_RATE)

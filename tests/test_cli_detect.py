@@ -330,6 +330,12 @@ def test_listen_bad_inputs_are_one_line_errors(files, tmp_path):
                         "a file stands where a folder")]:
         res = CliRunner().invoke(app, ["listen", "--model", str(model), *args])
         assert res.exit_code == 2 and text in " ".join(res.output.split()) and "Traceback" not in res.output
+    for args, text in [(["--threads", "100000"], "--threads must be from 1 to"),
+                       (["--clips", str(tmp_path / "c"), "--clip-format", "mp3"], "--clip-format must be wav or flac")]:
+        res = CliRunner().invoke(app, ["listen", "--model", str(model), "--source", str(d / "in" / "a.wav"), *args])
+        assert res.exit_code == 2 and text in " ".join(res.output.split()), args
+    res = CliRunner().invoke(app, ["listen", "--model", str(model), "--source", ""])
+    assert res.exit_code == 2 and "--source is empty" in res.output
     # --jsonl naming the audio being listened to, or another file that is not JSON lines: refused, left untouched
     (tmp_path / "notes.txt").write_text("my notes\n")
     for target in (d / "in" / "a.wav", tmp_path / "notes.txt"):
@@ -379,6 +385,15 @@ def test_evaluate_clips_on_a_labelled_folder(tmp_path):
     (tmp_path / "afile").write_text("mine")
     res = CliRunner().invoke(app, ["evaluate-clips", str(data), "--model", str(model), "--out", str(tmp_path / "afile")])
     assert res.exit_code == 2 and "must be a folder" in res.output and (tmp_path / "afile").read_text() == "mine"
+    # a manifest in --out, named like a result (clips.csv): never replaced, not even with --force
+    man = tmp_path / "my_manifest" / "clips.csv"
+    man.parent.mkdir()
+    man.write_text("path,label\n" + "".join(f"{p},{int('scream' in str(p))}\n" for p in sorted(data.rglob("*.wav"))))
+    before = man.read_bytes()
+    res = CliRunner().invoke(app, ["evaluate-clips", str(man), "--model", str(model), "--out", str(man.parent),
+                                   "--force"])
+    assert res.exit_code == 2 and "would replace your input" in " ".join(res.output.split())
+    assert man.read_bytes() == before and sorted(p.name for p in man.parent.iterdir()) == ["clips.csv"]
     # the dataset folder as --out: it holds no earlier clip metrics, so nothing (confusion.png, ...) is written
     listing = sorted(p.name for p in data.iterdir())
     res = CliRunner().invoke(app, ["evaluate-clips", str(data), "--model", str(model), "--out", str(data), "--force"])

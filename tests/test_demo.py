@@ -30,6 +30,30 @@ def test_demo_without_corpus_is_labelled_synthetic_and_finds_the_loud_scream(tmp
     assert any(e["start_s"] <= loud["end_s"] and e["end_s"] >= loud["start_s"] for e in res["events"])
 
 
+def test_demo_command_never_writes_into_a_users_folder(tmp_path):
+    """`demo --out` a folder of the user's (here holding their own events.json and demo.png): refused, files kept;
+    a folder holding an earlier demo is reused (what `make demo` does every time)."""
+    from typer.testing import CliRunner
+
+    from screamdetect.cli import app
+
+    model = write_band_energy_model(tmp_path / "m")
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "events.json").write_text('{"my": "events"}')
+    (mine / "demo.png").write_text("my plot")
+    args = ["demo", "--corpus", str(tmp_path / "none"), "--model", str(model)]
+    res = CliRunner().invoke(app, [*args, "--out", str(mine)])
+    assert res.exit_code == 2 and "holds no earlier demo" in " ".join(res.output.split())
+    assert (mine / "events.json").read_text() == '{"my": "events"}' and (mine / "demo.png").read_text() == "my plot"
+    for _ in range(2):
+        res = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "demo")])
+        assert res.exit_code == 0, res.output
+    assert json.loads((tmp_path / "demo" / "events.json").read_text())["truth"]
+    res = CliRunner().invoke(app, [*args, "--seed", "-1", "--out", str(tmp_path / "d2")])
+    assert res.exit_code == 2 and "--seed must be" in res.output
+
+
 def test_demo_on_corpus_uses_test_clips(corpus, tmp_path):
     from screamdetect.data import SplitSpec, discover, split_clips
 

@@ -143,6 +143,27 @@ def test_command_writes_results_and_never_overwrites(site, tmp_path):
     assert (out / "site.png" / "mine.txt").read_text() == "mine"
 
 
+def test_a_file_given_twice_is_counted_once_and_a_minute_is_the_least(site, tmp_path):
+    """The same file under two spellings would double its hours and false alarms (and halve the bound): it is
+    counted once, with a warning. Under a minute of audio, no threshold is recommended (before: one sample gave
+    "use it: --threshold 0.05")."""
+    import os
+
+    d, model = site
+    a = d / "in" / "a.wav"
+    once = _cli([d / "in", "--model", model, "-o", tmp_path / "once", "--max-false-alarms-per-hour", 30])
+    twice = _cli([d / "in", a, os.path.relpath(a), "--model", model, "-o", tmp_path / "twice",
+                  "--max-false-alarms-per-hour", 30])
+    assert once.exit_code == twice.exit_code == 0, twice.output
+    assert "given more than once, counted once" in twice.stderr
+    j1, j2 = (json.loads((tmp_path / n / "site.json").read_text()) for n in ("once", "twice"))
+    assert j1["files"] == j2["files"] == 3 and j2["hours"] == j1["hours"] and j2["sweep"] == j1["sweep"]
+    write_audio(tmp_path / "short.wav", background(30.0))
+    res = _cli([tmp_path / "short.wav", "--model", model, "-o", tmp_path / "short"])
+    assert res.exit_code == 2 and "30.0 s of site audio is too little" in " ".join(res.stderr.split())
+    assert "use it" not in res.output and not (tmp_path / "short").exists()
+
+
 def test_command_with_nothing_readable_fails_clearly(site, tmp_path):
     d, model = site
     res = _cli([tmp_path / "missing.wav", "--model", model, "-o", tmp_path / "o"])

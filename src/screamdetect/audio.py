@@ -136,8 +136,21 @@ def _check_path(path: Path) -> None:
         raise AudioError(name, "file not found")
     if path.is_dir():
         raise AudioError(name, "is a directory, not an audio file")
+    if not path.is_file():  # a pipe (<(cat a.flac)), a FIFO or a device: no size, no seeking back
+        raise AudioError(name, "not a regular file (a pipe or a device): give `-` and pipe the audio in instead")
     if path.stat().st_size == 0:
         raise AudioError(name, "empty file (0 bytes)")
+
+
+def _sf_path(path: Path) -> str | bytes:
+    """The path as soundfile opens it: the str, or its bytes when the name is not valid UTF-8 (a file copied from
+    another system), which soundfile cannot encode ("surrogates not allowed")."""
+    name = str(path)
+    try:
+        name.encode("utf-8")
+        return name
+    except UnicodeEncodeError:
+        return os.fsencode(path)
 
 
 def _wav_truncated(path: Path) -> bool:
@@ -185,7 +198,7 @@ def load_audio(source: AudioSource, sr: int = SAMPLE_RATE) -> np.ndarray:
         _check_path(path)
         if _wav_truncated(path):
             raise AudioError(name, "truncated file: the WAV header promises more data than the file holds")
-        sf_source: object = str(path)
+        sf_source: object = _sf_path(path)
         use_sf = path.suffix.lower() in SOUNDFILE_EXTENSIONS or path.suffix == ""
     else:
         if isinstance(source, (bytes, bytearray)):
@@ -245,7 +258,7 @@ def _short(e: Exception) -> str:
 def audio_duration(path: str | os.PathLike) -> float:
     """Duration in seconds from the header when soundfile can read it (no decoding); NaN otherwise."""
     try:
-        info = sf.info(str(path))
+        info = sf.info(_sf_path(Path(path)))
         return info.frames / info.samplerate
     except (sf.LibsndfileError, RuntimeError):
         return float("nan")
@@ -269,7 +282,7 @@ def iter_audio_blocks(source: str | os.PathLike, block_s: float = BLOCK_S,
     block = round(block_s * sr)
     if path.suffix.lower() in SOUNDFILE_EXTENSIONS or path.suffix == "":
         try:
-            f = sf.SoundFile(str(path))
+            f = sf.SoundFile(_sf_path(path))
         except (sf.LibsndfileError, RuntimeError) as e:
             if not ffmpeg_available():
                 raise AudioError(name, f"cannot decode: not an audio file or corrupt ({_short(e)})") from e

@@ -84,6 +84,35 @@ def _out_folder(out: Path, option: str = "--out", outputs: tuple[str, ...] = (),
                  f"another {option}")
 
 
+def _not_an_input(out: Path, names: tuple[str, ...], inputs: list[Path], option: str = "--out") -> None:
+    """Fail when a file the command writes into `out` (one of `names`) is one of the user's `inputs` (a manifest
+    CSV, an audio file): never replaced, not even with --force."""
+    ins = {p.resolve() for p in inputs if p.exists()}
+    for n in names:
+        if (out / n).resolve() in ins:
+            fail(f"{option} {out}: the results would replace your input {out / n}; choose another {option} "
+                 "(nothing was overwritten)")
+
+
+def _earlier_demo(out: Path) -> bool:
+    """Whether `out` holds the events.json a demo wrote (a JSON object with its scene, truth and events)."""
+    import json
+
+    try:
+        d = json.loads((out / "events.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(d, dict) and {"scene", "truth", "events"} <= set(d)
+
+
+def _make_folder(out: Path, option: str = "--out") -> None:
+    """Create the output folder, or fail in one line (a read-only place, a path the system refuses)."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        fail(f"{option} {out}: cannot create the folder ({e.strerror or e})")
+
+
 def _not_under_a_file(path: Path, option: str = "--out") -> None:
     """Fail cleanly when a folder above `path` is an existing file (so `path` cannot be created)."""
     for parent in path.parents:
@@ -433,8 +462,15 @@ def listen(source: list[str] = typer.Option(..., "--source", "-s", help="'mic' (
         fail(f"--threshold must be in (0, 1], got {threshold}")
     if retries < 0:
         fail(f"--retries must be >= 0, got {retries}")
-    if threads < 1:
-        fail(f"--threads must be >= 1, got {threads}")
+    import os
+
+    max_threads = 4 * (os.cpu_count() or 1)  # more only spin; 10000 hung onnxruntime's exit
+    if not 1 <= threads <= max_threads:
+        fail(f"--threads must be from 1 to {max_threads} (4 per core), got {threads}")
+    if clip_format not in ("wav", "flac"):
+        fail(f"--clip-format must be wav or flac, got {clip_format!r}")
+    if any(not s.strip() for s in source):
+        fail("--source is empty: give mic, an audio file, a URL or - (standard input)")
     if name and len(name) != len(source):
         fail(f"--name given {len(name)} time(s) for {len(source)} --source: give one name per source, in order")
     if source.count("-") > 1:
@@ -801,7 +837,15 @@ def demo(corpus: Optional[Path] = typer.Option(Path("../shared/corpus"), help="C
     from .demo import run_demo
     from .detector import ModelError
 
+    if seed < 0:
+        fail(f"--seed must be a whole number >= 0, got {seed}")
     _out_folder(out)
+    if out.is_dir() and not _earlier_demo(out):
+        held = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))
+        if held:
+            fail(f"{out} is not empty ({', '.join(held[:4])}{', ...' if len(held) > 4 else ''}) and holds no earlier "
+                 "demo (its events.json); choose a new or empty --out (nothing was overwritten)")
+    _make_folder(out)
     try:
         res = run_demo(corpus, out, model=model, seed=seed, max_false_alarms_per_hour=max_fa)
     except (ModelError, ValueError) as e:
@@ -950,6 +994,8 @@ def evaluate_clips_cmd(
     con = Console(highlight=False, soft_wrap=True)
     if split not in ("all", "train", "val", "test"):
         fail(f"--split must be all, train, val or test, got {split!r}")
+    _not_an_input(out, ("metrics.json", "clips.csv", "confusion.png", "pr.png")
+                  + (("split.csv",) if split != "all" and split_file is None else ()), [data])
     _out_folder(out, outputs=("metrics.json", "clips.csv"), force=force, what="clip metrics", own=True,
                 writes=("confusion.png", "pr.png", "split.csv"))
     try:
@@ -958,10 +1004,12 @@ def evaluate_clips_cmd(
         ds = discover(data)
         clips = ds.clips
         if split != "all":
-            out.mkdir(parents=True, exist_ok=True)
+            _make_folder(out)
             clips = load_or_make_split(ds, split_file or out / "split.csv", SplitSpec())[split]
     except (DatasetError, ModelError, ValueError) as e:
         fail(str(e))
+    except OSError as e:  # the split file could not be written
+        fail(f"{e.filename or split_file}: cannot write the split file ({e.strerror or e})")
     if not clips:
         fail(f"the {split} part of {ds.root}'s split holds no clip")
     trained_on = (det.card.get("training_data") or {}).get("dataset")
@@ -971,7 +1019,7 @@ def evaluate_clips_cmd(
         err.print(f"[yellow]warning: {det.path.name} was trained on {trained_on}; --split {split} includes clips it "
                   "was trained or calibrated on (use --split test)[/yellow]", highlight=False, soft_wrap=True)
     res = evaluate_clips(det, clips, progress=err.is_terminal)
-    out.mkdir(parents=True, exist_ok=True)
+    _make_folder(out)
     with open(out / "clips.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=["path", "label", "score", "events", "error"])
         w.writeheader()
@@ -1014,6 +1062,9 @@ def evaluate_clips_cmd(
     raise typer.Exit(1 if res["n_failed"] else 0)
 
 
+SITE_MIN_S = 60.0  # calibrate-site: less site audio than this sets no threshold
+
+
 @app.command("calibrate-site")
 def calibrate_site_cmd(
         paths: list[Path] = typer.Argument(..., help="Scream-free audio from the site: files and/or folders (walked "
@@ -1045,6 +1096,7 @@ def calibrate_site_cmd(
     """
     import json
     import math
+    import os
 
     from rich.markup import escape
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -1055,7 +1107,7 @@ def calibrate_site_cmd(
 
     if target is not None and not (0 <= target < math.inf):
         fail(f"--max-false-alarms-per-hour must be a number >= 0, got {target}")
-    _out_folder(out, outputs=("site.json", "site.png"), force=force, what="a site calibration", own=True)
+    _out_folder(out, outputs=("site.json", "site.png"), force=force, what="site calibration results", own=True)
     try:
         det = Detector.load(model, second_stage=second, auto_gain=auto_gain)
     except (ModelError, ValueError) as e:
@@ -1066,7 +1118,16 @@ def calibrate_site_cmd(
     for p, e in items:
         if e is not None:
             err.print(f"[red]{escape(p)}: {escape(e)}[/red]", highlight=False, soft_wrap=True)
-    todo = [p for p, e in items if e is None]
+    todo, seen = [], set()
+    for p, e in items:  # the same file twice (a.flac and ./a.flac) would count its hours and false alarms twice
+        if e is None:
+            key = os.path.realpath(p)
+            if key in seen:
+                err.print(f"[yellow]{escape(p)}: given more than once, counted once[/yellow]", highlight=False,
+                          soft_wrap=True)
+                continue
+            seen.add(key)
+            todo.append(p)
     clips = []
     if screams:
         scream_items = expand_paths(screams)
@@ -1104,6 +1165,10 @@ def calibrate_site_cmd(
         (bad_screams if screams else [])
     if not res["files"]:
         fail("no input could be read, so nothing was calibrated")
+    if res["hours"] * 3600 < SITE_MIN_S:
+        fail(f"{res['hours'] * 3600:.1f} s of site audio is too little to set a threshold from (at least "
+             f"{SITE_MIN_S:g} s; hours are better: with no false alarm, showing <= 0.5/h at 95 % confidence takes "
+             "6 h); nothing was written")
     try:
         out.mkdir(parents=True, exist_ok=True)
         (out / "site.json").write_text(json.dumps(res, indent=1))
@@ -1135,10 +1200,11 @@ def calibrate_site_cmd(
         con.print(line("card threshold", res["at_card_threshold"]))
     best = res["at_recommended"]
     enough_h = poisson_upper(0, 1.0) / target if target > 0 else math.inf  # hours that can show the target
+    takes = f"that takes {enough_h:.1f} h" if math.isfinite(enough_h) else "no amount of audio shows a rate of 0"
     top = res["sweep"][-1]
     if best is None and top["false_alarms"] == 0:  # --conservative on too little audio
         err.print(f"[yellow]{res['hours']:.2f} h of audio cannot show <= {target:g} false alarms/h at 95 % "
-                  f"confidence at any threshold (with no false alarm that takes {enough_h:.1f} h): record more of "
+                  f"confidence at any threshold (with no false alarm {takes}): record more of "
                   "the site, or leave out --conservative[/yellow]", highlight=False, soft_wrap=True)
     elif best is None:
         err.print(f"[yellow]no swept threshold keeps {'the 95 % bound on ' if conservative else ''}false alarms "
@@ -1158,7 +1224,7 @@ def calibrate_site_cmd(
                       highlight=False, soft_wrap=True)
         if res["hours"] < enough_h:
             err.print(f"[yellow]warning: {res['hours']:.2f} h is too little audio to show <= {target:g} false "
-                      f"alarms/h at 95 % confidence even with no false alarm (that takes {enough_h:.1f} h): the "
+                      f"alarms/h at 95 % confidence even with no false alarm ({takes}): the "
                       "threshold rests on little evidence; record more of the site[/yellow]", highlight=False,
                       soft_wrap=True)
     fas = res["false_alarms_at_recommended"] if best is not None else res["false_alarms_at_card_threshold"]

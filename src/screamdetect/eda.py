@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .audio import SAMPLE_RATE, AudioError, load_audio
+from .audio import SAMPLE_RATE, AudioError, _sf_path, load_audio
 from .data import SPLITS, Dataset, SplitSpec, discover, load_or_make_split, split_counts
 from .features import EDA_MIN_SAMPLES, EDA_SCALARS, FrontEnd, eda_features, log_mel, too_short_for_eda
 
@@ -97,7 +97,7 @@ def clip_features(path: str, frontend: FrontEnd) -> tuple[dict[str, float], np.n
         raise AudioError(path, too_short_for_eda(audio.size, SAMPLE_RATE))
     feats = eda_features(audio, SAMPLE_RATE)
     try:  # the study's "sample rate" is the file's own; the audio here is always SAMPLE_RATE
-        feats["sample_rate"] = float(sf.info(path).samplerate)
+        feats["sample_rate"] = float(sf.info(_sf_path(Path(path))).samplerate)
     except (sf.LibsndfileError, RuntimeError):
         pass  # ffmpeg formats: keep the decoded rate
     mel = log_mel(audio, frontend=frontend)

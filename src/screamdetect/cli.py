@@ -850,6 +850,9 @@ def demo(corpus: Optional[Path] = typer.Option(Path("../shared/corpus"), help="C
         res = run_demo(corpus, out, model=model, seed=seed, max_false_alarms_per_hour=max_fa)
     except (ModelError, ValueError) as e:
         fail(str(e))
+    if "SYNTHETIC" in res["source"] and corpus is not None:
+        err.print(f"[yellow]warning: no corpus at {escape(str(corpus))} (no manifest.csv there): the demo uses a "
+                  "synthetic scene[/yellow]", highlight=False, soft_wrap=True)
     con = Console(soft_wrap=True)
     con.print(f"[bold]scene[/bold]: {res['scene']} ({res['source']})")
     con.print(f"[bold]detector[/bold]: {res['model']}, threshold {res['threshold']:g}")

@@ -75,6 +75,25 @@ def test_noise_split_by_category_keeps_each_piece_in_its_split(corpus):
         scenes.noise_split(corpus / "noise", categories=["rain", "lava"])
 
 
+@pytest.mark.parametrize("piece_s", [30.0, 7.0, 0.5])
+def test_a_bed_holds_its_level_to_the_end(piece_s):
+    """A noise bed is at the level it was given over its whole length, the last 50 ms too, and logs only the
+    pieces it is made of. Before, the last piece stepped back by the cross-fade and the loop went on: ~800
+    ever-shorter pieces at the bed level piled into the last 50 ms (-12 dBFS in a -35 dBFS bed, peak 0.98), and
+    the peak fitting then turned the whole scene down."""
+    noise = [(0.1 * np.random.default_rng(1).standard_normal(round(piece_s * SAMPLE_RATE))).astype(np.float32)]
+    spec = scenes.SceneSpec(duration_s=20.0, clips_per_minute=0, bed_level_dbfs=(-35.0, -35.0))
+    log = []
+    a = scenes.background(noise, [], 20.0, np.random.default_rng(0), spec, log)
+    db = lambda x: 20 * np.log10(np.sqrt(np.mean(x.astype(np.float64) ** 2)))
+    assert a.size == 20 * SAMPLE_RATE
+    assert db(a[SAMPLE_RATE: 19 * SAMPLE_RATE]) == pytest.approx(-35.0, abs=1.0)
+    assert db(a[-800:]) == pytest.approx(-35.0, abs=2.0)
+    # pieces of at most piece_s (from a random offset in the first half), overlapping by 50 ms
+    assert len(log) <= np.ceil(20.0 / (piece_s / 2 - 0.05)) + 1
+    assert all(s.end_s - s.start_s > 0.05 for s in log[:-1])
+
+
 def test_scene_spec_rejects_bad_values():
     with pytest.raises(ValueError, match="duration_s"):
         scenes.SceneSpec(duration_s=5.0, min_gap_s=3.0)

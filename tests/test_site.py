@@ -58,6 +58,18 @@ def site(tmp_path_factory):
     return d, model
 
 
+def test_the_row_at_the_detectors_threshold_is_found_for_any_threshold(site):
+    """A threshold with more than 6 decimals (--threshold 0.3333333): its own row of the sweep is reported, not
+    None (the sweep held it rounded, the lookup wanted it exact)."""
+    d, model = site
+    paths = sorted(str(p) for p in (d / "in").iterdir())
+    for thr in (1 / 3, 0.3):
+        res = calibrate_site(Detector.load(model, threshold=thr), paths, max_false_alarms_per_hour=30.0)
+        row = res["at_card_threshold"]
+        assert row is not None and row["threshold"] == pytest.approx(thr, abs=1e-12)
+        assert sum(abs(r["threshold"] - thr) < 1e-9 for r in res["sweep"]) == 1
+
+
 def test_threshold_is_the_lowest_that_meets_the_target(site):
     d, model = site
     det = Detector.load(model)

@@ -190,15 +190,21 @@ def _bed(noises: Sequence[np.ndarray], n: int, rng: np.random.Generator, spec: S
         piece = noises[i]
         off = int(rng.integers(0, max(1, piece.size // 2)))
         seg = piece[off:][: n - pos].copy()
+        last = pos + seg.size >= n  # this piece reaches the end of the bed
         if seg.size > 2 * fade:
             ramp = np.linspace(0, 1, fade, dtype=np.float32)
             seg[:fade] *= ramp
-            seg[-fade:] *= ramp[::-1]
+            if not last:  # cross-faded into the next piece; the bed's last piece plays to the end
+                seg[-fade:] *= ramp[::-1]
         if seg.size:  # (an empty piece draws no level: the random stream stays that of scenes built before the log)
             level = rng.uniform(*spec.bed_level_dbfs)
             out[pos: pos + seg.size] += _level(seg, level)
             if log is not None:
                 log.append(Sound(pos / SAMPLE_RATE, (pos + seg.size) / SAMPLE_RATE, "noise", i, float(level)))
+        if last:
+            # Before, the loop stepped back by the fade and went on: ~800 ever-shorter pieces, each levelled to the
+            # bed level, piled into the last 50 ms (a burst near full scale that turned the whole scene down ~8 dB)
+            break
         pos += max(seg.size - fade, 1)
     return out
 

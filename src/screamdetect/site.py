@@ -259,7 +259,9 @@ def calibrate_site(det: Detector, paths: Sequence[str | os.PathLike], max_false_
         grid = list(recall)
     else:  # no sweep in the card: the grid `train` calibrates on
         grid = CALIBRATION_THRESHOLDS
-    thresholds = sorted(set(grid) | {round(det.threshold, 6)})
+    # the card's threshold itself (not rounded: a --threshold 0.3333333 must find its own row), unless the grid has it
+    thresholds = sorted(set(grid) | ({float(det.threshold)} if all(abs(g - det.threshold) >= 1e-9 for g in grid)
+                                     else set()))
     rows = false_alarm_sweep(timelines, thresholds, det.smoothing, det.window_s, det.hop_s) if timelines else []
     for r in rows:
         r["card_val_recall"] = recall.get(round(r["threshold"], 6))

@@ -109,6 +109,9 @@ class Degraded:
     def tracker(self):
         return self.det.tracker()
 
+    def __getattr__(self, name):  # smoothing, window_s, hop_s, ... (evaluate_events' operating curve needs them)
+        return getattr(self.det, name)
+
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -476,10 +476,11 @@ class LiveSummary:
 
 
 class _Deferred:
-    """A block that Ctrl-C (SIGINT) and SIGTERM do not cut short: a signal that arrives inside is held and acted on
-    when the block ends (its handler then runs, e.g. raising KeyboardInterrupt). So an update reaches every sink,
-    or none, and the detector's state matches the alerts sent. Main thread only (elsewhere, where Python runs no
-    signal handler, it does nothing)."""
+    """Blocks that Ctrl-C (SIGINT) and SIGTERM do not cut short: while a `with` block runs, a signal is held and
+    acted on when it ends (the previous handler then runs, e.g. raising KeyboardInterrupt); outside the blocks it
+    acts at once. So an update reaches every sink, or none, and the detector's state matches the alerts sent.
+    The handler is installed once for the run (install / uninstall), so a block costs two attribute writes. Main
+    thread only (elsewhere, where Python runs no signal handler, it does nothing)."""
 
     SIGNALS = ("SIGINT", "SIGTERM")
 
@@ -487,33 +488,49 @@ class _Deferred:
         import signal
 
         self._signal = signal
-        self._nums = [getattr(signal, n) for n in self.SIGNALS if hasattr(signal, n)]
         self._active = threading.current_thread() is threading.main_thread()
         self._old: dict = {}
         self._held: list[int] = []
+        self._inside = False
 
-    def _hold(self, signum, frame) -> None:
-        self._held.append(signum)
-
-    def __enter__(self) -> None:
-        if self._active:
-            self._held = []
-            # (a handler not set from Python reads as None and could not be put back: that signal is left alone)
-            self._old = {n: self._signal.signal(n, self._hold) for n in self._nums
-                         if self._signal.getsignal(n) is not None}
-
-    def __exit__(self, *exc) -> None:
+    def install(self) -> None:
         if not self._active:
             return
+        for name in self.SIGNALS:
+            n = getattr(self._signal, name, None)
+            # (a handler not set from Python reads as None and could not be put back: that signal is left alone)
+            if n is not None and self._signal.getsignal(n) is not None:
+                self._old[n] = self._signal.signal(n, self._handle)
+
+    def uninstall(self) -> None:
         for n, h in self._old.items():
-            self._signal.signal(n, h)
-        held, self._held = self._held, []
-        for n in dict.fromkeys(held):  # each signal once, in the order it came
-            h = self._old.get(n)
-            if callable(h):
-                h(n, None)  # Python's SIGINT handler, or listen's SIGTERM one, raises KeyboardInterrupt here
-            elif h == self._signal.SIG_DFL:
-                os.kill(os.getpid(), n)
+            if self._signal.getsignal(n) == self._handle:  # (not if the previous handler replaced itself)
+                self._signal.signal(n, h)
+        self._old = {}
+
+    def _handle(self, signum, frame) -> None:
+        if self._inside:
+            self._held.append(signum)
+        else:
+            self._act(signum)
+
+    def _act(self, signum: int) -> None:
+        h = self._old.get(signum)
+        if callable(h):
+            h(signum, None)  # Python's SIGINT handler, or listen's SIGTERM one, raises KeyboardInterrupt here
+        elif h == self._signal.SIG_DFL:
+            self._signal.signal(signum, h)
+            os.kill(os.getpid(), signum)
+
+    def __enter__(self) -> None:
+        self._inside = True
+
+    def __exit__(self, *exc) -> None:
+        self._inside = False
+        if self._held:
+            held, self._held = self._held, []
+            for n in dict.fromkeys(held):  # each signal once, in the order it came
+                self._act(n)
 
 
 def run_live(chunks: Iterable[np.ndarray], detector: Detector, sinks: list[Sink], source: str = "mic",
@@ -546,6 +563,7 @@ def run_live(chunks: Iterable[np.ndarray], detector: Detector, sinks: list[Sink]
 
     it = iter(chunks)
     try:
+        deferred.install()
         try:
             for chunk in it:
                 with deferred:
@@ -565,6 +583,7 @@ def run_live(chunks: Iterable[np.ndarray], detector: Detector, sinks: list[Sink]
         except KeyboardInterrupt:  # a second Ctrl-C during them: they were sent; close the rest below
             pass
     finally:
+        deferred.uninstall()
         close = getattr(it, "close", None)
         if close is not None:  # a generator source: stop its subprocess / device now, not at garbage collection
             try:

@@ -73,15 +73,21 @@ def _out_folder(out: Path, option: str = "--out", outputs: tuple[str, ...] = (),
     there = [o for o in outputs if (out / o).exists()]
     if there and not force:
         fail(f"{out} already holds {what} ({', '.join(there)}); choose another {option} or pass --force")
-    if own and out.is_dir() and not there:
-        held = sorted(p.name for p in out.iterdir() if p.name != "split.csv" and not p.name.startswith("."))
-        if held:
-            fail(f"{out} is not empty ({', '.join(held[:4])}{', ...' if len(held) > 4 else ''}) and holds no "
-                 f"earlier {what} ({outputs[0]}); choose a new or empty {option} (nothing was overwritten)")
+    if own and not there and (held := _held_files(out)):
+        fail(f"{out} is not empty ({held}) and holds no earlier {what} ({outputs[0]}); choose a new or empty {option} "
+             "(nothing was overwritten)")
     for o in (*outputs, *writes):
         if (out / o).exists() and not (out / o).is_file():
             fail(f"{out / o}: is a folder, not a file, so the results cannot be written there; move it or choose "
                  f"another {option}")
+
+
+def _held_files(out: Path) -> str:
+    """The files already in `out` that a new output must not land among (all but a split.csv to reuse and hidden
+    files), as "a, b, c, d, ..." for a message; "" when there are none or `out` is not a folder."""
+    held = sorted(p.name for p in out.iterdir() if p.name != "split.csv" and not p.name.startswith(".")) \
+        if out.is_dir() else []
+    return ", ".join(held[:4]) + (", ..." if len(held) > 4 else "")
 
 
 def _not_an_input(out: Path, names: tuple[str, ...], inputs: list[Path], option: str = "--out") -> None:
@@ -631,10 +637,9 @@ def train(data: Path = typer.Argument(..., help="Dataset folder (class folders o
         fail(f"{out} already holds a trained model; choose another --out (nothing was overwritten)")
     # train writes config.json, metrics.json, ...: never over the user's own files (a split.csv put there is the
     # split to train on: read, not written)
-    held = sorted(p.name for p in out.iterdir() if p.name != "split.csv") if out.is_dir() else []
-    if held:
-        fail(f"{out} is not empty ({', '.join(held[:4])}{', ...' if len(held) > 4 else ''}); train writes a new run "
-             "folder: choose a new or empty --out (nothing was overwritten)")
+    if held := _held_files(out):
+        fail(f"{out} is not empty ({held}); train writes a new run folder: choose a new or empty --out (nothing was "
+             "overwritten)")
     from .models.yamnet import YamnetMissingError
 
     try:
@@ -840,11 +845,9 @@ def demo(corpus: Optional[Path] = typer.Option(Path("../shared/corpus"), help="C
     if seed < 0:
         fail(f"--seed must be a whole number >= 0, got {seed}")
     _out_folder(out)
-    if out.is_dir() and not _earlier_demo(out):
-        held = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))
-        if held:
-            fail(f"{out} is not empty ({', '.join(held[:4])}{', ...' if len(held) > 4 else ''}) and holds no earlier "
-                 "demo (its events.json); choose a new or empty --out (nothing was overwritten)")
+    if not _earlier_demo(out) and (held := _held_files(out)):
+        fail(f"{out} is not empty ({held}) and holds no earlier demo (its events.json); choose a new or empty --out "
+             "(nothing was overwritten)")
     _make_folder(out)
     try:
         res = run_demo(corpus, out, model=model, seed=seed, max_false_alarms_per_hour=max_fa)

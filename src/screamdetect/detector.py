@@ -234,6 +234,13 @@ def check_threshold(threshold: float) -> float:
 CALIBRATION_THRESHOLDS = [*np.round(np.arange(0.05, 1.0, 0.01), 2).tolist(), 0.995, 0.998, 0.999, 0.9995, 0.9999]
 
 
+def grid_with(grid, threshold: float) -> list[float]:
+    """The sorted threshold grid with `threshold` itself in it (not rounded: a --threshold 0.3333333 must find its
+    own row), unless the grid already holds it (within 1e-9)."""
+    t = float(threshold)
+    return sorted(set(grid) | ({t} if all(abs(g - t) >= 1e-9 for g in grid) else set()))
+
+
 def threshold_for_rate(card: dict, max_false_alarms_per_hour: float, where: str | os.PathLike = "card") -> float:
     """The lowest threshold of the card's calibration sweep ([threshold, false alarms/h, recall] rows, measured on
     validation data) whose false-alarm rate is <= `max_false_alarms_per_hour`; the highest swept one if none is."""

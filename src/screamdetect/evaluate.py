@@ -446,11 +446,9 @@ def evaluate_events(detector, data, out_dir=None, noise_dir=None, split_file=Non
         "split": f"test split of {ds.root} ({split_file})",
     })
     if keep and kept["free"]:
-        from .detector import CALIBRATION_THRESHOLDS
+        from .detector import CALIBRATION_THRESHOLDS, grid_with
 
-        thr = float(detector.threshold)  # its own row, not rounded (0.3333333 must be measured at 0.3333333)
-        thresholds = sorted(set(CALIBRATION_THRESHOLDS)
-                            | ({thr} if all(abs(g - thr) >= 1e-9 for g in CALIBRATION_THRESHOLDS) else set()))
+        thresholds = grid_with(CALIBRATION_THRESHOLDS, detector.threshold)
         # For reporting what other operating points would give on this test: thresholds to deploy are chosen on
         # validation data (the card) or on the site's own audio (calibrate-site), never here.
         result["operating_curve"] = operating_curve(kept["event"], kept["free"], detector, thresholds, tolerance_s)

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .audio import SAMPLE_RATE, AudioError, load_audio
-from .detector import CALIBRATION_THRESHOLDS, Detector, EventTracker, Smoothing, events_from_scores
+from .detector import CALIBRATION_THRESHOLDS, Detector, EventTracker, Smoothing, events_from_scores, grid_with
 
 SNRS_DB = (0.0, 5.0, 10.0, 20.0)
 MAX_EXCERPTS = 64  # site excerpts kept for inserting screams (at most 64 × 20 s of float32: 82 MB)
@@ -259,9 +259,7 @@ def calibrate_site(det: Detector, paths: Sequence[str | os.PathLike], max_false_
         grid = list(recall)
     else:  # no sweep in the card: the grid `train` calibrates on
         grid = CALIBRATION_THRESHOLDS
-    # the card's threshold itself (not rounded: a --threshold 0.3333333 must find its own row), unless the grid has it
-    thresholds = sorted(set(grid) | ({float(det.threshold)} if all(abs(g - det.threshold) >= 1e-9 for g in grid)
-                                     else set()))
+    thresholds = grid_with(grid, det.threshold)
     rows = false_alarm_sweep(timelines, thresholds, det.smoothing, det.window_s, det.hop_s) if timelines else []
     for r in rows:
         r["card_val_recall"] = recall.get(round(r["threshold"], 6))

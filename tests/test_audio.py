@@ -335,6 +335,12 @@ def test_pad_or_trim():
     np.testing.assert_array_equal(pad_or_trim(y, 7), [0, 1, 2, 3, 4, 0, 0])
     with pytest.raises(ValueError, match="n_samples"):
         pad_or_trim(y, 0)
+    # loop: the clip repeated, cut at n_samples; a long clip is cut the same way in both modes
+    np.testing.assert_array_equal(pad_or_trim(y, 12, "loop"), [0, 1, 2, 3, 4, 0, 1, 2, 3, 4, 0, 1])
+    np.testing.assert_array_equal(pad_or_trim(y, 3, "loop"), [0, 1, 2])
+    np.testing.assert_array_equal(pad_or_trim(np.zeros(0, np.float32), 4, "loop"), [0, 0, 0, 0])
+    with pytest.raises(ValueError, match="mode"):
+        pad_or_trim(y, 7, "mirror")
 
 
 def test_window_starts_cover_the_signal():

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile as sf
 from typer.testing import CliRunner
 
 from screamdetect.audio import SAMPLE_RATE, load_audio, pad_or_trim, write_audio
@@ -142,7 +143,7 @@ def test_features_cache_and_train_only_augmentation(synth_data, tmp_path):
     # Validation and test features are exactly the clean log-mel of the padded clip.
     for split in ("val", "test"):
         for row, clip in enumerate(f.clips[split]):
-            clean = _mel(pad_or_trim(load_audio(clip.path), cfg.n_samples).astype(np.float32), cfg)
+            clean = _mel(pad_or_trim(load_audio(clip.path), cfg.n_samples, cfg.pad).astype(np.float32), cfg)
             np.testing.assert_array_equal(f.X[split][row], clean)
     # Only augmentation conditions feed the copies; val/test are the same arrays in every condition.
     for cond in CONDITIONS:
@@ -160,16 +161,29 @@ def test_features_cache_and_train_only_augmentation(synth_data, tmp_path):
     assert cache3.hits == 0
 
 
-def test_padding_is_the_same_for_both_classes(synth_data, tmp_path):
-    """Every clip, scream or not, becomes exactly clip_s seconds (zeros at the end), so length tells nothing."""
-    cfg = tiny_config(clip_s=1.0)
+def _silent_frames(X: np.ndarray) -> np.ndarray:
+    """Per clip, the share of frames at the log-mel floor (digital silence) of (n, n_mels, n_frames) features."""
+    return (X.max(axis=1) <= X.min() + 1.0).mean(axis=1)
+
+
+def test_loop_padding_leaves_no_silence_that_tells_a_clips_length(synth_data, tmp_path):
+    """Every clip, scream or not, becomes exactly clip_s seconds. Zero padding (the study's) leaves a silent tail
+    whose length is the clip's, and so differs by class wherever durations do; looping (the default) leaves none."""
     ds = discover(synth_data)
-    splits = load_or_make_split(ds, tmp_path / "split.csv", cfg.split_spec)
-    f = compute_features(splits, cfg, FeatureCache(tmp_path / "c"), augment=False, progress=False)
-    # All clips are shorter than 1 s: the last frames are the padding's floor, whatever the label.
-    floor = f.X["train"][:, :, -3:]
-    assert np.allclose(floor, floor.min())
-    assert {int(v) for v in f.y["train"]} == {0, 1}
+    lengths = {c.path: sf.info(c.path).duration for c in ds.clips}
+    got = {}
+    for pad in ("zeros", "loop"):
+        cfg = tiny_config(clip_s=1.0, pad=pad)
+        splits = load_or_make_split(ds, tmp_path / "split.csv", cfg.split_spec)
+        f = compute_features(splits, cfg, FeatureCache(tmp_path / f"c_{pad}"), augment=False, progress=False)
+        assert f.X["train"].shape[-1] == cfg.n_frames and {int(v) for v in f.y["train"]} == {0, 1}
+        got[pad] = (_silent_frames(f.X["train"]), np.array([lengths[c.path] for c in f.clips["train"]]))
+    silent, dur = got["zeros"]
+    # all clips are shorter than 1 s: with zeros the silent share is 1 - duration (to a frame or two)
+    np.testing.assert_allclose(silent, 1.0 - dur, atol=0.06)
+    assert np.corrcoef(silent, dur)[0, 1] < -0.95
+    silent, _ = got["loop"]
+    assert silent.max() == 0.0
 
 
 def test_bad_file_is_reported_and_skipped(synth_data, tmp_path):
@@ -379,8 +393,9 @@ def test_cli_errors_are_one_line(synth_data, tmp_path):
         assert code == 2 and f"{opt} is empty" in text and not (tmp_path / "o3").exists()
 
 
-def test_seed_preset_copies_every_scream_and_few_non_screams(synth_data, tmp_path):
-    """The study's scheme: noise on every scream copy, on ~20% of non-scream copies (unchanged copies dropped)."""
+def test_seed_preset_noises_both_classes_alike(synth_data, tmp_path):
+    """The study's noise and shift, without its flaw (noise on every scream copy but ~20% of non-scream copies):
+    every clip of either class gets its noisy copy, so noise tells nothing about the label."""
     cfg = tiny_config(augment="seed")
     ds = discover(synth_data)
     splits = load_or_make_split(ds, tmp_path / "split.csv", cfg.split_spec)
@@ -389,13 +404,13 @@ def test_seed_preset_copies_every_scream_and_few_non_screams(synth_data, tmp_pat
     f = compute_features(splits, cfg, FeatureCache(tmp_path / "c"), augment=True,
                          noise_bank=noise_bank_for(ds, cfg, log=lambda m: None), progress=False)
     n_pos, n_neg = int(f.y["train"].sum()), int(len(f.y["train"]) - f.y["train"].sum())
-    assert int(f.y_aug.sum()) == n_pos
-    assert int(len(f.y_aug) - f.y_aug.sum()) < 0.5 * n_neg
+    assert int(f.y_aug.sum()) == n_pos and n_pos > 0
+    assert int(len(f.y_aug) - f.y_aug.sum()) == n_neg
 
 
 def test_a_relabelled_clip_gets_the_copies_of_its_new_label_from_the_cache(synth_data, tmp_path):
-    """The seed preset augments screams and non-screams differently, so a clip's cached copies depend on its
-    label: a file relabelled (a labelling fix) gets exactly the copies a fresh cache gives, not the old ones."""
+    """A file relabelled (a labelling fix) gets exactly the copies (and labels) a fresh cache gives, not the old
+    ones."""
     cfg = tiny_config(augment="seed")
     ds = discover(synth_data)
     splits = load_or_make_split(ds, tmp_path / "split.csv", cfg.split_spec)
@@ -411,3 +426,94 @@ def test_a_relabelled_clip_gets_the_copies_of_its_new_label_from_the_cache(synth
     np.testing.assert_array_equal(again.y_aug, fresh.y_aug)
     np.testing.assert_array_equal(again.X_aug, fresh.X_aug)
     assert int(again.y_aug.sum()) == sum(c.label for c in flipped["train"])  # every (new) scream has its copy
+
+
+# ---- folders, splits and data a study must refuse (each seen give wrong or lost results before) ----------------
+
+def _regroup(root: Path, group_of) -> None:
+    """Rewrite the manifest of `synth_data` with group_of(row index, row) as each clip's group."""
+    with open(root / "manifest.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    for i, r in enumerate(rows):
+        r["group"] = group_of(i, r)
+    with open(root / "manifest.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+
+
+def test_a_split_without_screams_in_val_or_test_is_refused_before_any_run(synth_data, tmp_path):
+    """Two scream groups all land in train: val and test hold no scream, and a study there would report F1 0 and
+    AP n/a as a result (threshold 0.5 "from val"). Refused before any model is fitted; once the data are fixed,
+    the same folder is taken over (no run had finished in it)."""
+    from screamdetect.study import StudyError
+
+    _regroup(synth_data, lambda i, r: f"scream{i % 2}" if r["label"] == "1" else r["group"])
+    cfg = tiny_config(models=["svm"])
+    out = tmp_path / "s"
+    with pytest.raises(StudyError, match=r"the (val|test) split holds only non-screams"):
+        run_grid(synth_data, cfg, out, cache=FeatureCache(tmp_path / "c"), progress=False, log=lambda m: None)
+    assert not list(out.glob("*/metrics.json"))
+    _regroup(synth_data, lambda i, r: f"g{i}")  # a group per clip again: screams in every split
+    (out / "split.csv").unlink()
+    logged = []
+    rows = run_grid(synth_data, cfg, out, cache=FeatureCache(tmp_path / "c"), progress=False, log=logged.append)
+    assert [r["run"] for r in rows] == ["svm__baseline"] and any("starting over" in m for m in logged)
+
+
+def test_a_reused_split_that_tears_a_group_apart_is_refused(synth_data, tmp_path):
+    """A split made before the manifest's groups changed would put one group on both sides, silently."""
+    from screamdetect.data import DatasetError
+
+    split = tmp_path / "split.csv"
+    splits = load_or_make_split(discover(synth_data), split)
+    a, b = splits["train"][0], splits["test"][0]
+    _regroup(synth_data, lambda i, r: "same-speaker" if r["path"] in (Path(a.path).relative_to(synth_data).as_posix(),
+                                                                        Path(b.path).relative_to(synth_data).as_posix())
+             else r["group"])
+    with pytest.raises(DatasetError, match=r"group 'same-speaker' has clips in test and train"):
+        load_or_make_split(discover(synth_data), split)
+
+
+@pytest.mark.parametrize("key, value", [("checkpoint", "loss"), ("weight_decay", 0.0)])
+def test_study_wide_training_settings_cannot_redefine_the_model_variants(key, value):
+    """train.checkpoint: loss turned cnn_f1 into cnn_reg (and f1 turned cnn into cnn_f1), silently."""
+    with pytest.raises(ValueError, match=rf"train.{key} defines the model variants.*model_params"):
+        StudyConfig.from_dict({"train": {key: value}})
+
+
+def test_subsets_of_one_study_fill_one_folder_and_one_summary(synth_data, tmp_path):
+    """--models svm (no augmentation) then --models fnn --conditions augmentation into one folder: accepted (the
+    noise bank is checked run by run), and the summary lists both runs instead of the last subset only."""
+    out = tmp_path / "s"
+    kw = dict(cache=FeatureCache(tmp_path / "c"), progress=False, log=lambda m: None)  # noqa: C408
+    run_grid(synth_data, tiny_config(models=["svm"]), out, **kw)
+    rows = run_grid(synth_data, tiny_config(models=["fnn"], conditions=["augmentation"]), out, **kw)
+    assert sorted(r["run"] for r in rows) == ["fnn__augmentation", "svm__baseline"]
+    with open(out / "summary.csv", newline="") as f:
+        assert sorted(r["run"] for r in csv.DictReader(f)) == ["fnn__augmentation", "svm__baseline"]
+    # another noise bank: the augmented run is fitted again, the baseline one is reused
+    other = tmp_path / "noise2"
+    other.mkdir()
+    for k in range(2):
+        write_audio(other / f"m{k}.wav", (0.02 * np.random.default_rng(k).standard_normal(SAMPLE_RATE)).astype(np.float32))
+    logged = []
+    run_grid(synth_data, tiny_config(models=["svm", "fnn"], conditions=["augmentation"]), out,
+             cache=FeatureCache(tmp_path / "c"), noise_dir=other, progress=False, log=logged.append)
+    assert any("svm / baseline: done before" in m for m in logged)
+    assert not any("fnn / augmentation: done before" in m for m in logged)
+
+
+def test_a_missing_noise_bank_writes_nothing(synth_data, tmp_path):
+    """Augmentation without a noise bank is refused before the folder is claimed, so the same --out works once
+    --noise is given."""
+    import shutil
+
+    from screamdetect.study import StudyError
+
+    shutil.rmtree(synth_data / "noise")
+    out = tmp_path / "s"
+    cfg = tiny_config(models=["fnn"], conditions=["augmentation"])
+    with pytest.raises(StudyError, match="a noise bank is needed"):
+        run_grid(synth_data, cfg, out, cache=FeatureCache(tmp_path / "c"), progress=False, log=lambda m: None)
+    assert not out.exists()

@@ -401,12 +401,22 @@ def _ffmpeg_blocks(path: Path, block: int, sr: int) -> Iterator[np.ndarray]:
             proc.wait()
 
 
-def pad_or_trim(audio: np.ndarray, n_samples: int) -> np.ndarray:
-    """Zero-pad at the end or cut to exactly `n_samples`. The same rule for every clip, whatever its label."""
+PAD_MODES = ("loop", "zeros")
+
+
+def pad_or_trim(audio: np.ndarray, n_samples: int, mode: str = "zeros") -> np.ndarray:
+    """Cut to exactly `n_samples`, or fill a shorter signal up to it at the end: with zeros (mode "zeros"), or by
+    repeating it (mode "loop": no trailing silence whose length would tell how long the clip was). The same rule
+    for every clip, whatever its label. An empty signal is filled with zeros in either mode."""
     if n_samples <= 0:
         raise ValueError(f"n_samples must be positive, got {n_samples}")
+    if mode not in PAD_MODES:
+        raise ValueError(f"mode must be one of {PAD_MODES}, got {mode!r}")
     if audio.shape[-1] >= n_samples:
         return audio[..., :n_samples]
+    if mode == "loop" and audio.shape[-1] > 0:
+        reps = -(-n_samples // audio.shape[-1])
+        return np.tile(audio, [1] * (audio.ndim - 1) + [reps])[..., :n_samples]
     pad = [(0, 0)] * (audio.ndim - 1) + [(0, n_samples - audio.shape[-1])]
     return np.pad(audio, pad)
 

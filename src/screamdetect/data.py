@@ -304,6 +304,14 @@ def load_or_make_split(ds: Dataset, split_file: str | os.PathLike, spec: SplitSp
         if missing:
             raise DatasetError(f"{split_file}: {len(missing)} clips of the dataset are not in this split file "
                                f"(e.g. {missing[0]}); delete it to make a new split")
+        where: dict[str, set[str]] = {}
+        for c in ds.clips:
+            where.setdefault(c.group, set()).add(assign[c.path])
+        torn = sorted(g for g, s in where.items() if len(s) > 1)
+        if torn:  # the manifest's groups changed since the split was made: one group would sit on both sides
+            raise DatasetError(f"{split_file}: group {torn[0]!r} has clips in {' and '.join(sorted(where[torn[0]]))}"
+                               f" ({len(torn)} group(s) split across splits; the manifest's groups changed since "
+                               "this split was made?); delete the split file to make a new group-aware split")
     else:
         assign = split_clips(ds.clips, spec)
         write_split(assign, split_file, ds.root)

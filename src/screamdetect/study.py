@@ -3,7 +3,8 @@
 `screamdetect study DATA --config configs/seed.yaml --out runs/study` runs :func:`run_grid`:
 
 1. discover DATA, make (or reuse) the group-aware split, written to OUT/split.csv;
-2. load every clip, pad or trim it to `clip_s` seconds (zero padding at the end, the same rule for both classes),
+2. load every clip, pad or trim it to `clip_s` seconds (`pad`: looped by default, or zero-padded; the same rule for
+   both classes),
    compute the log-mel with the shared front-end (features.log_mel) and cache it on disk (data.FeatureCache, keyed
    by the file's content, clip_s and the front-end; augmented copies also by the preset, copy index, seed and
    noise bank), so a second run reads features instead of computing them;
@@ -36,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .audio import SAMPLE_RATE, AudioError, load_audio, pad_or_trim
+from .audio import PAD_MODES, SAMPLE_RATE, AudioError, load_audio, pad_or_trim
 from .data import (
     SPLITS,
     Clip,
@@ -91,7 +92,9 @@ def uses_class_weights(condition: str) -> bool:
 class StudyConfig:
     """Everything that defines a study run (stored as config.yaml in every run folder).
 
-    clip_s: every clip is zero-padded at the end or cut to this many seconds. frontend: the shared log-mel
+    clip_s: every clip is padded at the end or cut to this many seconds; pad: how a shorter clip is filled,
+    "loop" (the clip repeated: no stretch of digital silence whose length tells the clip's, and so its label,
+    apart) or "zeros" (zero padding, as the study did). frontend: the shared log-mel
     settings. augment: "seed" (the study's scheme) or "robust"; aug_copies: augmented copies per training clip.
     models / conditions: the grid (SVM runs on the baseline condition only, whatever `conditions` says, unless
     svm_conditions lists more). train: TrainConfig overrides for every deep model (epochs, batch_size, patience,
@@ -101,6 +104,7 @@ class StudyConfig:
     """
 
     clip_s: float = 3.0
+    pad: str = "loop"
     frontend: FrontEnd = field(default_factory=lambda: FrontEnd(n_mels=64, win_s=0.025, hop_s=0.0125, fmin=50.0,
                                                                 fmax=8000.0))
     augment: str = "robust"
@@ -125,6 +129,8 @@ class StudyConfig:
         check_number("aug_copies", self.aug_copies, integer=True, low=1)
         if self.n_frames < 1:
             raise ValueError(f"clip_s ({self.clip_s}) is shorter than one front-end hop ({self.frontend.hop_s} s)")
+        if self.pad not in PAD_MODES:
+            raise ValueError(f"pad must be one of {PAD_MODES}, got {self.pad!r}")
         if self.augment not in PRESETS:
             raise ValueError(f"augment must be one of {PRESETS}, got {self.augment!r}")
         if self.aug_copies < 1:
@@ -144,6 +150,11 @@ class StudyConfig:
         for k in ("class_weight", "seed", "progress"):
             if k in self.train:
                 raise ValueError(f"train.{k} is set by the study itself (condition / seed / progress); remove it")
+        for k in ("checkpoint", "weight_decay"):  # they tell cnn, cnn_reg and cnn_f1 apart
+            if k in self.train:
+                raise ValueError(f"train.{k} defines the model variants (cnn_reg = cnn + weight decay, cnn_f1 = "
+                                 f"cnn_reg with its checkpoint chosen by validation F1); set it for one model under "
+                                 f"model_params instead, e.g. model_params: {{cnn: {{{k}: ...}}}}")
         try:  # every training setting checked now, not after the features and the SVM
             TrainConfig(**self.train)
         except ValueError as e:
@@ -370,10 +381,11 @@ def compute_features(splits: dict[str, list[Clip]], cfg: StudyConfig, cache: Fea
     cache = cache or FeatureCache()
     featurise, shape, key = _feature_recipe(cfg, kind)
     base = {"v": FEATURE_VERSION, "clip_s": cfg.clip_s, **key}
+    if cfg.pad != "zeros":  # (zero-padded features keep the cache keys they had before `pad` existed)
+        base["pad"] = cfg.pad
     spec = get_preset(cfg.augment)
-    if augment and noise_bank is None and (spec.p_noise_scream > 0 or spec.p_noise_other > 0):
-        raise StudyError(f"augmentation preset {spec.name!r} adds background noise: a noise bank is needed "
-                         "(DATA/noise, or --noise / noise_dir in the config)")
+    if augment:
+        _need_bank(cfg, noise_bank)
     label_dependent = (spec.p_noise_scream != spec.p_noise_other or spec.p_shift_scream != spec.p_shift_other)
     aug_base = {**base, "augment": spec.to_dict(), "seed": cfg.seed,
                 "bank": _bank_key(noise_bank) if noise_bank is not None else None}
@@ -398,7 +410,7 @@ def compute_features(splits: dict[str, list[Clip]], cfg: StudyConfig, cache: Fea
                 # The clip is decoded at most once, and only on a cache miss.
                 def wave(path: str, memo: list[np.ndarray] = []) -> np.ndarray:  # noqa: B006 - fresh per clip
                     if not memo:
-                        memo.append(pad_or_trim(load_audio(path), cfg.n_samples).astype(np.float32))
+                        memo.append(pad_or_trim(load_audio(path), cfg.n_samples, cfg.pad).astype(np.float32))
                     return memo[0]
 
                 try:
@@ -447,6 +459,16 @@ def compute_features(splits: dict[str, list[Clip]], cfg: StudyConfig, cache: Fea
     feats.aug_info = {"preset": spec.name, "copies_per_clip": cfg.aug_copies if augment else 0,
                       "emitted": len(ya), "emitted_scream": int(np.sum(ya)) if ya else 0}
     return feats
+
+
+def _need_bank(cfg: StudyConfig, bank) -> None:
+    """StudyError when the config's augmentation adds noise and there is no noise bank."""
+    from .augment import get_preset
+
+    spec = get_preset(cfg.augment)
+    if bank is None and (spec.p_noise_scream > 0 or spec.p_noise_other > 0):
+        raise StudyError(f"augmentation preset {spec.name!r} adds background noise: a noise bank is needed "
+                         "(DATA/noise, or --noise / noise_dir in the config)")
 
 
 def noise_dir_for(ds: Dataset, cfg: StudyConfig, noise_dir: str | os.PathLike | None = None) -> Path | None:
@@ -521,6 +543,32 @@ def make_study_model(name: str, condition: str, cfg: StudyConfig, progress: bool
     return make_model(name, (cfg.frontend.n_mels, cfg.n_frames), seed=cfg.seed, **params)
 
 
+def check_training_data(data: TrainingData, what: str) -> None:
+    """StudyError unless train, val and test each hold both classes: a threshold chosen on a validation split
+    without screams, or a test split without them, gives numbers that mean nothing (F1 0, AP undefined)."""
+    for split, yy in (("train", data.y_train), ("val", data.y_val), ("test", data.y_test)):
+        n_pos = int(np.sum(yy))
+        if len(yy) == 0:
+            raise StudyError(f"{what}: the {split} split holds no usable clip")
+        if n_pos in (0, len(yy)):
+            raise StudyError(f"{what}: the {split} split holds only {'screams' if n_pos else 'non-screams'} "
+                             f"({len(yy)} clips); every split needs both classes (more scream groups, or other "
+                             "split fractions in the config's split:)")
+
+
+def _check_split_classes(splits: dict[str, list], what: str) -> None:
+    """The same check on a split before any feature is computed (a clip that cannot be read is caught later)."""
+    for split in SPLITS:
+        labels = [c.label for c in splits.get(split, [])]
+        if not labels or len(set(labels)) < 2:
+            n_pos = sum(labels)
+            raise StudyError(f"{what}: the {split} split holds "
+                             + (f"only {'screams' if n_pos else 'non-screams'} ({len(labels)} clips)" if labels
+                                else "no clip")
+                             + "; every split needs both classes (more scream groups, or other split fractions in "
+                             "the config's split:)")
+
+
 def run_one(name: str, condition: str, data: TrainingData, cfg: StudyConfig, run_dir: Path,
             progress: bool = True, log=print, extra: dict | None = None) -> dict:
     """Fit one model under one condition, choose the threshold on validation, evaluate on test, write the run
@@ -532,12 +580,7 @@ def run_one(name: str, condition: str, data: TrainingData, cfg: StudyConfig, run
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(f"# effective study config (model {name}, condition {condition})\n"
                                          + cfg.to_yaml())
-    for what, yy in (("train", data.y_train), ("val", data.y_val), ("test", data.y_test)):
-        if len(yy) == 0:
-            raise StudyError(f"{name}/{condition}: the {what} split holds no usable clip")
-    if data.y_train.min() == data.y_train.max():
-        raise StudyError(f"{name}/{condition}: the training data hold only one class "
-                         f"({'scream' if data.y_train[0] else 'not_scream'})")
+    check_training_data(data, f"{name}/{condition}")
     cw = class_weights(data.y_train)  # on the training data AS FED
     use_cw = uses_class_weights(condition)
     if use_cw:
@@ -677,23 +720,42 @@ def write_summary(rows: list[dict], out: Path, title: str, intro: str, columns: 
                                                               list(extra_sections)))
 
 
-def data_key(datasets: Sequence[Dataset], noise_dirs: Sequence[Path | None] = ()) -> str:
-    """Hash of what a study was run on: every clip's path and label, in each dataset, and the noise bank folders
-    (when augmenting). Runs cached in a folder are reused only for the same data (a narrower source filter,
-    another dataset or another --noise would otherwise be answered with the earlier metrics)."""
-    d = [sorted((str(c.path), int(c.label)) for c in ds.clips) for ds in datasets]
-    d.append([str(Path(n).resolve()) if n else None for n in noise_dirs])
+def data_key(datasets: Sequence[Dataset]) -> str:
+    """Hash of what a study was run on: every clip's path, label and group, in each dataset. Runs cached in a
+    folder are reused only for the same data (a narrower source filter, another dataset or regrouped clips would
+    otherwise be answered with the earlier metrics). The noise bank is checked run by run (`noise_key`): only the
+    augmented conditions use it, so a study's baseline runs and its augmented ones can fill one folder."""
+    d = [sorted((str(c.path), int(c.label), str(c.group)) for c in ds.clips) for ds in datasets]
     return hashlib.sha1(json.dumps(d).encode()).hexdigest()[:12]
 
 
-def _check_out(out: Path, cfg: StudyConfig, kind: str, data: str) -> None:
-    """Refuse to mix two different studies in one folder (nothing the user has is overwritten silently)."""
+def noise_key(noise_dirs: Sequence[Path | None], condition: str) -> list[str | None] | None:
+    """What a run's result depends on of the noise bank: its folders under an augmented condition, else None."""
+    if not uses_augmentation(condition):
+        return None
+    return [str(Path(n).resolve()) if n else None for n in noise_dirs]
+
+
+# what a study writes into its folder before any run (an attempt that ends there may be replaced)
+_STUDY_FILES = ("study.json", "config.yaml", "split.csv", "split_A.csv", "split_B.csv")
+
+
+def _check_out(out: Path, cfg: StudyConfig, kind: str, data: str, log=print) -> None:
+    """Refuse to mix two different studies in one folder (nothing the user has is overwritten silently). A
+    folder of an earlier attempt that stopped before its first run finished (e.g. on a missing noise bank or a
+    split without screams) is taken over."""
     marker = out / "study.json"
     if marker.is_file():
         try:
             prev = json.loads(marker.read_text())
         except (OSError, ValueError):
             prev = {}
+        same = (prev.get("kind"), prev.get("config_key"), prev.get("data_key")) == (kind, cfg.key(), data)
+        if not same and not any(out.glob("*/metrics.json")):
+            log(f"{out}: an earlier attempt of another study stopped before any run finished; starting over there")
+            for f in _STUDY_FILES:
+                (out / f).unlink(missing_ok=True)
+            prev = {"kind": kind, "config_key": cfg.key(), "data_key": data}
         if prev.get("kind") != kind:
             raise StudyError(f"{out} holds a {prev.get('kind', 'different')} study, and this is a {kind} one; "
                              "choose another --out (nothing was overwritten)")
@@ -709,7 +771,9 @@ def _check_out(out: Path, cfg: StudyConfig, kind: str, data: str) -> None:
     marker.write_text(json.dumps({"kind": kind, "config_key": cfg.key(), "data_key": data}))
 
 
-def _cached_run(run_dir: Path, cfg: StudyConfig, rerun: bool) -> dict | None:
+def _cached_run(run_dir: Path, cfg: StudyConfig, rerun: bool, noise: list | None = None) -> dict | None:
+    """The metrics of a finished run of the same config (and, for an augmented condition, the same noise bank),
+    or None."""
     f = run_dir / "metrics.json"
     if rerun or not f.is_file():
         return None
@@ -717,7 +781,24 @@ def _cached_run(run_dir: Path, cfg: StudyConfig, rerun: bool) -> dict | None:
         m = json.loads(f.read_text())
     except (OSError, ValueError):
         return None
-    return m if m.get("config_key") == cfg.key() else None
+    return m if m.get("config_key") == cfg.key() and m.get("noise_bank") == noise else None
+
+
+def _other_rows(out: Path, cfg: StudyConfig, done: set[str], row, noise_for) -> list[dict]:
+    """Summary rows of the finished runs in `out` of the same config (and noise bank, `noise_for(metrics)`) that
+    this call did not run (subsets of one study filling one folder, e.g. --models svm, then --models cnn_f1): the
+    summary lists them all."""
+    rows = []
+    for f in sorted(out.glob("*/metrics.json")):
+        if f.parent.name in done:
+            continue
+        try:
+            m = json.loads(f.read_text())
+            if m.get("config_key") == cfg.key() and m.get("noise_bank") == noise_for(m):
+                rows.append(row(m, f.parent.name))
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # not one of ours, or unreadable: left out of the summary
+    return rows
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -733,11 +814,15 @@ def run_grid(data: str | os.PathLike, cfg: StudyConfig, out: str | os.PathLike, 
     cache = cache or FeatureCache()
     ds = load_dataset(data)
     need_aug = any(uses_augmentation(c) for _, c in cfg.grid())
-    _check_out(out, cfg, "grid", data_key([ds], [noise_dir_for(ds, cfg, noise_dir)] if need_aug else []))
+    bank = noise_bank_for(ds, cfg, noise_dir, log) if need_aug else None  # before anything is written
+    if need_aug:
+        _need_bank(cfg, bank)
+    noise_dirs = [noise_dir_for(ds, cfg, noise_dir)]
+    _check_out(out, cfg, "grid", data_key([ds]), log)
     (out / "config.yaml").write_text("# effective study config\n" + cfg.to_yaml())
     splits = load_or_make_split(ds, out / "split.csv", cfg.split_spec)
     log(f"dataset {ds.root}: {ds.summary()['clips']} clips; split {json.dumps(split_counts(splits))}")
-    bank = noise_bank_for(ds, cfg, noise_dir, log) if need_aug else None
+    _check_split_classes(splits, str(ds.root))
     t0, c0 = time.perf_counter(), time.process_time()
     kinds = sorted({feature_kind(m) for m, _ in cfg.grid()}, key=lambda k: k != "mel")  # "mel" first
     by_kind = {k: compute_features(splits, cfg, cache, augment=need_aug, noise_bank=bank, progress=progress,
@@ -753,11 +838,12 @@ def run_grid(data: str | os.PathLike, cfg: StudyConfig, out: str | os.PathLike, 
     for i, (name, cond) in enumerate(grid, 1):
         run = f"{name}__{cond}"
         run_dir = out / run
-        m = _cached_run(run_dir, cfg, rerun)
+        noise = noise_key(noise_dirs, cond)
+        m = _cached_run(run_dir, cfg, rerun, noise)
         if m is None:
             log(f"[{i}/{len(grid)}] {name} / {cond}")
             m = run_one(name, cond, training_data(by_kind[feature_kind(name)], cond), cfg, run_dir,
-                        progress=progress, log=log)
+                        progress=progress, log=log, extra={"noise_bank": noise})
             timing["runs"][run] = {"wall_s": m["fit_seconds"], "cpu_s": m.get("fit_cpu_seconds")}
         else:
             log(f"[{i}/{len(grid)}] {name} / {cond}: done before, reusing {run_dir / 'metrics.json'}")
@@ -765,6 +851,8 @@ def run_grid(data: str | os.PathLike, cfg: StudyConfig, out: str | os.PathLike, 
         log(f"    test: F1 {t['f1']:.3f}  P {t['precision']:.3f}  R {t['recall']:.3f}  AP "
             f"{_fmt(t['ap'])}  (threshold {m['threshold']:.3f} from val; fit {m['fit_seconds']:.0f} s)")
         rows.append(summary_row(m, run))
+    rows += _other_rows(out, cfg, {f"{n}__{c}" for n, c in grid}, summary_row,
+                        lambda m: noise_key(noise_dirs, m.get("condition", "")))
     timing["total_s"] = round(time.perf_counter() - t_start, 1)
     timing["total_cpu_s"] = round(time.process_time(), 1)
     timing["load_average"] = os.getloadavg() if hasattr(os, "getloadavg") else None
@@ -875,6 +963,13 @@ def phase_data(phase: str, fa: Features, fb: Features, condition: str, fraction:
     return td, note
 
 
+def _deploy_row(m: dict, run: str) -> dict:
+    t = m["test"]
+    return {"phase": m["phase"], "description": PHASES[m["phase"]], **summary_row(m, run),
+            "test_clips": t["n"], "test_screams": t["n_pos"],
+            "b_fraction_used": m.get("data", {}).get("b_fraction_used", "-")}
+
+
 def run_deploy(data_a: str | os.PathLike, data_b: str | os.PathLike, cfg: StudyConfig, out: str | os.PathLike,
                fraction: float = 0.30, models: tuple[str, ...] = ("svm", "cnn_reg"), condition: str = "both",
                phases: tuple[str, ...] = tuple(PHASES), sources_a: tuple[str, ...] | None = None,
@@ -908,33 +1003,41 @@ def run_deploy(data_a: str | os.PathLike, data_b: str | os.PathLike, cfg: StudyC
     cfg = replace(cfg, models=tuple(models), conditions=(condition,), svm_conditions=(condition,))
     # the condition is part of the kind: its runs (phase{X}__{model}) do not name it
     need_aug = uses_augmentation(condition)
-    _check_out(out, cfg, f"deploy(fraction={fraction}, condition={condition})",
-               data_key([ds_a, ds_b], [noise_dir_for(d, cfg, noise_dir) for d in (ds_a, ds_b)] if need_aug else []))
+    banks = {tag: noise_bank_for(ds, cfg, noise_dir, log) if need_aug else None  # before anything is written
+             for tag, ds in (("A", ds_a), ("B", ds_b))}
+    for b in banks.values():
+        if need_aug:
+            _need_bank(cfg, b)
+    noise = noise_key([noise_dir_for(d, cfg, noise_dir) for d in (ds_a, ds_b)], condition)
+    _check_out(out, cfg, f"deploy(fraction={fraction}, condition={condition})", data_key([ds_a, ds_b]), log)
     (out / "config.yaml").write_text("# effective study config\n" + cfg.to_yaml())
-    feats = {}
+    splits = {}
     for tag, ds in (("A", ds_a), ("B", ds_b)):
-        splits = load_or_make_split(ds, out / f"split_{tag}.csv", cfg.split_spec)
+        splits[tag] = load_or_make_split(ds, out / f"split_{tag}.csv", cfg.split_spec)
         log(f"dataset {tag} = {ds.root} [{', '.join(sorted({c.source for c in ds.clips}))}]: "
-            f"{json.dumps(split_counts(splits))}")
-        bank = noise_bank_for(ds, cfg, noise_dir, log) if need_aug else None
-        feats[tag] = compute_features(splits, cfg, cache, augment=need_aug, noise_bank=bank, progress=progress,
-                                      log=log)
-    rows = []
+            f"{json.dumps(split_counts(splits[tag]))}")
+        _check_split_classes(splits[tag], f"dataset {tag} ({ds.root})")
+    feats = {tag: compute_features(splits[tag], cfg, cache, augment=need_aug, noise_bank=banks[tag],
+                                   progress=progress, log=log) for tag in ("A", "B")}
     runs = [(p, m) for p in phases for m in models]
+    phase_sets = {}
+    for phase in phases:  # every phase's data checked before the first model is fitted
+        phase_sets[phase] = phase_data(phase, feats["A"], feats["B"], condition, fraction, cfg.seed)
+        check_training_data(phase_sets[phase][0], f"phase {phase} ({PHASES[phase]})")
+    rows = []
     for i, (phase, name) in enumerate(runs, 1):
         run = f"phase{phase}__{name}"
-        td, note = phase_data(phase, feats["A"], feats["B"], condition, fraction, cfg.seed)
-        m = _cached_run(out / run, cfg, rerun)
+        td, note = phase_sets[phase]
+        m = _cached_run(out / run, cfg, rerun, noise)
         if m is None:
             log(f"[{i}/{len(runs)}] phase {phase} ({PHASES[phase]}), {name} / {condition}")
             m = run_one(name, condition, td, cfg, out / run, progress=progress, log=log,
-                        extra={"phase": phase, "phase_description": PHASES[phase], "data": note})
+                        extra={"phase": phase, "phase_description": PHASES[phase], "data": note,
+                               "noise_bank": noise})
         t = m["test"]
         log(f"    test: F1 {t['f1']:.3f}  P {t['precision']:.3f}  R {t['recall']:.3f}  AP {_fmt(t['ap'])}")
-        row = {"phase": phase, "description": PHASES[phase], **summary_row(m, run),
-               "test_clips": t["n"], "test_screams": t["n_pos"],
-               "b_fraction_used": note.get("b_fraction_used", "-")}
-        rows.append(row)
+        rows.append(_deploy_row(m, run))
+    rows += _other_rows(out, cfg, {f"phase{p}__{n}" for p, n in runs}, _deploy_row, lambda m: noise)
     cols = ["run", "phase", "description", "model", "train_clips", "train_screams", "b_fraction_used",
             "test_clips", "test_screams", "threshold", "precision", "recall", "f1", "ap", "roc_auc", "fit_s"]
     intro = (f"A = {ds_a.root} [{', '.join(sorted({c.source for c in ds_a.clips}))}] ({len(ds_a)} clips, "

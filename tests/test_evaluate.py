@@ -76,6 +76,10 @@ def test_choose_threshold_youden_and_fixed():
     y, p = np.array([1, 0, 1, 0]), np.array([0.9, 0.8, 0.7, 0.1])
     assert choose_threshold(y, p, "youden") == pytest.approx(0.85)
     assert choose_threshold(y, p, "f1") == pytest.approx(0.4)
+    # Equal J computed in floats differ by an ulp (1/7 - 0/7 vs 6/7 - 5/7): the tie must still go to the top cut
+    y = np.array([1, 1, 0, 0, 0, 1, 1, 0, 1, 0, 0, 0, 1, 1])
+    p = np.array([0.6, 0.6, 0.7, 0.1, 0.7, 0.5, 0.9, 0.8, 0.5, 0.6, 0.5, 0.6, 0.3, 0.5])
+    assert choose_threshold(y, p, "youden") == pytest.approx(0.85)
     assert choose_threshold([1, 1], [0.3, 0.6]) == pytest.approx(0.3)  # accepting all: the lowest score
     assert choose_threshold(Y, P, "fixed", default=0.3) == 0.3
     assert choose_threshold([0, 0, 0], [0.2, 0.9, 0.1], "f1") == 0.5  # no scream in val: undefined → default

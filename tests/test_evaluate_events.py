@@ -269,3 +269,21 @@ def test_the_operating_curve_agrees_with_the_metrics_at_the_detectors_threshold(
     assert res.exit_code == 0, res.output
     assert (tmp_path / "cli" / "events.png").stat().st_size > 10_000 and (tmp_path / "cli" / "operating_curve.csv").is_file()
     assert "other operating points" in " ".join(res.output.split())
+
+
+def test_a_detection_over_before_the_onset_is_not_the_screams():
+    """No tolerance before the onset: a detection that ended before the scream began was raised by something
+    else (it gave recall and a negative latency before), and of the detections on a scream the first alerting at
+    or after the onset gives the latency."""
+    truth = [gt(10, 12, 0.0)]
+    early = E(start_s=7.0, end_s=9.2, alert_s=7.5)
+    real = E(start_s=10.2, end_s=12.0, alert_s=10.75)
+    m, fa = match_events(truth, [early])
+    assert not m[0].detected and fa == 1
+    m, fa = match_events(truth, [early, real])
+    assert m[0].detected and m[0].latency_s == pytest.approx(0.75) and fa == 1
+    running = E(start_s=8.0, end_s=10.5, alert_s=8.5)  # on before the onset and still on after it
+    m, fa = match_events(truth, [running, real])
+    assert m[0].latency_s == pytest.approx(0.75) and fa == 0  # the other is a split event, not a false alarm
+    m, _ = match_events(truth, [running])
+    assert m[0].detected and m[0].latency_s == pytest.approx(-1.5)

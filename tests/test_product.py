@@ -92,6 +92,35 @@ def test_calibration_meets_the_false_alarm_target(tmp_path):
     assert strict["threshold"] >= cal["threshold"]
 
 
+def test_calibration_accepts_a_rate_exactly_at_the_target():
+    """One false alarm in 2 h is 0.5/h, which meets a 0.5/h target. Summing the hours scene by scene gave
+    1.9999999999999991 h, so 0.5000000000000002/h, and the threshold went above the false alarm for nothing."""
+    from types import SimpleNamespace
+
+    from screamdetect.detector import Smoothing
+
+    hop = SAMPLE_RATE // 4
+    calls = {"free": 0}
+
+    def score_windows(a):  # screams (inserted at 3 s of a 10 s background) score 0.9; one 300 s scene has a 0.6
+        s = np.zeros(1 + (a.size - SAMPLE_RATE) // hop, np.float32)
+        if a.size < 200 * SAMPLE_RATE:
+            s[12:16] = 0.9
+        else:
+            if calls["free"] == 0:
+                s[400:404] = 0.6
+            calls["free"] += 1
+        return s
+
+    det = SimpleNamespace(score_windows=score_windows, window_s=1.0, hop_s=0.25, smoothing=Smoothing())
+    rng = np.random.default_rng(0)
+    noises = [(0.05 * rng.standard_normal(20 * SAMPLE_RATE)).astype(np.float32)]
+    cal = calibrate(det, [burst(1.0, amp=0.3)], [background(2.0, seed=0)], noises,
+                    replace(CFG, calib_hours=2.0, target_false_alarms_per_hour=0.5))
+    assert cal["scream_free_hours"] == 2.0
+    assert cal["target_met"] and cal["threshold"] == 0.05 and cal["val_false_alarms_per_hour"] == 0.5
+
+
 def test_calibration_reaches_saturated_scores():
     """A model whose false alarms score 0.993 and its screams 0.9999 (YAMNet heads saturate so): calibration must
     look above 0.99 to meet the target."""

@@ -115,6 +115,25 @@ def test_scenes_are_never_clipped_and_keep_their_snr(rng):
     assert np.abs(bg).max() <= scenes.PEAK_MAX + 1e-6
 
 
+def test_a_scene_says_how_far_it_was_turned_down():
+    """A 20 dB scream over a -15 dBFS bed cannot fit under full scale: the whole scene is turned down and says by
+    how much (gain_db), so the bed away from the scream sits at its level + gain_db; a quiet scene keeps 0 dB."""
+    noise = [(0.1 * np.random.default_rng(1).standard_normal(30 * SAMPLE_RATE)).astype(np.float32)]
+    db = lambda x: 20 * np.log10(np.sqrt(np.mean(x.astype(np.float64) ** 2)))
+    for snr, bed in ((20.0, -15.0), (0.0, -45.0)):
+        spec = scenes.SceneSpec(duration_s=20.0, snrs_db=(snr,), min_gap_s=4.0, clips_per_minute=0,
+                                bed_level_dbfs=(bed, bed))
+        (scene,) = scenes.event_scenes([("s", sine(1000, 1.0, amp=0.9))], [], noise, spec)
+        if snr == 20.0:
+            assert scene.gain_db < -3.0 and np.abs(scene.audio).max() == pytest.approx(scenes.PEAK_MAX, rel=1e-3)
+        else:
+            assert scene.gain_db == 0.0
+        assert db(scene.audio[-3 * SAMPLE_RATE:]) == pytest.approx(bed + scene.gain_db, abs=1.0)
+    free = list(scenes.scream_free_scenes([], noise, 20.0 / 3600, scenes.SceneSpec(duration_s=20.0,
+                                                                                 clips_per_minute=0)))
+    assert len(free) == 1 and free[0].gain_db == 0.0
+
+
 @pytest.mark.parametrize("rt60, drr_db", [(0.6, 0.0), (0.3, 6.0)])
 def test_room_impulse_response_decays_at_rt60_and_keeps_the_level(rt60, drr_db):
     from screamdetect.scenes import reverberate, room_impulse_response

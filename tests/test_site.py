@@ -276,3 +276,30 @@ def test_help_paragraphs_are_reflowed():
     res = CliRunner().invoke(app, ["calibrate-site", "--help"], env={"COLUMNS": "200"})
     assert res.exit_code == 0
     assert "A quiet site (a ward at night) can take a lower threshold" in res.stdout
+
+
+def test_every_snr_is_tried_on_every_kind_of_excerpt():
+    """4 excerpts and 4 SNRs: trial j took excerpt j % 4, so every 0 dB trial fell on the first excerpt and
+    recall per SNR measured excerpts. Each excerpt now serves as many trials, in a random order."""
+    from types import SimpleNamespace
+
+    from screamdetect.site import insertion_trials
+
+    rng = np.random.default_rng(0)
+    levels = [0.001, 0.002, 0.004, 0.008]  # the excerpt is known from its level before the scream
+    excerpts = [(lv * rng.standard_normal(10 * 16000)).astype(np.float32) for lv in levels]
+    seen = []
+
+    def score_windows(a):
+        seen.append(int(np.argmin([abs(np.std(a[:8000]) - lv) for lv in levels])))
+        return np.zeros(37, np.float32)
+
+    det = SimpleNamespace(score_windows=score_windows, window_s=1.0, hop_s=0.25, smoothing=Smoothing())
+    screams = [(f"s{i}", burst(1.0, amp=0.3)) for i in range(8)]
+    trials, skipped = insertion_trials(det, excerpts, screams, snrs_db=(0.0, 5.0, 10.0, 20.0), seed=0)
+    assert skipped == 0 and len(trials) == 32
+    by_snr = {}
+    for t, e in zip(trials, seen):
+        by_snr.setdefault(t.snr_db, set()).add(e)
+    assert all(len(v) >= 2 for v in by_snr.values()), by_snr
+    assert sorted(seen.count(e) for e in range(4)) == [8, 8, 8, 8]

@@ -147,8 +147,8 @@ def choose_threshold(y_val, p_val, rule: str = "f1", default: float = 0.5) -> fl
     fn = n_pos - tp
     if rule == "f1":
         score = 2 * tp / (2 * tp + fp + fn)
-    else:
-        score = tp / n_pos - fp / n_neg
+    else:  # Youden's J = tp/n_pos - fp/n_neg, in integers (n_pos * n_neg * J): equal J are equal, not 1 ulp apart
+        score = tp.astype(np.int64) * n_neg - fp.astype(np.int64) * n_pos
     best = int(np.argmax(score))  # first maximum = highest threshold
     lo = s_sorted[last[best]]
     # Midway to the next lower validation score: the same validation decisions, with a margin on both sides.
@@ -196,38 +196,47 @@ class EventMatch:
     latency_s: float | None
 
 
+def covers_scream(start_s: float, end_s: float, gt_start_s: float, gt_end_s: float, tolerance_s: float = 1.0
+                  ) -> bool:
+    """Whether a detection over [start_s, end_s] can be the scream's over [gt_start_s, gt_end_s]: it is still on
+    after the onset and starts before the scream's end + tolerance_s (a scream's tail can outlast its loud part).
+    No tolerance before the onset: a detection over by then was raised by something else."""
+    return end_s > gt_start_s and start_s <= gt_end_s + tolerance_s
+
+
 def match_events(truth: Sequence, detections: Sequence, tolerance_s: float = 1.0) -> tuple[list[EventMatch], int]:
     """Match detections to ground-truth screams of one scene.
 
     truth: objects with start_s, end_s, snr_db. detections: objects with start_s, end_s and optionally alert_s
-    (when the alert was raised; defaults to start_s). A detection matches a scream when it overlaps
-    [start_s − tolerance_s, end_s + tolerance_s]; each detection matches at most one scream (the first it overlaps).
-    Returns (one EventMatch per scream, number of detections that matched no scream = false alarms).
+    (when the alert was raised; defaults to start_s). A detection matches a scream when :func:`covers_scream`;
+    each detection matches at most one scream. Of the detections that match a scream, the first whose alert
+    comes at or after its onset gives the latency (else the first one). Returns (one EventMatch per scream,
+    number of detections that matched no scream = false alarms).
     """
     if tolerance_s < 0:
         raise ValueError(f"tolerance_s must be >= 0, got {tolerance_s}")
+
+    def alert_of(d) -> float:
+        a = getattr(d, "alert_s", None)
+        return float(d.start_s if a is None else a)
+
     used = [False] * len(detections)
     out = []
     for gt in sorted(truth, key=lambda g: g.start_s):
-        hit = None
-        for j, d in enumerate(detections):
-            if not used[j] and d.start_s <= gt.end_s + tolerance_s and d.end_s >= gt.start_s - tolerance_s:
-                hit = j
-                break
-        if hit is None:
+        cands = [j for j, d in enumerate(detections)
+                 if not used[j] and covers_scream(d.start_s, d.end_s, gt.start_s, gt.end_s, tolerance_s)]
+        if not cands:
             out.append(EventMatch(gt.start_s, gt.end_s, gt.snr_db, False, None))
-        else:
-            used[hit] = True
-            d = detections[hit]
-            alert = getattr(d, "alert_s", None)
-            alert = d.start_s if alert is None else alert
-            out.append(EventMatch(gt.start_s, gt.end_s, gt.snr_db, True, float(alert - gt.start_s)))
+            continue
+        hit = next((j for j in cands if alert_of(detections[j]) >= gt.start_s), cands[0])
+        used[hit] = True
+        out.append(EventMatch(gt.start_s, gt.end_s, gt.snr_db, True, alert_of(detections[hit]) - gt.start_s))
     # Detections overlapping an already matched scream (a split event) are not false alarms.
     spurious = 0
     for j, d in enumerate(detections):
         if used[j]:
             continue
-        if not any(d.start_s <= g.end_s + tolerance_s and d.end_s >= g.start_s - tolerance_s for g in truth):
+        if not any(covers_scream(d.start_s, d.end_s, g.start_s, g.end_s, tolerance_s) for g in truth):
             spurious += 1
     return out, spurious
 
@@ -403,6 +412,7 @@ def evaluate_events(detector, data, out_dir=None, noise_dir=None, split_file=Non
     matches: list[EventMatch] = []
     spurious_in_event_scenes = 0
     event_scene_s = 0.0
+    gains: dict[str, list[float]] = {"event": [], "free": []}
     scene_list = list(sc.event_scenes(screams, negatives, test_noise, spec, repeats=repeats))
     for scene in track(scene_list, description="event scenes", transient=True):
         det = run(scene.audio, "event", scene.events)
@@ -410,6 +420,7 @@ def evaluate_events(detector, data, out_dir=None, noise_dir=None, split_file=Non
         matches += m
         spurious_in_event_scenes += fa
         event_scene_s += scene.duration_s
+        gains["event"].append(scene.gain_db)
         if out_dir is not None and write_scenes:
             scene.sounds = [replace(x, name=describe(x)["cause"]) for x in scene.sounds]  # files, in the JSON
             sc.write_scene(scene, out_dir / "scenes")
@@ -423,6 +434,7 @@ def evaluate_events(detector, data, out_dir=None, noise_dir=None, split_file=Non
         found = run(scene.audio, "free")
         free += len(found)
         free_s += scene.duration_s
+        gains["free"].append(scene.gain_db)
         for d in found:
             false_alarms.append({"scene": scene.name, "start_s": round(float(d.start_s), 3),
                                  "end_s": round(float(d.end_s), 3),
@@ -437,6 +449,10 @@ def evaluate_events(detector, data, out_dir=None, noise_dir=None, split_file=Non
         "false_alarm_causes": dict(sorted(causes.items(), key=lambda kv: (-kv[1], kv[0]))),
         "false_alarms_in_event_scenes": spurious_in_event_scenes,
         "event_scene_hours": event_scene_s / 3600,
+        # how far each scene was turned down so its loudest peak fits under full scale (scenes.fit_full_scale; a
+        # 20 dB scream over a loud bed turns its whole scene down, SNRs kept): median and lowest, in dB
+        "scene_gain_db": {k: {"median": round(float(np.median(v)), 2), "min": round(float(np.min(v)), 2)}
+                          for k, v in gains.items() if v},
         "test_screams": len(screams), "test_negatives": len(negatives), "test_noise_pieces": len(test_noise),
         "unreadable": unreadable,  # test files (and noise pieces) that could not be decoded: left out above
         "repeats": repeats, "tolerance_s": tolerance_s, "snrs_db": list(spec.snrs_db),

@@ -63,6 +63,9 @@ class Scene:
     audio: np.ndarray  # float32 mono at SAMPLE_RATE
     events: list[GroundTruth] = field(default_factory=list)
     sounds: list[Sound] = field(default_factory=list)  # what its background is made of
+    # the gain (dB, <= 0) that fitted the whole scene under full scale (fit_full_scale): its beds, clips and
+    # screams all sit this much below the SceneSpec's levels (SNRs are kept)
+    gain_db: float = 0.0
 
     @property
     def duration_s(self) -> float:
@@ -170,12 +173,20 @@ def _level_clip(x: np.ndarray, dbfs: float) -> np.ndarray:
     return (y * np.float32(PEAK_MAX / peak) if peak > PEAK_MAX else y).astype(np.float32)
 
 
-def fit_full_scale(audio: np.ndarray) -> np.ndarray:
-    """Scale a whole scene down (in place) if it would exceed PEAK_MAX, instead of clipping it: SNRs are kept."""
+def fit_full_scale(audio: np.ndarray, gains: list[float] | None = None) -> np.ndarray:
+    """Scale a whole scene down (in place) if it would exceed PEAK_MAX, instead of clipping it: SNRs are kept.
+    The factor applied (1.0 when none) is appended to `gains` when given."""
     peak = float(np.max(np.abs(audio))) if audio.size else 0.0
-    if peak > PEAK_MAX:
-        audio *= np.float32(PEAK_MAX / peak)
+    g = PEAK_MAX / peak if peak > PEAK_MAX else 1.0
+    if g < 1.0:
+        audio *= np.float32(g)
+    if gains is not None:
+        gains.append(g)
     return audio
+
+
+def _gain_db(gains: Sequence[float]) -> float:
+    return float(20 * np.log10(np.prod(gains))) if gains else 0.0
 
 
 def _bed(noises: Sequence[np.ndarray], n: int, rng: np.random.Generator, spec: SceneSpec,
@@ -226,14 +237,14 @@ def _scatter(bed: np.ndarray, clips: Sequence[np.ndarray], rng: np.random.Genera
 
 
 def background(noises: Sequence[np.ndarray], negatives: Sequence[np.ndarray], duration_s: float,
-               rng: np.random.Generator, spec: SceneSpec = SceneSpec(), log: list[Sound] | None = None
-               ) -> np.ndarray:
+               rng: np.random.Generator, spec: SceneSpec = SceneSpec(), log: list[Sound] | None = None,
+               gains: list[float] | None = None) -> np.ndarray:
     """Scream-free audio: a noise bed with non-scream clips scattered over it. float32 (n,). What was placed
-    where is appended to `log` when given (noise pieces, then clips)."""
+    where is appended to `log` when given (noise pieces, then clips); the full-scale fit's factor to `gains`."""
     n = round(duration_s * SAMPLE_RATE)
     bed = _bed(noises, n, rng, spec, log)
     _scatter(bed, negatives, rng, spec, log)
-    return fit_full_scale(bed)
+    return fit_full_scale(bed, gains)
 
 
 def cause_of(sounds: Sequence[Sound], start_s: float, end_s: float) -> Sound | None:
@@ -286,7 +297,8 @@ def event_scenes(screams: Sequence[tuple[str, np.ndarray]], negatives: Sequence[
     idx = 0
     while idx < len(jobs):
         log: list[Sound] = []
-        audio = background(noises, negatives, spec.duration_s, rng, spec, log)
+        gains: list[float] = []
+        audio = background(noises, negatives, spec.duration_s, rng, spec, log, gains)
         events = []
         pos = gap
         while idx < len(jobs):
@@ -299,13 +311,13 @@ def event_scenes(screams: Sequence[tuple[str, np.ndarray]], negatives: Sequence[
             idx += 1
         if not events:  # a scream longer than a scene: give it a scene of its own length
             name, a, snr = jobs[idx]
-            log = []
-            audio = background(noises, negatives, (a.size + 2 * gap) / SAMPLE_RATE, rng, spec, log)
+            log, gains = [], []
+            audio = background(noises, negatives, (a.size + 2 * gap) / SAMPLE_RATE, rng, spec, log, gains)
             s0, s1 = insert_scream(audio, a, gap, snr)
             events.append(GroundTruth(s0 / SAMPLE_RATE, s1 / SAMPLE_RATE, float(snr), name))
             idx += 1
-        fit_full_scale(audio)
-        yield Scene(f"scene_{k:03d}", audio, events, log)
+        fit_full_scale(audio, gains)
+        yield Scene(f"scene_{k:03d}", audio, events, log, _gain_db(gains))
         k += 1
 
 
@@ -316,9 +328,9 @@ def scream_free_scenes(negatives: Sequence[np.ndarray], noises: Sequence[np.ndar
     n_scenes = max(1, int(np.ceil(hours * 3600 / spec.duration_s)))
     for k in range(n_scenes):
         log: list[Sound] = []
-        audio = background(noises, negatives, spec.duration_s, rng, spec, log)
-        fit_full_scale(audio)
-        yield Scene(f"free_{k:03d}", audio, sounds=log)
+        gains: list[float] = []
+        audio = background(noises, negatives, spec.duration_s, rng, spec, log, gains)
+        yield Scene(f"free_{k:03d}", audio, sounds=log, gain_db=_gain_db(gains))
 
 
 def load_named(paths: Sequence[str | Path], max_s: float | None = None,
@@ -346,14 +358,14 @@ def load_many(paths: Sequence[str | Path], max_s: float | None = None) -> list[n
 
 def write_scene(scene: Scene, folder: str | Path) -> Path:
     """Write `<name>.flac` and its ground truth `<name>.json` (events with start_s, end_s, snr_db, clip; sounds: what
-    the background is made of, with start_s, end_s, kind, index, name)."""
+    the background is made of, with start_s, end_s, kind, index, name; gain_db: the full-scale fit, Scene.gain_db)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{scene.name}.flac"
     write_audio(path, scene.audio)
     (folder / f"{scene.name}.json").write_text(json.dumps(
-        {"audio": path.name, "duration_s": scene.duration_s, "events": [e.to_dict() for e in scene.events],
-         "sounds": [s.to_dict() for s in scene.sounds]},
+        {"audio": path.name, "duration_s": scene.duration_s, "gain_db": round(scene.gain_db, 2),
+         "events": [e.to_dict() for e in scene.events], "sounds": [s.to_dict() for s in scene.sounds]},
         indent=1))
     return path
 

@@ -105,6 +105,23 @@ def test_truncated_wav(tmp_path):
         list(iter_audio_blocks(p))
 
 
+@needs_ffmpeg
+def test_a_wav_whose_writer_never_filled_in_its_length_is_read_whole(tmp_path):
+    """A streaming writer leaves the data chunk's length at 0; libsndfile then reads no sample and the file was
+    reported as "zero-length audio". Its samples are read to the end of the file (through ffmpeg)."""
+    p = tmp_path / "streamed.wav"
+    x = sine(440.0, 1.5)
+    sf.write(p, x, SAMPLE_RATE, subtype="PCM_16")
+    data = bytearray(p.read_bytes())
+    at = data.index(b"data")
+    data[at + 4: at + 8] = (0).to_bytes(4, "little")
+    p.write_bytes(bytes(data))
+    y = load_audio(p)
+    assert y.size == x.size and np.max(np.abs(y - x)) < 1e-3
+    blocks = np.concatenate(list(iter_audio_blocks(p, block_s=0.4)))
+    np.testing.assert_allclose(blocks, y, atol=1e-6)
+
+
 def test_truncated_flac(tmp_path):
     data = _flac_bytes()
     p = tmp_path / "cut.flac"

@@ -313,3 +313,34 @@ def test_max_false_alarms_per_hour_picks_from_the_calibration_sweep(tmp_path):
     for bad in ([[0.3]], "x", [[0.3, "many"]], [[5, 0.1]], [[0.3, -1.0]]):
         with pytest.raises(ModelError, match="x.json: invalid calibration sweep, row 1"):
             threshold_for_rate({"calibration": {"sweep": bad}}, 0.5, "x.json")
+
+
+def test_a_hop_that_is_not_whole_frames_is_refused(tmp_path):
+    """hop_s 0.26 with 12.5 ms frames: windows were cut every 21 frames (0.2625 s) but timed every 0.26 s, so
+    event times drifted 36 s an hour. Refused in the card and in a training config."""
+    from _models import TEST_FRONTEND
+    from screamdetect.product import ProductConfig
+
+    step = TEST_FRONTEND.hop_s
+    odd = round(20 * step, 6) + step / 5
+    with pytest.raises(ModelError, match="whole numbers"):
+        Detector.load(write_band_energy_model(tmp_path, hop_s=odd))
+    assert Detector.load(write_band_energy_model(tmp_path / "ok", hop_s=20 * step)).hop_frames == 20
+    with pytest.raises(ValueError, match="hop_s must be a whole number of front-end hops"):
+        ProductConfig(frontend=TEST_FRONTEND, hop_s=odd)
+
+
+def test_the_duration_of_a_fifo_is_unknown_without_blocking(tmp_path):
+    """The progress bar asks every input's duration first; opening a FIFO blocked `detect` for ever."""
+    import os
+    import threading
+
+    from screamdetect.audio import audio_duration
+
+    fifo = tmp_path / "pipe.wav"
+    os.mkfifo(fifo)
+    got = []
+    t = threading.Thread(target=lambda: got.append(audio_duration(fifo)), daemon=True)
+    t.start()
+    t.join(5.0)
+    assert got and np.isnan(got[0])

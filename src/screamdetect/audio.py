@@ -140,6 +140,8 @@ def _check_path(path: Path) -> None:
         raise AudioError(name, "not a regular file (a pipe or a device): give `-` and pipe the audio in instead")
     if path.stat().st_size == 0:
         raise AudioError(name, "empty file (0 bytes)")
+    if not os.access(path, os.R_OK):
+        raise AudioError(name, "permission denied (this user may not read the file)")
 
 
 def _sf_path(path: Path) -> str | bytes:
@@ -153,16 +155,14 @@ def _sf_path(path: Path) -> str | bytes:
         return os.fsencode(path)
 
 
-def _wav_truncated(path: Path) -> bool:
-    """True when a RIFF/WAVE header promises more data than the file holds.
-
-    libsndfile silently returns the frames that are there; a recording cut off mid-write should be reported.
-    """
+def _wav_data_chunk(path: Path) -> tuple[int, int, int] | None:
+    """(offset of the data chunk's samples, the length its header gives, file size) of a RIFF/WAVE file, or None
+    (another format, or no data chunk)."""
     try:
         with open(path, "rb") as f:
             head = f.read(12)
             if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
-                return False
+                return None
             size = path.stat().st_size
             pos = 12
             while pos + 8 <= size:
@@ -170,12 +170,29 @@ def _wav_truncated(path: Path) -> bool:
                 hdr = f.read(8)
                 cid, clen = hdr[:4], int.from_bytes(hdr[4:8], "little")
                 if cid == b"data":
-                    # 0 and 0xFFFFFFFF mark streaming writers that never filled in the length.
-                    return clen not in (0, 0xFFFFFFFF) and pos + 8 + clen > size
+                    return pos + 8, clen, size
                 pos += 8 + clen + (clen & 1)
     except OSError:
-        return False
-    return False
+        return None
+    return None
+
+
+def _wav_truncated(path: Path) -> bool:
+    """True when a RIFF/WAVE header promises more data than the file holds.
+
+    libsndfile silently returns the frames that are there; a recording cut off mid-write should be reported.
+    """
+    d = _wav_data_chunk(path)
+    # 0 and 0xFFFFFFFF mark streaming writers that never filled in the length.
+    return d is not None and d[1] not in (0, 0xFFFFFFFF) and d[0] + d[1] > d[2]
+
+
+def _wav_unsized(path: Path) -> bool:
+    """True for a WAV whose data chunk says 0 bytes but is followed by data: a streaming writer (a recorder
+    stopped hard, a pipe written to a file) never filled in the length. libsndfile reads 0 samples of it; ffmpeg
+    reads the data to the end of the file."""
+    d = _wav_data_chunk(path)
+    return d is not None and d[1] == 0 and d[2] > d[0]
 
 
 def load_audio(source: AudioSource, sr: int = SAMPLE_RATE) -> np.ndarray:
@@ -199,7 +216,8 @@ def load_audio(source: AudioSource, sr: int = SAMPLE_RATE) -> np.ndarray:
         if _wav_truncated(path):
             raise AudioError(name, "truncated file: the WAV header promises more data than the file holds")
         sf_source: object = _sf_path(path)
-        use_sf = path.suffix.lower() in SOUNDFILE_EXTENSIONS or path.suffix == ""
+        use_sf = (path.suffix.lower() in SOUNDFILE_EXTENSIONS or path.suffix == "") \
+            and not (_wav_unsized(path) and ffmpeg_available())
     else:
         if isinstance(source, (bytes, bytearray)):
             if len(source) == 0:
@@ -256,7 +274,10 @@ def _short(e: Exception) -> str:
 
 
 def audio_duration(path: str | os.PathLike) -> float:
-    """Duration in seconds from the header when soundfile can read it (no decoding); NaN otherwise."""
+    """Duration in seconds from the header when soundfile can read it (no decoding); NaN otherwise (also for a
+    FIFO or a device, which opening would block on or consume)."""
+    if not Path(path).is_file():
+        return float("nan")
     try:
         info = sf.info(_sf_path(Path(path)))
         return info.frames / info.samplerate
@@ -280,7 +301,8 @@ def iter_audio_blocks(source: str | os.PathLike, block_s: float = BLOCK_S,
     if _wav_truncated(path):
         raise AudioError(name, "truncated file: the WAV header promises more data than the file holds")
     block = round(block_s * sr)
-    if path.suffix.lower() in SOUNDFILE_EXTENSIONS or path.suffix == "":
+    if (path.suffix.lower() in SOUNDFILE_EXTENSIONS or path.suffix == "") \
+            and not (_wav_unsized(path) and ffmpeg_available()):
         try:
             f = sf.SoundFile(_sf_path(path))
         except (sf.LibsndfileError, RuntimeError) as e:

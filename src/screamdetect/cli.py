@@ -187,7 +187,7 @@ def eda(data: Path = typer.Argument(..., help="Dataset folder (class folders or 
     finally:
         progress.stop()
     err.print(f"{summary['decoded']} of {summary['clips']} clips described ({summary['screams']} screams), "
-              f"{summary['failed']} failed, in {summary['wall_s']:.0f} s", highlight=False)
+              f"{summary['failed']} failed, in {summary['wall_s']:.0f} s", highlight=False, markup=False)
     counts = summary.get("split_counts") or {}
     empty = [s for s, c in counts.items() if c.get("scream", 0) + c.get("not_scream", 0) == 0]
     no_scream = [s for s, c in counts.items() if s not in empty and c.get("scream", 0) == 0]
@@ -198,15 +198,16 @@ def eda(data: Path = typer.Argument(..., help="Dataset folder (class folders or 
                                           f"no scream in {', '.join(no_scream)}" if no_scream else "") if x)
                   + ": train and study need both classes in train, val and test (more groups, or --split-file)",
                   highlight=False)
-    Console(highlight=False, soft_wrap=True).print(f"report: {out / 'report.html'}\nfeatures: {out / 'features.csv'}")
+    Console(highlight=False, soft_wrap=True).print(f"report: {escape(str(out / 'report.html'))}\nfeatures: "
+                                                   f"{escape(str(out / 'features.csv'))}")
     raise typer.Exit(1 if summary["failed"] else 0)
 
 
 # ---- detect (issue 4) ----------------------------------------------------------------------------------------
 @app.command()
-def detect(paths: list[Path] = typer.Argument(..., help="Audio files and/or folders (walked recursively); - reads "
-                                              "one file piped to standard input (any format soundfile or ffmpeg "
-                                              "decodes)."),
+def detect(paths: list[str] = typer.Argument(..., help="Audio files and/or folders (walked recursively); - reads "
+                                             "one file piped to standard input (any format soundfile or ffmpeg "
+                                             "decodes)."),
            fmt: str = typer.Option("table", "--format", "-f", help="table (readable), jsonl (one JSON object per "
                                    "input, in input order) or csv."),
            threshold: Optional[float] = _threshold_option(),
@@ -234,8 +235,17 @@ def detect(paths: list[Path] = typer.Argument(..., help="Audio files and/or fold
         fail(f"--threshold must be in (0, 1], got {threshold}")
     if jobs < 0:
         fail(f"--jobs must be >= 0, got {jobs}")
-    with _stdin_spooled(paths) as (inputs, spool):
+    with _stdin_spooled(_input_paths(paths)) as (inputs, spool):
         _detect(inputs, spool, fmt, threshold, max_fa, model, scores, jobs, auto_gain, second)
+
+
+def _input_paths(args: list[str]) -> list[Path]:
+    """The PATH arguments as paths. An empty one (an unset shell variable) would be Path(""), the current folder,
+    walked whole; it is refused. (Taken as text, not as typer Paths: those refuse a whole run over one file this
+    user may not read, which is reported in its line instead.)"""
+    if any(not a.strip() for a in args):
+        fail("an input path is empty (an unset shell variable?); give files or folders, or . for this folder")
+    return [Path(a) for a in args]
 
 
 @contextmanager
@@ -387,15 +397,17 @@ def _results_table(rows: list[dict]):
     t.add_column("events (start–end s, peak)")
     for r in rows:
         if "error" in r:
-            t.add_row(r["path"], "", "", f"[red]error: {r['error']}[/red]")
+            t.add_row(escape(r["path"]), "", "", f"[red]error: {escape(r['error'])}[/red]")
             continue
         ev = ", ".join(f"{e['start_s']:.2f}–{e['end_s']:.2f} ({e['peak_score']:.2f})" for e in r["events"])
-        t.add_row(r["path"], _hms(r["duration_s"]), f"{r['max_score']:.3f}",
+        t.add_row(escape(r["path"]), _hms(r["duration_s"]), f"{r['max_score']:.3f}",
                   f"[bold red]{ev}[/bold red]" if ev else "[dim]none[/dim]")
     return t
 
 
 def _hms(s: float) -> str:
+    """h:mm:ss.s (or m:ss.s), rounded to 0.1 s first: 59.96 s is 1:00.0, not 0:60.0."""
+    s = round(s, 1)
     h, rem = divmod(s, 3600)
     m, sec = divmod(rem, 60)
     return f"{int(h)}:{int(m):02d}:{sec:04.1f}" if h else f"{int(m)}:{sec:04.1f}"
@@ -532,18 +544,18 @@ def listen(source: list[str] = typer.Option(..., "--source", "-s", help="'mic' (
     about = f"{det.description}; threshold {det.threshold:g}, window {det.window_s} s, hop {det.hop_s} s"
     if not many:
         (spec, src, src_name), saver = opened[0], (savers[0] if savers else None)
-        err.print(f"listening to {spec} as '{src_name}' ({about}); Ctrl-C to stop", highlight=False)
+        err.print(f"listening to {spec} as '{src_name}' ({about}); Ctrl-C to stop", highlight=False, markup=False)
         with _sigterm_stops():
             summary = run_live(src.chunks(), det, sinks, source=src_name, clips=saver)
         err.print(f"{summary.seconds:.1f} s of audio, {len(summary.events)} event(s)"
-                  + (f", {len(summary.clips)} clip(s) in {clips}" if clips else ""), highlight=False)
+                  + (f", {len(summary.clips)} clip(s) in {clips}" if clips else ""), highlight=False, markup=False)
         if summary.error:
             fail(summary.error, code=1)
         _fail_if_undelivered(sinks)
         return
-    err.print(f"listening to {len(opened)} sources ({about}); Ctrl-C to stop", highlight=False)
+    err.print(f"listening to {len(opened)} sources ({about}); Ctrl-C to stop", highlight=False, markup=False)
     for (spec, _, _), n in zip(opened, names):
-        err.print(f"  {spec} as '{n}'", highlight=False)
+        err.print(f"  {spec} as '{n}'", highlight=False, markup=False)
     streams = [LiveStream(src.chunks(), n, savers[i] if savers else None, stop=src.stop)
                for i, ((_, src, _), n) in enumerate(zip(opened, names))]
     with _sigterm_stops():
@@ -648,7 +660,7 @@ def train(data: Path = typer.Argument(..., help="Dataset folder (class folders o
         fail(str(e))
     except ValueError as e:  # a bad setting the model checks (model_params), an unreadable noise piece, ...
         fail(f"{config}: {e}" if str(e).startswith("model_params") else str(e))
-    err.print(f"wrote {out / 'model.onnx'} and {out / 'model.json'}; test metrics: {card['metrics']['test']}")
+    err.print(f"wrote {out / 'model.onnx'} and {out / 'model.json'}; test metrics: {card['metrics']['test']}", markup=False)
 
 
 @app.command()
@@ -697,7 +709,7 @@ def calibrate(run: Path = typer.Argument(..., help="A run folder written by `scr
     cal = card["calibration"]
     err.print(f"threshold {card['threshold']:g}: validation recall {cal['val_recall']:.3f} of "
               f"{cal.get('val_events', cal['val_screams'])} events at {cal['val_false_alarms_per_hour']:.2f} false "
-              f"alarms/h over {cal['scream_free_hours']:.1f} h; test metrics: {card['metrics']['test']}")
+              f"alarms/h over {cal['scream_free_hours']:.1f} h; test metrics: {card['metrics']['test']}", markup=False)
 
 
 @app.command("second-stage")
@@ -742,7 +754,7 @@ def second_stage(run: Path = typer.Argument(..., help="A run folder written by `
     except (DatasetError, ModelError, ValueError, YamnetMissingError) as e:
         fail(str(e))
     err.print(f"gate {card['second_stage']['gate']}, threshold {card['threshold']:g}; "
-              f"test metrics: {card['metrics']['test']}")
+              f"test metrics: {card['metrics']['test']}", markup=False)
 
 
 @app.command()
@@ -824,7 +836,7 @@ def export(run: Path = typer.Argument(..., help="A run folder written by `scream
                  f"({str(e).replace(str(Path(tmp)) + os.sep, '')}); nothing was written")
         os.replace(t_onnx.with_suffix(".json"), out.with_suffix(".json"))
         os.replace(t_onnx, out)
-    err.print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB) and {out.with_suffix('.json')}; {what}")
+    err.print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB) and {out.with_suffix('.json')}; {what}", markup=False)
 
 
 @app.command()
@@ -841,6 +853,7 @@ def demo(corpus: Optional[Path] = typer.Option(Path("../shared/corpus"), help="C
 
     from .demo import run_demo
     from .detector import ModelError
+    from .evaluate import covers_scream
 
     if seed < 0:
         fail(f"--seed must be a whole number >= 0, got {seed}")
@@ -857,13 +870,13 @@ def demo(corpus: Optional[Path] = typer.Option(Path("../shared/corpus"), help="C
         err.print(f"[yellow]warning: no corpus at {escape(str(corpus))} (no manifest.csv there): the demo uses a "
                   "synthetic scene[/yellow]", highlight=False, soft_wrap=True)
     con = Console(soft_wrap=True)
-    con.print(f"[bold]scene[/bold]: {res['scene']} ({res['source']})")
-    con.print(f"[bold]detector[/bold]: {res['model']}, threshold {res['threshold']:g}")
+    con.print(f"[bold]scene[/bold]: {escape(str(res['scene']))} ({escape(str(res['source']))})")
+    con.print(f"[bold]detector[/bold]: {escape(str(res['model']))}, threshold {res['threshold']:g}")
     t = Table("true scream (s)", "SNR dB", "detected event (s)", "peak", "latency (s)")
     used = set()
     for g in res["truth"]:
-        hit = next((i for i, e in enumerate(res["events"]) if i not in used and e["start_s"] <= g["end_s"] + 1
-                    and e["end_s"] >= g["start_s"] - 1), None)
+        hit = next((i for i, e in enumerate(res["events"]) if i not in used
+                    and covers_scream(e["start_s"], e["end_s"], g["start_s"], g["end_s"])), None)
         if hit is None:
             t.add_row(f"{g['start_s']:.1f}-{g['end_s']:.1f}", f"{g['snr_db']:g}", "[red]missed[/red]", "", "")
         else:
@@ -877,7 +890,7 @@ def demo(corpus: Optional[Path] = typer.Option(Path("../shared/corpus"), help="C
             t.add_row("[yellow]none (false alarm)[/yellow]", "", f"{e['start_s']:.2f}-{e['end_s']:.2f}",
                       f"{e['peak_score']:.2f}", "")
     con.print(t)
-    con.print(f"wrote {out / 'demo.png'} and {out / 'events.json'}")
+    con.print(f"wrote {out / 'demo.png'} and {out / 'events.json'}", markup=False)
 
 
 @app.command("evaluate-events")
@@ -966,7 +979,7 @@ def _report_operating_curve(curve: list[dict], det, out: Path) -> None:
     except ImportError:
         err.print("(no events.png: matplotlib is not installed)")
         return
-    err.print(f"wrote {out / 'events.png'} and {out / 'operating_curve.csv'}", highlight=False)
+    err.print(f"wrote {out / 'events.png'} and {out / 'operating_curve.csv'}", highlight=False, markup=False)
 
 
 @app.command("evaluate-clips")
@@ -1022,7 +1035,8 @@ def evaluate_clips_cmd(
     # the card's path is relative to where `train` ran: here, or the root of this source checkout
     places = [Path(trained_on), Path(__file__).resolve().parents[2] / trained_on] if trained_on else []
     if split != "test" and any(p.resolve() == Path(ds.root).resolve() for p in places):
-        err.print(f"[yellow]warning: {det.path.name} was trained on {trained_on}; --split {split} includes clips it "
+        err.print(f"[yellow]warning: {escape(det.path.name)} was trained on {escape(str(trained_on))}; --split {split} "
+                  "includes clips it "
                   "was trained or calibrated on (use --split test)[/yellow]", highlight=False, soft_wrap=True)
     res = evaluate_clips(det, clips, progress=err.is_terminal)
     _make_folder(out)
@@ -1044,18 +1058,18 @@ def evaluate_clips_cmd(
     if be is None:
         fail(f"none of the {len(res['rows'])} clips of {data} ({split}) could be read")
     con.print(f"{be['n']} clips ({be['n_pos']} screams) of {ds.root} ({split}); {det.description}, threshold "
-              f"{det.threshold:g}")
+              f"{det.threshold:g}", markup=False)
     con.print(f"a clip with an event = scream: precision {be['precision']:.3f}, recall {be['recall']:.3f}, "
               f"F1 {be['f1']:.3f}, accuracy {be['accuracy']:.3f}; true negatives {be['confusion'][0][0]}, false "
               f"positives {be['confusion'][0][1]}, false negatives {be['confusion'][1][0]}, true positives "
-              f"{be['confusion'][1][1]}")
+              f"{be['confusion'][1][1]}", markup=False)
     if bs and be["n_pos"] in (0, be["n"]):  # AP and ROC AUC need both classes: not printed as 1.000 / nan
         what = "screams: the recall above" if be["n_pos"] else "non-screams: the false positives above"
         err.print(f"[yellow]these clips are all {what} is what they measure; AP and ROC AUC need both classes and are "
                   "not given[/yellow]", highlight=False)
     elif bs:
         con.print(f"highest window score: AP {bs['ap']:.3f}, ROC AUC {bs['roc_auc']:.3f}; >= threshold (one window, "
-                  f"no onset rule): precision {bs['precision']:.3f}, recall {bs['recall']:.3f}, F1 {bs['f1']:.3f}")
+                  f"no onset rule): precision {bs['precision']:.3f}, recall {bs['recall']:.3f}, F1 {bs['f1']:.3f}", markup=False)
         try:
             from .report import plot_confusion, plot_pr, save_fig
 
@@ -1064,7 +1078,7 @@ def evaluate_clips_cmd(
                      out / "pr.png")
         except ImportError:
             pass
-    con.print(f"wrote {out / 'metrics.json'} and {out / 'clips.csv'}")
+    con.print(f"wrote {out / 'metrics.json'} and {out / 'clips.csv'}", markup=False)
     raise typer.Exit(1 if res["n_failed"] else 0)
 
 
@@ -1073,14 +1087,14 @@ SITE_MIN_S = 60.0  # calibrate-site: less site audio than this sets no threshold
 
 @app.command("calibrate-site")
 def calibrate_site_cmd(
-        paths: list[Path] = typer.Argument(..., help="Scream-free audio from the site: files and/or folders (walked "
-                                           "recursively). Hours of it: with no false alarm, showing <= 0.5/h at 95 % "
-                                           "confidence takes 6 h."),
+        paths: list[str] = typer.Argument(..., help="Scream-free audio from the site: files and/or folders (walked "
+                                          "recursively). Hours of it: with no false alarm, showing <= 0.5/h at 95 % "
+                                          "confidence takes 6 h."),
         out: Path = typer.Option(Path("runs/site"), "--out", "-o", help="Output folder (site.json, site.png)."),
         target: Optional[float] = typer.Option(None, "--max-false-alarms-per-hour", help="False-alarm target on "
                                                "this audio (default: the card's target, 0.5/h)."),
         model: Optional[Path] = _model_option(),
-        screams: Optional[list[Path]] = typer.Option(None, "--screams", help="Scream clips of your own (files or "
+        screams: Optional[list[str]] = typer.Option(None, "--screams", help="Scream clips of your own (files or "
                                                      "folders; repeatable): each is inserted at 0, 5, 10 and 20 dB "
                                                      "SNR into excerpts of the site audio, to measure what every "
                                                      "threshold finds at this site."),
@@ -1120,6 +1134,8 @@ def calibrate_site_cmd(
         fail(str(e))
     if target is None:
         target = float(det.card.get("target_false_alarms_per_hour", 0.5))
+    paths = _input_paths(paths)
+    screams = _input_paths(screams) if screams else screams
     items = expand_paths(paths)
     for p, e in items:
         if e is not None:
@@ -1182,13 +1198,13 @@ def calibrate_site_cmd(
         fail(f"{out}: cannot write the results ({e.strerror or e})")
     con = Console(highlight=False, soft_wrap=True)
     con.print(f"{res['hours']:.2f} h of scream-free audio in {res['files']} file(s); {det.description}; target "
-              f"{target:g} false alarms/h")
+              f"{target:g} false alarms/h", markup=False)
 
     ins = res["inserted_screams"]
     if ins is not None:
         con.print(f"{ins['trials']} scream insertions ({ins['screams']} clip(s) × {len(ins['snrs_db'])} SNRs) into "
                   f"{ins['excerpts']} excerpt(s) of the site audio" + (f"; {ins['skipped_silent']} skipped (digital "
-                                                                      "silence)" if ins["skipped_silent"] else ""))
+                                                                      "silence)" if ins["skipped_silent"] else ""), markup=False)
         if ins["note"]:
             err.print(f"[yellow]no site recall: {ins['note']}[/yellow]", highlight=False, soft_wrap=True)
 
@@ -1241,15 +1257,15 @@ def calibrate_site_cmd(
         for c in ("file", "start–end s", "peak"):
             t.add_column(c, overflow="fold")
         for e in fas[:10]:
-            t.add_row(e["path"], f"{e['start_s']:.2f}–{e['end_s']:.2f}", f"{e['peak_score']:.3f}")
+            t.add_row(escape(e["path"]), f"{e['start_s']:.2f}–{e['end_s']:.2f}", f"{e['peak_score']:.3f}")
         con.print(t)
     try:
         from .report import save_fig
 
         save_fig(plot_site(res), out / "site.png")
-        con.print(f"wrote {out / 'site.json'} and {out / 'site.png'}")
+        con.print(f"wrote {out / 'site.json'} and {out / 'site.png'}", markup=False)
     except ImportError:
-        con.print(f"wrote {out / 'site.json'} (no plot: matplotlib is not installed)")
+        con.print(f"wrote {out / 'site.json'} (no plot: matplotlib is not installed)", markup=False)
     if res["failed"]:
         err.print(f"[red]{len(res['failed'])} input(s) could not be read (listed above)[/red]")
     raise typer.Exit(1 if res["failed"] else 0)

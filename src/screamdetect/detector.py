@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from .audio import BLOCK_S, SAMPLE_RATE, AudioError, check_values, iter_audio_blocks
-from .features import FrontEnd, check_number, log_mel
+from .features import FrontEnd, check_number, log_mel, whole_steps
 
 CARD_FORMAT = "screamdetect-card/1"
 INPUT_NAME = "logmel"
@@ -356,9 +356,12 @@ class Detector:
                 raise ModelError(f"{name}: a YAMNet patch model needs window_s >= "
                                  f"{self.frontend.min_samples / SAMPLE_RATE} s and hop_s > 0, got {self.window_s}, "
                                  f"{self.hop_s}")
-        elif self.window_frames < 1 or self.hop_frames < 1:
-            raise ModelError(f"{name}: window_s and hop_s must be at least one front-end hop "
-                             f"({self.frontend.hop_s} s), got {self.window_s}, {self.hop_s}")
+        elif not (whole_steps(self.window_s, self.frontend.hop_s) and whole_steps(self.hop_s, self.frontend.hop_s)):
+            raise ModelError(f"{name}: window_s and hop_s must be whole numbers (>= 1) of front-end hops "
+                             f"({self.frontend.hop_s} s), got {self.window_s}, {self.hop_s} (windows are cut in "
+                             "whole frames: event times would drift)")
+        if self.patch_model and not whole_steps(self.hop_s, 1.0 / SAMPLE_RATE):
+            raise ModelError(f"{name}: hop_s must be a whole number of samples, got {self.hop_s}")
         if batch_windows < 1:
             raise ValueError(f"batch_windows must be >= 1, got {batch_windows}")
         self.batch_windows = int(batch_windows)
@@ -906,23 +909,51 @@ def iter_chunks(audio: np.ndarray, chunk: int) -> Iterator[np.ndarray]:
 
 
 # ---- batch file scanning (the `detect` command) -----------------------------------------------------------------
+def _walk_audio(root: Path) -> list[tuple[str, str | None]]:
+    """The audio files under `root`, sorted, as (path, error) pairs. Linked folders are followed, each folder once
+    (a link loop ends there). A dangling link is listed with its error (a file the user meant to scan), and so is
+    a folder that cannot be read (its files would otherwise be left out without a word)."""
+    from .audio import AUDIO_EXTENSIONS
+
+    found: list[tuple[str, str | None]] = []
+    seen: set[tuple[int, int]] = set()
+
+    def unreadable(e: OSError) -> None:
+        why = f"cannot read this folder ({e.strerror or e}): its files were not scanned"
+        found.append((e.filename or str(root), why))
+
+    for dirpath, dirnames, filenames in os.walk(root, onerror=unreadable, followlinks=True):
+        try:
+            st = os.stat(dirpath)
+        except OSError as e:
+            unreadable(e)
+            dirnames[:] = []
+            continue
+        if (st.st_dev, st.st_ino) in seen:  # reached again through a link
+            dirnames[:] = []
+            continue
+        seen.add((st.st_dev, st.st_ino))
+        for name in filenames:
+            f = Path(dirpath) / name
+            if f.suffix.lower() in AUDIO_EXTENSIONS and (f.is_file() or (f.is_symlink() and not f.exists())):
+                found.append((str(f), None if f.exists() else "broken symbolic link (its target does not exist)"))
+    return sorted(found, key=lambda x: x[0])
+
+
 def expand_paths(paths: Iterable[str | os.PathLike]) -> list[tuple[str, str | None]]:
     """Inputs in order, folders walked recursively (sorted) for files with an audio extension.
 
     Returns (path, error) pairs: error is None for a file to scan, or why the input cannot be scanned
     (a folder without audio files). Missing files are passed through; scanning reports them.
     """
-    from .audio import AUDIO_EXTENSIONS
-
     out: list[tuple[str, str | None]] = []
     for p in paths:
         path = Path(p)
         if path.is_dir():
-            # a dangling link is listed with its error (a file the user meant to scan), not skipped
-            found = sorted((str(f), None if f.exists() else "broken symbolic link (its target does not exist)")
-                           for f in path.rglob("*") if f.suffix.lower() in AUDIO_EXTENSIONS
-                           and (f.is_file() or (f.is_symlink() and not f.exists())))
+            found = _walk_audio(path)
             if not found:
+                from .audio import AUDIO_EXTENSIONS
+
                 exts = ", ".join(sorted(AUDIO_EXTENSIONS))
                 out.append((str(p), f"folder holds no audio files (extensions: {exts})"))
             out.extend(found)

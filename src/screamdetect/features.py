@@ -323,3 +323,11 @@ def eda_features(audio: np.ndarray, sr: int = SAMPLE_RATE) -> dict[str, float]:
     out["rms"] = float(librosa.feature.rms(S=mag, frame_length=n_fft).mean())
     out["energy"] = float(np.sum(y.astype(np.float64) ** 2))
     return out
+
+
+def whole_steps(seconds: float, step_s: float) -> bool:
+    """Whether `seconds` is a whole number (>= 1) of steps of `step_s` (to 1e-6 of a step): a window hop that is
+    not would be rounded to whole steps when scored but not when timed, and event times would drift."""
+    n = seconds / step_s
+    return round(n) >= 1 and abs(n - round(n)) < 1e-6
+

@@ -38,7 +38,7 @@ from .data import (
 )
 from .detector import CALIBRATION_THRESHOLDS, Smoothing  # the detector's own rule (validated); no torch there
 from .evaluate import clip_metrics
-from .features import FrontEnd, log_mel
+from .features import FrontEnd, log_mel, whole_steps
 
 SNR_RANGE_DB = (-30.0, 60.0)  # calibration SNRs a config may ask for (the event scenes use 0-20 dB)
 NOISE_FLOOR_DBFS = (-85.0, -65.0)  # every training window gets at least this much white noise: no digital silence
@@ -114,6 +114,12 @@ class ProductConfig:
             raise ValueError(f"clean_prob must be a probability in [0, 1], got {self.clean_prob}")
         if self.hop_s <= 0 or self.window_s <= 0 or self.hop_s > self.window_s:
             raise ValueError(f"need 0 < hop_s <= window_s, got window_s={self.window_s}, hop_s={self.hop_s}")
+        # the CNN's windows are cut in front-end frames, YAMNet's (model yamnet_*) in samples
+        step = 1.0 / SAMPLE_RATE if self.model.startswith("yamnet") else self.frontend.hop_s
+        for name in ("window_s", "hop_s"):
+            if not whole_steps(getattr(self, name), step):
+                raise ValueError(f"{name} must be a whole number of {'samples' if step < 1e-3 else 'front-end hops'}"
+                                 f" ({step:g} s), got {getattr(self, name)}: event times would drift")
         for name in ("pos_copies", "neg_copies", "neg_windows"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")

@@ -210,13 +210,38 @@ def test_blockwise_file_scan_equals_whole_array(files):
 
 
 def test_listen_to_a_file_writes_alerts_and_a_clip(files, tmp_path):
+    """Alerts and the clip message in the JSON lines and at the webhook alike (the clip message used to reach the
+    first sink only)."""
+    import http.server
+    import threading
+
+    posted = []
+
+    class Hook(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            posted.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *a):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
     d, model = files
     out, clips = tmp_path / "alerts.jsonl", tmp_path / "clips"
-    res = CliRunner().invoke(app, ["listen", "--source", str(d / "in" / "a.wav"), "--model", str(model),
-                                   "--jsonl", str(out), "--clips", str(clips), "--pre-roll", "1", "--post-roll", "1"])
+    try:
+        res = CliRunner().invoke(app, ["listen", "--source", str(d / "in" / "a.wav"), "--model", str(model),
+                                       "--jsonl", str(out), "--clips", str(clips), "--pre-roll", "1", "--post-roll",
+                                       "1", "--webhook", f"http://127.0.0.1:{server.server_address[1]}/"])
+    finally:
+        server.shutdown()
+        server.server_close()
     assert res.exit_code == 0, res.output
     msgs = [json.loads(line) for line in out.read_text().splitlines()]
     assert [m["type"] for m in msgs] == ["start", "end", "clip"]
+    assert sorted(m["type"] for m in posted) == ["clip", "end", "start"]
     assert msgs[0]["source"] == "a" and 4.0 <= msgs[0]["start_s"] <= 5.0
     (clip,) = clips.iterdir()
     assert msgs[2]["path"] == str(clip)

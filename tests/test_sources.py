@@ -141,6 +141,75 @@ def test_a_file_on_a_web_server_is_read_once_not_replayed_forever(tmp_path):
 
 
 @needs_ffmpeg
+@pytest.mark.parametrize("seconds, realtime", [(12.0, False), (2.0, True)])
+def test_a_short_file_on_a_web_server_is_read_once_too(tmp_path, seconds, realtime):
+    """A 12 s file (under the 30 s a live stream's start-up burst was allowed) was reopened without end, each
+    replay sending its alerts again; so was any file read with --realtime (it arrives at real speed)."""
+    wav = tmp_path / "short.wav"
+    write_audio(wav, scene(seconds, []))
+    server = _Server(_free_port(), wav.read_bytes())
+    server.start()
+    status = []
+    try:
+        src = FfmpegSource(f"http://127.0.0.1:{server.port}/short.wav", realtime=realtime, on_status=status.append,
+                           reconnect=Reconnect(max_retries=3, initial_s=0.05, max_s=0.05))
+        got = np.concatenate(list(src.chunks()))
+    finally:
+        server.stop()
+    assert server.served == 1 and got.size == round(seconds * SAMPLE_RATE)
+    assert "not reopened" in status[-1]
+
+
+@needs_ffmpeg
+def test_a_very_short_file_that_passes_for_a_live_stream_is_given_up(tmp_path):
+    """Under 8 s, a file cannot be told from a live stream's burst, and is reopened as a dropped stream; but the
+    count of attempts in a row no longer starts again whenever audio flowed, so it ends after --retries."""
+    wav = tmp_path / "blip.wav"
+    write_audio(wav, scene(2.0, []))
+    server = _Server(_free_port(), wav.read_bytes())
+    server.start()
+    try:
+        src = FfmpegSource(f"http://127.0.0.1:{server.port}/blip.wav", on_status=lambda m: None,
+                           reconnect=Reconnect(max_retries=3, initial_s=0.05, max_s=0.05))
+        with pytest.raises(SourceError, match="gave up after 3 reconnection attempts"):
+            for _ in src.chunks():
+                pass
+    finally:
+        server.stop()
+    assert server.served == 4
+
+
+def test_a_microphone_that_stops_delivering_is_an_error_not_silence(monkeypatch):
+    """An unplugged device delivers nothing and raises nothing: listen sat silent for ever."""
+    import types
+
+    class Stream:
+        active = True
+
+        def __init__(self, callback, blocksize, **kw):
+            self.callback, self.blocksize = callback, blocksize
+
+        def __enter__(self):
+            for _ in range(3):  # three blocks, then nothing (the cable is pulled)
+                self.callback(np.zeros((self.blocksize, 1), np.float32), self.blocksize, None, None)
+            return self
+
+        def __exit__(self, *a):
+            return False
+
+    fake = types.SimpleNamespace(PortAudioError=OSError, InputStream=Stream,
+                                 check_input_settings=lambda **kw: None)
+    monkeypatch.setitem(sys.modules, "sounddevice", fake)
+    src = MicSource(stall_s=0.6)
+    t0 = time.monotonic()
+    n = 0
+    with pytest.raises(SourceError, match=r"microphone \(default\): no audio for"):
+        for _ in src.chunks():
+            n += 1
+    assert n == 3 and time.monotonic() - t0 < 3.0
+
+
+@needs_ffmpeg
 def test_ffmpeg_file_source_equals_load_audio(tmp_path):
     x = scene(3.0, [(1.0, 1.0)])
     path = tmp_path / "a.flac"

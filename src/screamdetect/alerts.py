@@ -17,6 +17,7 @@ the detector's models and the sinks.
 from __future__ import annotations
 
 import datetime as _dt
+import itertools
 import json
 import logging
 import os
@@ -138,6 +139,8 @@ class WebhookSink(Sink):
         self.dropped = 0
         self._q: queue.Queue = queue.Queue(maxsize=max_queue)
         self._closing = threading.Event()
+        self._in_flight = False
+        self._abandoned = False  # close() gave up waiting for the alert being sent
         self._thread = threading.Thread(target=self._run, name="webhook", daemon=True)
         self._thread.start()
 
@@ -153,7 +156,12 @@ class WebhookSink(Sink):
             msg = self._q.get()
             if msg is None:
                 return
-            self._post(msg)
+            self._in_flight = True
+            try:
+                if self._post(msg) and self._abandoned:
+                    self.dropped -= 1  # counted as undelivered at close(), delivered after all
+            finally:
+                self._in_flight = False
 
     def _post(self, msg: dict) -> bool:
         data = json.dumps(msg).encode()
@@ -164,8 +172,10 @@ class WebhookSink(Sink):
                 break
             req = urllib.request.Request(self.url, data=data, headers=self.headers, method="POST")
             try:
-                with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
-                    resp.read()
+                # A 2xx status is the delivery: the body is not read (timeout_s bounds each socket read, not a
+                # whole body, so a server trickling one byte at a time held every later alert behind it).
+                with urllib.request.urlopen(req, timeout=self.timeout_s):
+                    pass
                 self.sent += 1
                 return True
             except urllib.error.HTTPError as e:
@@ -193,7 +203,8 @@ class WebhookSink(Sink):
         if not self._thread.is_alive():
             return
         self._closing.set()  # the thread ends after the request it is sending
-        left = 0
+        self._abandoned = self._in_flight
+        left = int(self._in_flight)  # that one is not delivered either, as far as anyone can know now
         while True:
             try:
                 left += self._q.get_nowait() is not None
@@ -202,8 +213,8 @@ class WebhookSink(Sink):
         self._q.put_nowait(None)  # wakes the thread if it waits for the next alert
         if left:
             self.dropped += left
-            log.warning("webhook %s: %d queued alert(s) not delivered within %g s of closing", self.url, left,
-                        timeout_s)
+            log.warning("webhook %s: %d alert(s) (queued or being sent) not delivered within %g s of closing",
+                        self.url, left, timeout_s)
 
 
 def import_paho():
@@ -218,8 +229,17 @@ def import_paho():
 
 
 def parse_host_port(spec: str, default_port: int = 1883) -> tuple[str, int]:
-    """'host' or 'host:port' → (host, port); ValueError naming the bad part."""
-    host, _, port = spec.rpartition(":") if ":" in spec else (spec, "", "")
+    """'host', 'host:port', an IPv6 address ('::1') or '[v6]:port' → (host, port); ValueError naming the bad
+    part."""
+    if spec.startswith("["):  # [v6] or [v6]:port
+        host, sep, rest = spec[1:].partition("]")
+        if not sep or (rest and not rest.startswith(":")):
+            raise ValueError(f"MQTT broker must be HOST, HOST:PORT or [IPv6]:PORT, got {spec!r}")
+        port = rest[1:]
+    elif spec.count(":") > 1:  # a bare IPv6 address: no port in it
+        host, port = spec, ""
+    else:
+        host, _, port = spec.rpartition(":") if ":" in spec else (spec, "", "")
     if not host:
         raise ValueError(f"MQTT broker must be HOST or HOST:PORT, got {spec!r}")
     if not port:
@@ -229,18 +249,27 @@ def parse_host_port(spec: str, default_port: int = 1883) -> tuple[str, int]:
     return host, int(port)
 
 
+_SINK_IDS = itertools.count(1)  # MQTT client ids unique within a process too
+
+
 class MqttSink(Sink):
     """Frigate-style MQTT alerts (paho-mqtt 2.x, network loop in its own thread, reconnects by itself).
 
     Topics: `<prefix>/<source>/scream` "ON" at an event start, "OFF" at its end (retained, so a subscriber that
     connects later sees the state); `<prefix>/events` the JSON message; `<prefix>/available` "online"/"offline"
     (retained, "offline" also as the last will). <source> is the message's own "source" (`source` when it has
-    none), so one sink serves several streams (paho's publish is thread-safe).
+    none), so one sink serves several streams (paho's publish is thread-safe). On every (re)connection the state
+    of each source in `sources` (default: `source`) is published again: OFF unless an event is open, so an ON
+    retained by an earlier run that was killed mid-event, or lost by a broker restarted without persistence, is
+    put right. The client id is unique to this process unless given (two processes sharing one id knock each
+    other off the broker). A broker that refuses the client (bad credentials) is an error at once, with its reason.
     """
 
     def __init__(self, host: str, port: int = 1883, source: str = "mic", prefix: str = MQTT_PREFIX,
                  client_id: str | None = None, username: str | None = None, password: str | None = None,
-                 qos: int = 1, connect_timeout_s: float = 10.0):
+                 qos: int = 1, connect_timeout_s: float = 10.0, sources: Iterable[str] | None = None):
+        import socket
+
         mqtt = import_paho()
         if qos not in (0, 1, 2):
             raise ValueError(f"qos must be 0, 1 or 2, got {qos!r}")
@@ -249,7 +278,11 @@ class MqttSink(Sink):
         self.events_topic = f"{prefix}/events"
         self.available_topic = f"{prefix}/available"
         self._connected = threading.Event()
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id or f"screamdetect-{source}")
+        self._refused: str | None = None
+        self._lock = threading.Lock()
+        self._on: dict[str, bool] = {n: False for n in (sources or [source])}
+        client_id = client_id or f"screamdetect-{socket.gethostname()}-{os.getpid()}-{next(_SINK_IDS)}"
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id)
         if username:
             self.client.username_pw_set(username, password)
         self.client.will_set(self.available_topic, "offline", qos=1, retain=True)
@@ -260,23 +293,35 @@ class MqttSink(Sink):
         except (OSError, ValueError) as e:
             raise RuntimeError(f"MQTT broker {host}:{port}: cannot connect ({e})") from e
         self.client.loop_start()
-        if not self._connected.wait(connect_timeout_s):
+        if not self._connected.wait(connect_timeout_s) or self._refused:
             self.client.loop_stop()
+            if self._refused:
+                raise RuntimeError(f"MQTT broker {host}:{port}: connection refused ({self._refused})")
             raise RuntimeError(f"MQTT broker {host}:{port}: no CONNACK within {connect_timeout_s} s")
 
     def _on_connect(self, client, userdata, flags, reason_code, properties):
         if not reason_code.is_failure:
             client.publish(self.available_topic, "online", qos=1, retain=True)
+            with self._lock:
+                for name, on in self._on.items():
+                    client.publish(self._topic(name), "ON" if on else "OFF", qos=self.qos, retain=True)
             self._connected.set()
         else:
             log.warning("MQTT: connection refused (%s)", reason_code)
+            if not self._connected.is_set():  # refused at start: say so now, not after the CONNACK timeout
+                self._refused = str(reason_code)
+                self._connected.set()
+
+    def _topic(self, src: str) -> str:
+        return self.state_topic if src == self.source else f"{self.prefix}/{src}/scream"
 
     def handle(self, msg: dict) -> None:
         if msg.get("type") in ("start", "end"):
             src = msg.get("source") or self.source
-            topic = self.state_topic if src == self.source else f"{self.prefix}/{src}/scream"
-            self.client.publish(topic, "ON" if msg["type"] == "start" else "OFF", qos=self.qos,
-                                retain=True)
+            with self._lock:  # the state a reconnection republishes, and this publish, in one order
+                self._on[src] = msg["type"] == "start"
+                self.client.publish(self._topic(src), "ON" if msg["type"] == "start" else "OFF", qos=self.qos,
+                                    retain=True)
         self.client.publish(self.events_topic, json.dumps(msg), qos=self.qos)
 
     def close(self) -> None:

@@ -425,8 +425,12 @@ def listen(source: list[str] = typer.Option(..., "--source", "-s", help="'mic' (
            jsonl: str = typer.Option("-", "--jsonl", help="JSON-lines alerts: a file (appended to; an existing file must hold JSON lines) or - for stdout."),
            webhook: Optional[str] = typer.Option(None, "--webhook", help="POST each alert as JSON to this URL "
                                                  "(background thread, retries with back-off)."),
-           mqtt: Optional[str] = typer.Option(None, "--mqtt", help="MQTT broker HOST[:PORT]: publishes "
-                                              "screamdetect/<name>/scream ON/OFF and JSON on screamdetect/events."),
+           mqtt: Optional[str] = typer.Option(None, "--mqtt", help="MQTT broker HOST[:PORT] (or [IPv6]:PORT): "
+                                              "publishes screamdetect/<name>/scream ON/OFF and JSON on "
+                                              "screamdetect/events."),
+           mqtt_user: Optional[str] = typer.Option(None, "--mqtt-user", help="MQTT user name; the password is "
+                                                   "read from the environment variable SCREAMDETECT_MQTT_PASSWORD "
+                                                   "(not an option: it would show in the process list)."),
            name: Optional[list[str]] = typer.Option(None, "--name", help="Source name in alerts, topics and clip "
                                                     "names (default: from the source); with several --source, "
                                                     "one --name each, in the same order."),
@@ -526,14 +530,22 @@ def listen(source: list[str] = typer.Option(..., "--source", "-s", help="'mic' (
         sinks.append(JsonlSink(jsonl))  # refuses a file that is not JSON lines (say, the audio listened to)
         if webhook is not None:  # "" is a mistake to report, not "no webhook"
             sinks.append(WebhookSink(webhook))
+        if mqtt_user is not None and mqtt is None:
+            raise ValueError("--mqtt-user needs --mqtt (the broker to log in to)")
         if mqtt is not None:
             host, port = parse_host_port(mqtt)
-            sinks.append(MqttSink(host, port, source=names[0]))
+            sinks.append(MqttSink(host, port, source=names[0], sources=names, username=mqtt_user,
+                                  password=os.environ.get("SCREAMDETECT_MQTT_PASSWORD") if mqtt_user else None))
         savers = []
         if clips is not None:
             lookback = det.window_s + det.smoothing.n * det.hop_s + 5.0
+
+            def saved(msg: dict) -> None:  # the "clip" message goes to every sink, as the alerts do
+                for sink in sinks:
+                    sink.handle(msg)
+
             savers = [ClipSaver(clips, source=n, pre_s=pre_roll, post_s=post_roll, fmt=clip_format,
-                                lookback_s=lookback, on_saved=sinks[0].handle) for n in names]
+                                lookback_s=lookback, on_saved=saved) for n in names]
     except (ValueError, RuntimeError, OSError) as e:
         for s in sinks:
             s.close()

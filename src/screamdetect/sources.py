@@ -125,9 +125,12 @@ class FfmpegSource(Source):
 
     live: whether the end of the stream means it dropped (reopen with back-off) or that it is over; default:
     True for network URLs, False for files. With the default, a network source that ends cleanly after delivering
-    audio much faster than real time (more than 30 s, a live stream's start-up burst, plus twice the seconds it
-    was open) was a file on a server, not a live stream: it is over, not reopened (it was replayed forever, with
-    the same alerts again each time). realtime: read at real speed (ffmpeg -re), for file replay.
+    audio much faster than real time (more than FINITE_BURST_S, a live stream's start-up burst, plus twice the
+    seconds it was open), or one read with realtime, was a file on a server, not a live stream: it is over, not
+    reopened (it was replayed forever, with the same alerts again each time). The count of reconnection attempts
+    in a row starts again only after a connection that lasted HEALTHY_S, so a short file that still passes for a
+    live stream is given up after `reconnect.max_retries`, not replayed for ever. realtime: read at real speed
+    (ffmpeg -re), for file replay.
     on_status(message) is called with reconnection news. `command` replaces the ffmpeg executable (tests).
     """
 
@@ -174,12 +177,12 @@ class FfmpegSource(Source):
             got, err = yield from self._run_once()
             if self.stopped:
                 return
-            if got:
+            if got and self._run_wall_s >= self.HEALTHY_S:
                 failures = 0
-            if self._guess_files and err is None and self._finite():
+            if self._guess_files and err is None and got and (self._finite() or self.realtime):
+                how = "read at real speed (--realtime)" if self.realtime else "faster than real time"
                 self.on_status(f"{self.url}: ended after {self._run_samples / SAMPLE_RATE:.1f} s of audio received "
-                               f"in {self._run_wall_s:.1f} s, faster than real time: a file, not a live stream; "
-                               "not reopened")
+                               f"in {self._run_wall_s:.1f} s, {how}: a file, not a live stream; not reopened")
                 return
             if not self.live:
                 if err is None:
@@ -196,7 +199,11 @@ class FfmpegSource(Source):
             if self._stop.wait(delay):
                 return
 
-    FINITE_BURST_S = 30.0  # audio a live stream may deliver at once when it starts (HLS: 3 segments of 10 s)
+    # Audio a live stream may deliver at once when it starts (an Icecast burst, a camera's buffer: a few seconds).
+    # HLS can deliver 3 segments of 10 s at once, but a live HLS stream does not then end cleanly: ffmpeg keeps
+    # polling its playlist (a clean end means the playlist ended: a recording, finite).
+    FINITE_BURST_S = 8.0
+    HEALTHY_S = 30.0  # a connection this long resets the count of reconnection attempts in a row
 
     def _finite(self) -> bool:
         """Whether the last run delivered more audio than a live stream can (see the class doc)."""
@@ -264,9 +271,11 @@ class FfmpegSource(Source):
 class MicSource(Source):
     """The default (or a chosen) input device via sounddevice (the `live` extra), resampled to SAMPLE_RATE."""
 
-    def __init__(self, device: int | str | None = None, chunk_s: float = CHUNK_S, max_queue_s: float = 10.0):
+    def __init__(self, device: int | str | None = None, chunk_s: float = CHUNK_S, max_queue_s: float = 10.0,
+                 stall_s: float = 5.0):
         super().__init__()
         self.device = device
+        self.stall_s = stall_s
         self.chunk = _chunk_samples(chunk_s)
         self.name = "mic" if device is None else safe_name(f"mic{device}")
         self._q: queue.Queue = queue.Queue(maxsize=max(1, int(max_queue_s * SAMPLE_RATE / self.chunk)))
@@ -297,11 +306,18 @@ class MicSource(Source):
             raise SourceError(f"microphone {self.device if self.device is not None else '(default)'}: "
                               f"cannot open ({e})") from e
         with stream:
+            last = time.monotonic()
             while not self.stopped:
                 try:
                     block = self._q.get(timeout=0.5)
                 except queue.Empty:
+                    # a device unplugged or stopped delivers nothing, with no error: say so rather than sit silent
+                    if time.monotonic() - last > self.stall_s or not stream.active:
+                        raise SourceError(f"microphone {self.device if self.device is not None else '(default)'}: "
+                                          f"no audio for {time.monotonic() - last:.1f} s (unplugged, or stopped by "
+                                          "the system?)") from None
                     continue
+                last = time.monotonic()
                 yield rs.resample_chunk(block) if rs is not None else block
 
 

@@ -496,7 +496,8 @@ def test_subsets_of_one_study_fill_one_folder_and_one_summary(synth_data, tmp_pa
     other = tmp_path / "noise2"
     other.mkdir()
     for k in range(2):
-        write_audio(other / f"m{k}.wav", (0.02 * np.random.default_rng(k).standard_normal(SAMPLE_RATE)).astype(np.float32))
+        noise = 0.02 * np.random.default_rng(k).standard_normal(SAMPLE_RATE)
+        write_audio(other / f"m{k}.wav", noise.astype(np.float32))
     logged = []
     run_grid(synth_data, tiny_config(models=["svm", "fnn"], conditions=["augmentation"]), out,
              cache=FeatureCache(tmp_path / "c"), noise_dir=other, progress=False, log=logged.append)

@@ -672,7 +672,8 @@ def train(data: Path = typer.Argument(..., help="Dataset folder (class folders o
         fail(str(e))
     except ValueError as e:  # a bad setting the model checks (model_params), an unreadable noise piece, ...
         fail(f"{config}: {e}" if str(e).startswith("model_params") else str(e))
-    err.print(f"wrote {out / 'model.onnx'} and {out / 'model.json'}; test metrics: {card['metrics']['test']}", markup=False)
+    err.print(f"wrote {out / 'model.onnx'} and {out / 'model.json'}; test metrics: {card['metrics']['test']}",
+              markup=False)
 
 
 @app.command()
@@ -1081,7 +1082,8 @@ def evaluate_clips_cmd(
                   "not given[/yellow]", highlight=False)
     elif bs:
         con.print(f"highest window score: AP {bs['ap']:.3f}, ROC AUC {bs['roc_auc']:.3f}; >= threshold (one window, "
-                  f"no onset rule): precision {bs['precision']:.3f}, recall {bs['recall']:.3f}, F1 {bs['f1']:.3f}", markup=False)
+                  f"no onset rule): precision {bs['precision']:.3f}, recall {bs['recall']:.3f}, F1 {bs['f1']:.3f}",
+                  markup=False)
         try:
             from .report import plot_confusion, plot_pr, save_fig
 
@@ -1216,7 +1218,8 @@ def calibrate_site_cmd(
     if ins is not None:
         con.print(f"{ins['trials']} scream insertions ({ins['screams']} clip(s) × {len(ins['snrs_db'])} SNRs) into "
                   f"{ins['excerpts']} excerpt(s) of the site audio" + (f"; {ins['skipped_silent']} skipped (digital "
-                                                                      "silence)" if ins["skipped_silent"] else ""), markup=False)
+                                                                      "silence)" if ins["skipped_silent"] else ""),
+                  markup=False)
         if ins["note"]:
             err.print(f"[yellow]no site recall: {ins['note']}[/yellow]", highlight=False, soft_wrap=True)
 

@@ -426,7 +426,7 @@ def compute_features(splits: dict[str, list[Clip]], cfg: StudyConfig, cache: Fea
                                     return np.zeros((0, 0), np.float32)
                                 return featurise(x)
                             key = {**aug_base, "copy": c}
-                            if label_dependent:  # the same file relabelled gets other copies (seed preset)
+                            if label_dependent:  # a relabelled file gets other copies (per-class rates)
                                 key["label"] = int(clip.label)
                             copies.append(cache.get(clip.path, key, make_copy))
                 except (AudioError, OSError) as e:

@@ -659,3 +659,36 @@ def test_broker_addresses_with_ipv6():
     assert parse_host_port("broker.local:8883") == ("broker.local", 8883)
     with pytest.raises(ValueError, match="IPv6"):
         parse_host_port("[::1")
+
+
+def test_a_dropped_stream_ends_its_event_at_the_drop_and_keeps_to_the_clock(det, tmp_path):
+    """A scream running when the connection drops: its end alert comes at the drop (it stayed ON through the whole
+    outage before), no window spans the splice, and times after the reconnection include the outage (they ran
+    behind the clock by it). The clip's clock moves on too: the next event's clip holds that event's audio."""
+    from screamdetect.sources import Gap
+
+    first = scene(6.0, [(4.0, 3.0)], seed=1)[: 6 * SAMPLE_RATE]  # ends mid-scream
+    second = scene(10.0, [(3.0, 2.0)], seed=2)
+
+    def chunks():
+        yield from iter_chunks(first, 1600)
+        yield Gap()
+        time.sleep(1.5)  # the outage
+        yield from iter_chunks(second, 1600)
+
+    sink = _Recording()
+    saver = ClipSaver(tmp_path / "clips", source="cam", pre_s=0.5, post_s=0.5)
+    res = run_live(chunks(), det, [sink], source="cam", clips=saver)
+    starts = [m for m in sink.msgs if m["type"] == "start"]
+    ends = [m for m in sink.msgs if m["type"] == "end"]
+    assert len(starts) == len(ends) == 2
+    assert ends[0]["end_s"] <= 6.0 and ends[0]["at_s"] <= 6.0 + 1e-6  # closed at the drop, not after it
+    assert 6.0 + 1.4 + 2.5 <= starts[1]["start_s"] <= 6.0 + 1.8 + 3.5  # 6 s before, the outage, 3 s into the second
+    assert res.seconds == pytest.approx(16.0 + 1.5, abs=0.3) and len(res.events) == 2
+    assert res.events[1].start_s == pytest.approx(starts[1]["start_s"], abs=1e-3)
+    assert len(saver.saved) == 2
+    clip = load_audio(saver.saved[1])
+    s0 = starts[1]["start_s"] - (6.0 + 1.5) - 0.5  # where the clip begins in the second signal (approximately)
+    ref = second[max(0, round(s0 * SAMPLE_RATE)):][: clip.size]
+    lag = np.argmax(np.correlate(clip[: 2 * SAMPLE_RATE], ref[: 2 * SAMPLE_RATE], "full")) - 2 * SAMPLE_RATE + 1
+    assert abs(lag) < 0.3 * SAMPLE_RATE

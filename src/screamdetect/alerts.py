@@ -29,13 +29,14 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from .audio import MAX_PEAK, SAMPLE_RATE, write_audio
 from .detector import Detector, EventUpdate
+from .sources import Gap
 
 log = logging.getLogger("screamdetect")
 
@@ -431,6 +432,17 @@ class ClipSaver:
                 log.warning("clip of event at %.1f s cut at %.0f s (max_event_s)", c.event[0], self.max_event_s)
                 self._write(c)
 
+    def skip(self, n: int) -> None:
+        """n samples the stream did not deliver (an outage between a Gap and the next chunk): silence in the clips
+        being recorded, and the clips' clock moves on with the stream's."""
+        while n > 0:
+            if not self._clips and n > self.ring.capacity:  # nothing records: only the last ring-full matters
+                self.ring.total += n - self.ring.capacity
+                n = self.ring.capacity
+            k = min(n, 10 * SAMPLE_RATE)
+            self.feed(np.zeros(k, np.float32))
+            n -= k
+
     def on_update(self, update: EventUpdate) -> None:
         open_clip = self._clips[-1] if self._clips and self._clips[-1].stop_at is None else None
         if update.kind == "start" and open_clip is None:
@@ -594,9 +606,18 @@ def run_live(chunks: Iterable[np.ndarray], detector: Detector, sinks: list[Sink]
     error = None
     repair = _Repair(source)
     deferred = _Deferred()
+    offset = 0.0  # stream seconds before the current detector's start (audio before a Gap, plus its outage)
+    done: list = []  # events of the detectors before the current one (shifted)
+    dropped_at: float | None = None  # when a Gap arrived, until the next chunk
+
+    def shifted(u: EventUpdate) -> EventUpdate:
+        if not offset:
+            return u
+        return replace(u, start_s=u.start_s + offset, end_s=None if u.end_s is None else u.end_s + offset,
+                       at_s=u.at_s + offset)
 
     def dispatch(updates):
-        for u in updates:
+        for u in map(shifted, updates):
             if clips is not None:
                 clips.on_update(u)
             msg = alert_message(u, source)
@@ -611,8 +632,22 @@ def run_live(chunks: Iterable[np.ndarray], detector: Detector, sinks: list[Sink]
         deferred.install()
         try:
             for chunk in it:
+                if isinstance(chunk, Gap):  # the stream dropped: its open event ends here
+                    with deferred:
+                        dispatch(sd.finish().updates)
+                    done += [replace(e, start_s=e.start_s + offset, end_s=e.end_s + offset) for e in sd.events]
+                    offset += sd.time_s
+                    sd = detector.stream()
+                    dropped_at = time.monotonic()
+                    continue
                 with deferred:
-                    chunk = repair(chunk, sd.time_s)
+                    if dropped_at is not None:  # back: stream time moves on by the outage
+                        outage = time.monotonic() - dropped_at
+                        offset += outage
+                        if clips is not None:
+                            clips.skip(round(outage * SAMPLE_RATE))
+                        dropped_at = None
+                    chunk = repair(chunk, offset + sd.time_s)
                     if clips is not None:
                         clips.feed(chunk)
                     dispatch(sd.process(chunk).updates)
@@ -639,7 +674,8 @@ def run_live(chunks: Iterable[np.ndarray], detector: Detector, sinks: list[Sink]
             clips.close()
         if close_sinks:
             _close_all(sinks)
-    return LiveSummary(sd.time_s, list(sd.events), list(clips.saved) if clips else [], error, source)
+    events = done + [replace(e, start_s=e.start_s + offset, end_s=e.end_s + offset) for e in sd.events]
+    return LiveSummary(offset + sd.time_s, events, list(clips.saved) if clips else [], error, source)
 
 
 def _close_all(sinks: list[Sink]) -> None:

@@ -39,6 +39,14 @@ class SourceError(RuntimeError):
 
 
 @dataclass(frozen=True)
+class Gap:
+    """Yielded by a source's chunks() between two chunks when the stream dropped (the connection was lost, and the
+    source will try to reopen it): the audio before and after it are not one signal. run_live ends the open event
+    at the drop, starts its detector afresh on the next chunk, and moves stream time on by the wall-clock seconds
+    of the outage, so alert times keep to the clock."""
+
+
+@dataclass(frozen=True)
 class Reconnect:
     """Reconnection policy for streams that drop.
 
@@ -188,6 +196,8 @@ class FfmpegSource(Source):
                 if err is None:
                     return
                 raise SourceError(f"{'standard input' if self.stdin else self.url}: {err}")
+            if got:  # a connection that delivered audio was lost: whatever comes next is another signal
+                yield Gap()
             failures += 1
             why = err or "stream ended"
             if failures > self.reconnect.max_retries:

@@ -183,8 +183,9 @@ def test_a_very_short_file_that_passes_for_a_live_stream_is_given_up(tmp_path):
     assert server.served == 4
 
 
-def test_a_microphone_that_stops_delivering_is_an_error_not_silence(monkeypatch):
-    """An unplugged device delivers nothing and raises nothing: listen sat silent for ever."""
+def test_a_microphone_that_stops_delivering_is_an_error_not_silence(monkeypatch, caplog):
+    """An unplugged device delivers nothing and raises nothing: listen sat silent for ever. (And blocks dropped
+    because detection fell behind are reported, not lost without a word.)"""
     import types
 
     class Stream:
@@ -211,6 +212,11 @@ def test_a_microphone_that_stops_delivering_is_an_error_not_silence(monkeypatch)
         for _ in src.chunks():
             n += 1
     assert n == 3 and time.monotonic() - t0 < 3.0
+    small = MicSource(stall_s=0.3, max_queue_s=0.01)  # room for one block: the other two are dropped
+    got = []
+    with caplog.at_level("WARNING", logger="screamdetect"), pytest.raises(SourceError):
+        got.extend(small.chunks())
+    assert len(got) == 1 and small.overflows == 2 and "2 block(s) of audio dropped" in caplog.text
 
 
 @needs_ffmpeg

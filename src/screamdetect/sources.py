@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import math
 import os
 import queue
 import re
@@ -317,6 +318,7 @@ class MicSource(Source):
                               f"cannot open ({e})") from e
         with stream:
             last = time.monotonic()
+            reported, warned_at = 0, -math.inf
             while not self.stopped:
                 try:
                     block = self._q.get(timeout=0.5)
@@ -328,6 +330,11 @@ class MicSource(Source):
                                           "the system?)") from None
                     continue
                 last = time.monotonic()
+                if self.overflows > reported and last - warned_at >= 60.0:  # blocks dropped: say so, once a minute
+                    log.warning("microphone: %d block(s) of audio dropped so far (detection fell behind the "
+                                "device); stream time runs behind the clock by %.1f s", self.overflows,
+                                self.overflows * self.chunk / SAMPLE_RATE)
+                    reported, warned_at = self.overflows, last
                 yield rs.resample_chunk(block) if rs is not None else block
 
 

@@ -2,10 +2,13 @@
 
 Every source yields float32 mono chunks at SAMPLE_RATE from :meth:`chunks` (chunk sizes may vary) and can be
 stopped from another thread with :meth:`stop`. Network streams that drop are reopened with exponential back-off
-(:class:`Reconnect`); a source that cannot go on raises :class:`SourceError` naming the source and the cause.
+(:class:`Reconnect`), and a :class:`Gap` marks each drop in the chunks (the audio on either side is not one
+signal; :func:`alerts.run_live` handles it); a source that cannot go on raises :class:`SourceError` naming the
+source and the cause.
 
     src = open_source("rtsp://cam/stream")    # or "mic", "mic:2", "a.flac", "http://host/radio.mp3"
-    for chunk in src.chunks(): ...
+    for chunk in src.chunks():
+        if isinstance(chunk, Gap): ...        # the stream dropped here
 """
 
 from __future__ import annotations

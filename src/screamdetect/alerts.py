@@ -635,7 +635,7 @@ def run_live(chunks: Iterable[np.ndarray], detector: Detector, sinks: list[Sink]
                 if isinstance(chunk, Gap):  # the stream dropped: its open event ends here
                     with deferred:
                         dispatch(sd.finish().updates)
-                    done += [replace(e, start_s=e.start_s + offset, end_s=e.end_s + offset) for e in sd.events]
+                    done += _shifted_events(sd.events, offset)
                     offset += sd.time_s
                     sd = detector.stream()
                     dropped_at = time.monotonic()
@@ -674,8 +674,13 @@ def run_live(chunks: Iterable[np.ndarray], detector: Detector, sinks: list[Sink]
             clips.close()
         if close_sinks:
             _close_all(sinks)
-    events = done + [replace(e, start_s=e.start_s + offset, end_s=e.end_s + offset) for e in sd.events]
+    events = done + _shifted_events(sd.events, offset)
     return LiveSummary(offset + sd.time_s, events, list(clips.saved) if clips else [], error, source)
+
+
+def _shifted_events(events, offset: float) -> list:
+    """Events of a detector started `offset` stream seconds in (after a Gap), in stream time."""
+    return [replace(e, start_s=e.start_s + offset, end_s=e.end_s + offset) for e in events]
 
 
 def _close_all(sinks: list[Sink]) -> None:

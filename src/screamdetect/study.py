@@ -546,27 +546,21 @@ def make_study_model(name: str, condition: str, cfg: StudyConfig, progress: bool
 def check_training_data(data: TrainingData, what: str) -> None:
     """StudyError unless train, val and test each hold both classes: a threshold chosen on a validation split
     without screams, or a test split without them, gives numbers that mean nothing (F1 0, AP undefined)."""
-    for split, yy in (("train", data.y_train), ("val", data.y_val), ("test", data.y_test)):
-        n_pos = int(np.sum(yy))
-        if len(yy) == 0:
-            raise StudyError(f"{what}: the {split} split holds no usable clip")
-        if n_pos in (0, len(yy)):
-            raise StudyError(f"{what}: the {split} split holds only {'screams' if n_pos else 'non-screams'} "
-                             f"({len(yy)} clips); every split needs both classes (more scream groups, or other "
-                             "split fractions in the config's split:)")
+    _need_both_classes({"train": data.y_train, "val": data.y_val, "test": data.y_test}, what)
 
 
 def _check_split_classes(splits: dict[str, list], what: str) -> None:
     """The same check on a split before any feature is computed (a clip that cannot be read is caught later)."""
-    for split in SPLITS:
-        labels = [c.label for c in splits.get(split, [])]
-        if not labels or len(set(labels)) < 2:
-            n_pos = sum(labels)
-            raise StudyError(f"{what}: the {split} split holds "
-                             + (f"only {'screams' if n_pos else 'non-screams'} ({len(labels)} clips)" if labels
-                                else "no clip")
-                             + "; every split needs both classes (more scream groups, or other split fractions in "
-                             "the config's split:)")
+    _need_both_classes({s: [c.label for c in splits.get(s, [])] for s in SPLITS}, what)
+
+
+def _need_both_classes(labels: dict[str, Sequence[int]], what: str) -> None:
+    for split, yy in labels.items():
+        n, n_pos = len(yy), int(np.sum(yy))
+        if n_pos in (0, n):
+            held = f"only {'screams' if n_pos else 'non-screams'} ({n} clips)" if n else "no usable clip"
+            raise StudyError(f"{what}: the {split} split holds {held}; every split needs both classes (more scream "
+                             "groups, or other split fractions in the config's split:)")
 
 
 def run_one(name: str, condition: str, data: TrainingData, cfg: StudyConfig, run_dir: Path,

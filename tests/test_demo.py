@@ -64,3 +64,41 @@ def test_demo_on_corpus_uses_test_clips(corpus, tmp_path):
     assign = split_clips(ds.clips, SplitSpec())
     test_names = {c.path.rsplit("/", 1)[-1] for c in ds.clips if assign[c.path] == "test" and c.label == 1}
     assert {t["clip"] for t in res["truth"]} <= test_names
+
+
+def test_best_window_score_takes_the_windows_that_hold_the_scream():
+    from screamdetect.demo import best_window_score
+
+    scores = np.array([0.1, 0.9, 0.2, 0.8, 0.3])  # window i spans [0.25 i, 0.25 i + 1]
+    assert best_window_score(scores, 0.25, 1.0, 1.6, 1.7) == 0.8  # windows 3-4 (window 1, 0.9, ends at 1.25)
+    assert best_window_score(scores, 0.25, 1.0, 0.0, 0.2) == 0.1  # window 0 only
+    assert best_window_score(scores, 0.25, 1.0, 9.0, 9.5) == 0.0  # past the last window
+
+
+def test_match_truth_gives_one_event_to_one_scream_and_never_an_event_that_ended_before_onset():
+    from screamdetect.demo import match_truth
+
+    truth = [{"start_s": 1.0, "end_s": 2.0}, {"start_s": 2.5, "end_s": 3.0}, {"start_s": 8.0, "end_s": 9.0}]
+    events = [{"start_s": 0.5, "end_s": 3.2}, {"start_s": 6.0, "end_s": 7.5}]
+    # the long event covers both first screams but finds only the first; the second ends before the third's onset
+    assert match_truth(truth, events) == [0, None, None]
+
+
+def test_demo_shows_each_screams_best_score_and_a_looser_operating_point(tmp_path):
+    """With a calibration sweep in the card, the demo also says what the 5 false alarms/h point finds on the scene."""
+    model = write_band_energy_model(tmp_path / "m", threshold=0.999)
+    card_path = model.with_suffix(".json")
+    card = json.loads(card_path.read_text())
+    card["calibration"] = {"threshold": 0.999, "sweep": [[0.3, 4.0, 0.9], [0.999, 0.0, 0.1]]}
+    card_path.write_text(json.dumps(card))
+    res = run_demo(tmp_path / "no_corpus_here", tmp_path / "out", model=model)
+    assert res["events"] == []  # nothing reaches 0.999
+    loud = res["truth"][0]
+    assert 0.3 < loud["best_window_score"] < 0.999
+    lo = res["looser"]
+    assert lo["threshold"] == 0.3 and lo["max_false_alarms_per_hour"] == 5.0 and lo["found"] >= 1
+    assert json.loads((tmp_path / "out" / "events.json").read_text())["looser"] == lo
+    # without a sweep there is no looser point to show
+    del card["calibration"]
+    card_path.write_text(json.dumps(card))
+    assert run_demo(tmp_path / "no_corpus_here", tmp_path / "out2", model=model)["looser"] is None

@@ -864,9 +864,8 @@ def demo(corpus: Optional[Path] = typer.Option(Path("../shared/corpus"), help="C
     demo.png (spectrogram, score timeline, threshold, events)."""
     from rich.table import Table
 
-    from .demo import run_demo
+    from .demo import match_truth, run_demo
     from .detector import ModelError
-    from .evaluate import covers_scream
 
     if seed < 0:
         fail(f"--seed must be a whole number >= 0, got {seed}")
@@ -885,24 +884,28 @@ def demo(corpus: Optional[Path] = typer.Option(Path("../shared/corpus"), help="C
     con = Console(soft_wrap=True)
     con.print(f"[bold]scene[/bold]: {escape(str(res['scene']))} ({escape(str(res['source']))})")
     con.print(f"[bold]detector[/bold]: {escape(str(res['model']))}, threshold {res['threshold']:g}")
-    t = Table("true scream (s)", "SNR dB", "detected event (s)", "peak", "latency (s)")
-    used = set()
-    for g in res["truth"]:
-        hit = next((i for i, e in enumerate(res["events"]) if i not in used
-                    and covers_scream(e["start_s"], e["end_s"], g["start_s"], g["end_s"])), None)
+    t = Table("true scream (s)", "SNR dB", "best window", "detected event (s)", "peak", "latency (s)")
+    hits = match_truth(res["truth"], res["events"])
+    for g, hit in zip(res["truth"], hits):
+        row = [f"{g['start_s']:.1f}-{g['end_s']:.1f}", f"{g['snr_db']:g}", f"{g['best_window_score']:.2f}"]
         if hit is None:
-            t.add_row(f"{g['start_s']:.1f}-{g['end_s']:.1f}", f"{g['snr_db']:g}", "[red]missed[/red]", "", "")
+            t.add_row(*row, "[red]missed[/red]", "", "")
         else:
-            used.add(hit)
             e = res["events"][hit]
-            t.add_row(f"{g['start_s']:.1f}-{g['end_s']:.1f}", f"{g['snr_db']:g}",
-                      f"{e['start_s']:.2f}-{e['end_s']:.2f}", f"{e['peak_score']:.2f}",
+            t.add_row(*row, f"{e['start_s']:.2f}-{e['end_s']:.2f}", f"{e['peak_score']:.2f}",
                       f"{e['alert_s'] - g['start_s']:.2f}")
     for i, e in enumerate(res["events"]):
-        if i not in used:
-            t.add_row("[yellow]none (false alarm)[/yellow]", "", f"{e['start_s']:.2f}-{e['end_s']:.2f}",
+        if i not in hits:
+            t.add_row("[yellow]none (false alarm)[/yellow]", "", "", f"{e['start_s']:.2f}-{e['end_s']:.2f}",
                       f"{e['peak_score']:.2f}", "")
     con.print(t)
+    sm = res["smoothing"]
+    con.print(f"An event starts when {sm['k']} of the last {sm['n']} windows score >= the threshold ('best "
+              "window': the highest score over the scream).", markup=False)
+    if (lo := res["looser"]) is not None:
+        con.print(f"At --max-false-alarms-per-hour {lo['max_false_alarms_per_hour']:g} (threshold {lo['threshold']:g}"
+                  f" on the card's validation sweep) this scene gives {lo['found']} of {len(res['truth'])} screams "
+                  f"and {lo['false_alarms']} false alarm{'' if lo['false_alarms'] == 1 else 's'}.", markup=False)
     con.print(f"wrote {out / 'demo.png'} and {out / 'events.json'}", markup=False)
 
 

@@ -77,8 +77,10 @@ def corpus_scene(corpus: Path, seed: int = 0) -> scenes.Scene:
 
 
 def plot_scene(path: Path, audio: np.ndarray, scores: np.ndarray, hop_s: float, window_s: float, threshold: float,
-               events, truth, title: str) -> None:
-    """PNG: log-mel spectrogram with ground truth, score timeline with threshold and detected events."""
+               events, truth, title: str, looser: tuple[float, float] | None = None) -> None:
+    """PNG: log-mel spectrogram with ground truth, score timeline with threshold and detected events.
+
+    looser: (false alarms/h, threshold) of a looser operating point, drawn as a dotted line."""
     from .features import log_mel
     from .report import plt, save_fig
 
@@ -96,6 +98,9 @@ def plot_scene(path: Path, audio: np.ndarray, scores: np.ndarray, hop_s: float, 
     t = np.arange(scores.size) * hop_s + window_s / 2
     a2.plot(t, scores, lw=1.2, label="window score")
     a2.axhline(threshold, color="r", ls="--", lw=1, label=f"threshold {threshold:g}")
+    if looser is not None:
+        a2.axhline(looser[1], color="grey", ls=":", lw=1,
+                   label=f"{looser[1]:g}: at most {looser[0]:g} false alarms/h on validation")
     for e in events:
         a2.axvspan(e.start_s, e.end_s, color="orange", alpha=0.35)
     for g in truth:
@@ -106,6 +111,38 @@ def plot_scene(path: Path, audio: np.ndarray, scores: np.ndarray, hop_s: float, 
     a2.set_ylabel("P(scream)")
     a2.legend(loc="upper right", fontsize=8)
     save_fig(fig, path)
+
+
+LOOSER_FA_PER_HOUR = 5.0
+
+
+def best_window_score(scores: np.ndarray, hop_s: float, window_s: float, start_s: float, end_s: float) -> float:
+    """The highest score of the windows that hold any part of [start_s, end_s] (window i spans
+    [i·hop_s, i·hop_s + window_s]); 0.0 if none does."""
+    i = np.arange(np.asarray(scores).size)
+    inside = (i * hop_s < end_s) & (i * hop_s + window_s > start_s)
+    return float(np.max(scores[inside])) if inside.any() else 0.0
+
+
+def match_truth(truth: list[dict], events: list[dict]) -> list[int | None]:
+    """For each true scream (in order), the index of the first unused event that covers it, or None (one event
+    finds at most one scream; the rule of `evaluate.covers_scream`)."""
+    from .evaluate import covers_scream
+
+    used: set[int] = set()
+    out: list[int | None] = []
+    for g in truth:
+        hit = next((i for i, e in enumerate(events) if i not in used
+                    and covers_scream(e["start_s"], e["end_s"], g["start_s"], g["end_s"])), None)
+        if hit is not None:
+            used.add(hit)
+        out.append(hit)
+    return out
+
+
+def _event_dicts(events) -> list[dict]:
+    return [{"start_s": round(e.start_s, 3), "end_s": round(e.end_s, 3), "peak_score": round(float(e.peak_score), 4),
+             "alert_s": round(e.alert_s, 3)} for e in events]
 
 
 def run_demo(corpus: Path | None, out: Path, model: Path | None = None, seed: int = 0,
@@ -119,18 +156,34 @@ def run_demo(corpus: Path | None, out: Path, model: Path | None = None, seed: in
     else:
         why = "no corpus given" if corpus is None else f"no corpus at {corpus}: no manifest.csv there"
         scene, label = synthetic_scene(seed=seed), f"SYNTHETIC scene ({why})"
-    from .evaluate import detect_with_alerts
+    from .detector import EventTracker, ModelError, threshold_for_rate
+    from .evaluate import alerts_from_scores
 
     det = Detector.load(model, max_false_alarms_per_hour=max_false_alarms_per_hour)
     scores = det.score_windows(scene.audio)
-    events = detect_with_alerts(det, scene.audio)
+    dur = scene.audio.size / SAMPLE_RATE
+    events = alerts_from_scores(scores, det.tracker(), dur)
+    truth = [{**g.to_dict(), "best_window_score": round(best_window_score(scores, det.hop_s, det.window_s,
+                                                                          g.start_s, g.end_s), 4)}
+             for g in scene.events]
+    # What a looser operating point of the same card gives on this scene (the card's own validation sweep), so a
+    # newcomer sees the trade-off instead of only "missed".
+    looser = None
+    try:
+        t = threshold_for_rate({"calibration": det.calibration}, LOOSER_FA_PER_HOUR)
+    except ModelError:  # a card without a sweep
+        t = None
+    if t is not None and t < det.threshold:
+        ev = _event_dicts(alerts_from_scores(scores, EventTracker(t, det.smoothing, det.window_s, det.hop_s), dur))
+        hits = match_truth(truth, ev)
+        looser = {"max_false_alarms_per_hour": LOOSER_FA_PER_HOUR, "threshold": t,
+                  "found": sum(h is not None for h in hits), "false_alarms": len(ev) - sum(h is not None for h in hits)}
     scenes.write_scene(scene, out)
     plot_scene(out / "demo.png", scene.audio, scores, det.hop_s, det.window_s, det.threshold, events, scene.events,
-               f"screamdetect demo — {label}")
+               f"screamdetect demo — {label}",
+               looser=None if looser is None else (LOOSER_FA_PER_HOUR, looser["threshold"]))
     result = {"scene": str(out / f"{scene.name}.flac"), "source": label, "threshold": det.threshold,
-              "model": det.description, "truth": [g.to_dict() for g in scene.events],
-              "events": [{"start_s": round(e.start_s, 3), "end_s": round(e.end_s, 3),
-                          "peak_score": round(float(e.peak_score), 4), "alert_s": round(e.alert_s, 3)}
-                         for e in events]}
+              "model": det.description, "smoothing": {"k": det.smoothing.k, "n": det.smoothing.n},
+              "truth": truth, "events": _event_dicts(events), "looser": looser}
     (out / "events.json").write_text(json.dumps(result, indent=1))
     return result

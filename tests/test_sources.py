@@ -288,3 +288,53 @@ def test_reconnect_policy():
                      ({"max_s": 0.1, "initial_s": 1.0}, "max_s"), ({"factor": 0.5}, "factor")]:
         with pytest.raises(ValueError, match=name):
             Reconnect(**kw)
+
+
+@needs_ffmpeg
+def test_a_live_hls_playlist_that_stops_updating_is_a_stall_not_a_silent_hang(tmp_path):
+    """A live HLS stream whose playlist is no longer updated (the encoder died) keeps ffmpeg re-reading it for over
+    half an hour without a word: `listen` sat silent. No audio for stall_s is now a drop: reconnect, then give up."""
+    import functools
+    import subprocess
+
+    write_audio(tmp_path / "src.wav", scene(6.0, []))
+    hls = tmp_path / "hls"
+    hls.mkdir()
+    subprocess.run(["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-i", str(tmp_path / "src.wav"),
+                    "-c:a", "aac", "-f", "hls", "-hls_time", "1", "-hls_list_size", "0", "-hls_flags", "omit_endlist",
+                    str(hls / "live.m3u8")], check=True)
+    assert "#EXT-X-ENDLIST" not in (hls / "live.m3u8").read_text()  # a live playlist, frozen
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *a):
+            pass
+
+    handler = functools.partial(Quiet, directory=str(hls))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    status, got, gaps, errors = [], [], [], []
+    src = FfmpegSource(f"http://127.0.0.1:{httpd.server_address[1]}/live.m3u8", on_status=status.append,
+                       reconnect=Reconnect(max_retries=1, initial_s=0.1, max_s=0.1), stall_s=1.5)
+
+    def read():
+        try:
+            for c in src.chunks():
+                (gaps if isinstance(c, Gap) else got).append(c)
+        except SourceError as e:
+            errors.append(str(e))
+
+    t0 = time.monotonic()
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(30)
+    try:
+        assert not reader.is_alive(), "the reader hung on the frozen playlist"
+    finally:
+        src.stop()
+        httpd.shutdown()
+        httpd.server_close()
+    assert time.monotonic() - t0 < 30 and got and len(gaps) == 2
+    (err,) = errors
+    assert "gave up after 1 reconnection attempts" in err and "no audio for 1.5 s (the stream stalled)" in err
+    assert any("(the stream stalled); reconnecting in" in s for s in status)
+    with pytest.raises(ValueError, match="stall_s"):
+        FfmpegSource("http://127.0.0.1:1/x", stall_s=0)

@@ -144,11 +144,15 @@ class FfmpegSource(Source):
     live stream is given up after `reconnect.max_retries`, not replayed for ever. realtime: read at real speed
     (ffmpeg -re), for file replay.
     on_status(message) is called with reconnection news. `command` replaces the ffmpeg executable (tests).
+    stall_s: a network stream that stays open but delivers no audio for this long has stalled and is treated as a
+    drop (ffmpeg is stopped and the stream reopened). ffmpeg's own I/O timeout does not see every stall: a live HLS
+    playlist that is no longer updated is re-read successfully every few seconds, and ffmpeg waits on it for
+    about 1,000 reloads (over half an hour at 2 s segments) without a word.
     """
 
     def __init__(self, url: str, chunk_s: float = CHUNK_S, realtime: bool = False, live: bool | None = None,
                  reconnect: Reconnect = Reconnect(), on_status: Callable[[str], None] | None = None,
-                 ffmpeg: str = "ffmpeg", io_timeout_s: float = 10.0):
+                 ffmpeg: str = "ffmpeg", io_timeout_s: float = 10.0, stall_s: float = 30.0):
         super().__init__()
         self.url = str(url)
         self.stdin = self.url == "-"  # audio piped in (any format ffmpeg recognises): read ffmpeg's stdin
@@ -164,6 +168,9 @@ class FfmpegSource(Source):
         if not io_timeout_s > 0:
             raise ValueError(f"io_timeout_s must be positive seconds, got {io_timeout_s!r}")
         self.io_timeout_s = io_timeout_s
+        if not stall_s > 0:
+            raise ValueError(f"stall_s must be positive seconds, got {stall_s!r}")
+        self.stall_s = float(stall_s)
         self.name = source_name(self.url)
         self.connections = 0  # how many times ffmpeg delivered audio (1 + successful reconnections)
         self._proc: subprocess.Popen | None = None
@@ -242,13 +249,28 @@ class FfmpegSource(Source):
         tail: collections.deque[str] = collections.deque(maxlen=5)
         drain = threading.Thread(target=drain_lines, args=(proc.stderr, tail), daemon=True)
         drain.start()
+        # When the read now waiting on ffmpeg began (None between reads: time spent on detection is not a stall).
+        waiting: list[float | None] = [time.monotonic()]
+        stalled = threading.Event()
+        done = threading.Event()
+        if self.network:
+            def watch():
+                while not done.wait(min(0.5, self.stall_s / 4)):
+                    since = waiting[0]
+                    if since is not None and time.monotonic() - since > self.stall_s:
+                        stalled.set()
+                        proc.kill()
+                        return
+            threading.Thread(target=watch, daemon=True, name="stall-watch").start()
         got = False
         nbytes = self.chunk * 4
         rest = b""
         try:
             assert proc.stdout is not None
             while not self.stopped:
+                waiting[0] = time.monotonic()
                 buf = proc.stdout.read(nbytes)
+                waiting[0] = None
                 if not buf:
                     break
                 buf = rest + buf
@@ -261,6 +283,7 @@ class FfmpegSource(Source):
                     self._run_samples += cut // 4
                     yield np.frombuffer(buf[:cut], dtype=np.float32).copy()
         finally:
+            done.set()
             if proc.poll() is None:
                 proc.kill()
             proc.wait()
@@ -268,6 +291,8 @@ class FfmpegSource(Source):
             self._proc = None
         if self.stopped:
             return got, None
+        if stalled.is_set():
+            return got, f"no audio for {self.stall_s:g} s (the stream stalled)"
         if proc.returncode != 0:
             msg = tail[-1] if tail else f"ffmpeg exited with status {proc.returncode}"
             return got, msg.removeprefix(("pipe:0" if self.stdin else self.url) + ": ")

@@ -32,12 +32,8 @@ from bench_scan import corpus_flac, resolve_model
 
 from screamdetect.alerts import JsonlSink, LiveStream, alert_message, run_many
 from screamdetect.audio import SAMPLE_RATE, load_audio
+from screamdetect.bench import cpu_s, live_cpu
 from screamdetect.detector import Detector
-
-
-def cpu_s() -> float:
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
 
 
 def main() -> None:
@@ -65,35 +61,15 @@ def main() -> None:
     sink = JsonlSink(os.devnull)
     if args.threads:
         return threaded(det, audio, chunk, args, sink)
-    streams = [det.stream() for _ in range(args.streams)]
-    det.score_windows(audio[: 2 * SAMPLE_RATE])  # warm-up
-    n_chunks = -(-audio.size // chunk)
-    per_chunk = []
-    events = 0
-    t0, c0 = time.perf_counter(), cpu_s()
-    for i in range(n_chunks):
-        piece = audio[i * chunk: (i + 1) * chunk]
-        for sd in streams:
-            ts = time.perf_counter()
-            for u in sd.process(piece).updates:
-                sink.handle(alert_message(u, "bench"))
-                events += u.kind == "end"
-            per_chunk.append(time.perf_counter() - ts)
-        wait = t0 + (i + 1) * args.chunk_s / args.speed - time.perf_counter()
-        if wait > 0:
-            time.sleep(wait)
-    wall, cpu = time.perf_counter() - t0, cpu_s() - c0
-    for sd in streams:
-        events += sum(u.kind == "end" for u in sd.finish().updates)
+    r = live_cpu(det, audio, args.chunk_s, args.speed, args.streams,
+                 on_update=lambda u: sink.handle(alert_message(u, "bench")))
     sink.close()
-    audio_s = audio.size / SAMPLE_RATE
-    ms = np.array(per_chunk) * 1e3
-    print(f"wall {wall:.1f} s, process CPU {cpu:.2f} s for {args.streams} x {audio_s:.0f} s of audio "
-          f"({events} events)")
-    print(f"CPU per stream: {100 * cpu / (audio_s * args.streams):.2f} % of one core "
+    print(f"wall {r['wall_s']:.1f} s, process CPU {r['cpu_s']:.2f} s for {args.streams} x {r['audio_s']:.0f} s of "
+          f"audio ({r['events']} events)")
+    print(f"CPU per stream: {r['cpu_percent_per_stream']:.2f} % of one core "
           f"(target <= 2 %; load average {os.getloadavg()[0]:.1f})")
-    print(f"time per {args.chunk_s} s chunk: median {np.median(ms):.2f} ms, p95 {np.percentile(ms, 95):.2f} ms, "
-          f"max {ms.max():.2f} ms")
+    print(f"time per {args.chunk_s} s chunk: median {r['chunk_ms_median']:.2f} ms, p95 {r['chunk_ms_p95']:.2f} ms, "
+          f"max {r['chunk_ms_max']:.2f} ms")
 
 
 def threaded(det: Detector, audio: np.ndarray, chunk: int, args, sink: JsonlSink) -> None:

@@ -33,7 +33,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
 from screamdetect.audio import SAMPLE_RATE, load_audio
-from screamdetect.detector import DEFAULT_MODEL, Detector, expand_paths, scan_paths
+from screamdetect.bench import pool_speed, scan_speed
+from screamdetect.detector import DEFAULT_MODEL, Detector
 
 CORPUS = Path(os.environ.get("SCREAMDETECT_CORPUS", REPO.parent / "shared" / "corpus"))
 
@@ -123,26 +124,14 @@ def speed(args, det: Detector, model: Path, tmp: Path) -> None:
     src = corpus_flac(flac, args.minutes * 60)
     dur = sf.info(str(flac)).duration
     print(f"\n1. speed: {dur / 60:.1f} min FLAC of {src}")
-    best, best_cpu = float("inf"), float("inf")
-    for _ in range(args.repeat):
-        t0, c0 = time.perf_counter(), time.process_time()
-        res = det.scan_file(flac)
-        best, best_cpu = min(best, time.perf_counter() - t0), min(best_cpu, time.process_time() - c0)
-    print(f"  one process (decode + features + model, block by block): {best:.2f} s  "
-          f"= {dur / best:,.0f}x real time  ({res.n_windows} windows, {len(res.events)} events)")
-    print(f"  CPU time {best_cpu:.2f} s = {dur / best_cpu:,.0f}x real time per busy core (independent of other "
-          f"load on the machine; load average now {os.getloadavg()[0]:.1f})")
-    copies = []
-    for i in range(args.copies):
-        p = tmp / f"copy{i}.flac"
-        os.link(flac, p)
-        copies.append(str(p))
-    t0 = time.perf_counter()
-    out = list(scan_paths(expand_paths(copies), model=model, jobs=args.jobs, second_stage=args.second_stage))
-    t_pool = time.perf_counter() - t0
-    assert all("error" not in r for r in out), out
-    print(f"  process pool, {args.copies} files, {args.jobs} jobs (incl. worker start-up): {t_pool:.2f} s "
-          f"= {args.copies * dur / t_pool:,.0f}x real time")
+    r = scan_speed(det, flac, args.repeat)
+    print(f"  one process (decode + features + model, block by block): {r['wall_s']:.2f} s  "
+          f"= {r['x_realtime']:,.0f}x real time  ({r['windows']} windows, {r['events']} events)")
+    print(f"  CPU time {r['cpu_s']:.2f} s = {r['x_realtime_per_cpu_s']:,.0f}x real time per busy core (independent of "
+          f"other load on the machine; load average now {os.getloadavg()[0]:.1f})")
+    p = pool_speed(model, flac, args.jobs, args.copies, args.second_stage)
+    print(f"  process pool, {args.copies} files, {args.jobs} jobs (incl. worker start-up): {p['wall_s']:.2f} s "
+          f"= {p['x_realtime']:,.0f}x real time")
 
 
 def memory(args, model: Path, tmp: Path) -> None:

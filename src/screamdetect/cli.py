@@ -909,6 +909,87 @@ def demo(corpus: Optional[Path] = typer.Option(Path("../shared/corpus"), help="C
     con.print(f"wrote {out / 'demo.png'} and {out / 'events.json'}", markup=False)
 
 
+@app.command("bench")
+def bench_cmd(
+        audio: Optional[str] = typer.Argument(None, help="Audio to time: your own recordings are the best test, "
+                                              "since the second stage runs only on what the CNN flags (busy audio "
+                                              "costs more). Default: synthetic scenes the package generates."),
+        model: Optional[Path] = _model_option(),
+        second: bool = _second_stage_option(),
+        minutes: float = typer.Option(10.0, help="Minutes of audio for the scanning test (a shorter file is "
+                                      "looped)."),
+        jobs: int = typer.Option(0, "--jobs", "-j", help="Also time `detect -j N` over N copies of the file "
+                                 "(worker start-up included). Default: what `detect` does by default, one worker "
+                                 "per two cores; where that is one process (2 cores), the one-process test is it."),
+        repeat: int = typer.Option(3, help="Timed runs of the one-process test (the best is reported)."),
+        live_seconds: float = typer.Option(60.0, "--live-seconds", help="Seconds of audio fed to the live test "
+                                           "(0 skips it)."),
+        live_speed: float = typer.Option(10.0, "--live-speed", help="Pace of the live test: 1 = real time (the "
+                                         "figure of record), 10 = ten times faster (quicker, about the same CPU "
+                                         "per second of audio)."),
+        fmt: str = typer.Option("table", "--format", "-f", help="table or json.")):
+    """Time the detector on this machine: file scanning in x real time (one process, and a process pool), and the
+    CPU one live stream costs, so you can size a deployment (how many files an hour, how many cameras a box).
+
+    Targets on a 2-core machine: scanning >= 1000x real time, <= 2 % of one core per live stream (docs/detector.md
+    gives the figures measured on ours). Nothing is written outside a temporary folder.
+    """
+    import json
+    import os
+    import tempfile
+
+    from .audio import SAMPLE_RATE, AudioError
+    from .bench import bench_audio, live_cpu, pool_speed, scan_speed, write_flac
+    from .detector import Detector, ModelError
+
+    if fmt not in ("table", "json"):
+        fail(f"--format must be table or json, got {fmt!r}")
+    if not minutes > 0 or repeat < 1 or jobs < 0 or live_seconds < 0 or not live_speed > 0:
+        fail("--minutes and --live-speed must be positive, --repeat >= 1, --jobs >= 0, --live-seconds >= 0")
+    if audio == "":
+        fail("the audio path is empty (an unset shell variable?)")
+    cores = os.cpu_count() or 1
+    jobs = jobs or max(1, cores // 2)  # as `detect`
+    say = err.print if fmt == "json" else Console(soft_wrap=True).print
+    try:
+        det = Detector.load(model, second_stage=second)
+        clip, what = bench_audio(audio, minutes)
+    except (ModelError, AudioError, ValueError) as e:
+        fail(str(e))
+    say(f"detector: {escape(det.description)}; audio: {escape(what)}", highlight=False)
+    res: dict = {"detector": det.description, "audio": what, "cores": cores}
+    with tempfile.TemporaryDirectory(prefix="screamdetect-bench-") as tmp:
+        flac = write_flac(clip, Path(tmp) / "bench.flac")
+        say("scanning in one process ...", highlight=False)
+        res["scan"] = scan_speed(det, flac, repeat)
+        if jobs > 1:
+            say(f"scanning {jobs} copies with -j {jobs} ...", highlight=False)
+            res["pool"] = pool_speed(model, flac, jobs, jobs, second, threads_per_job=max(1, cores // jobs))
+    if live_seconds > 0:
+        say(f"live: {live_seconds:g} s of audio at {live_speed:g}x real time ...", highlight=False)
+        live_det = Detector.load(model, second_stage=second, intra_op_threads=1)  # as `listen` runs one stream
+        n = min(clip.size, round(live_seconds * SAMPLE_RATE))
+        res["live"] = live_cpu(live_det, clip[:n], speed=live_speed)
+    if fmt == "json":
+        print(json.dumps(res))
+        return
+    from rich.table import Table
+
+    t = Table("test", "result", "target (2 cores)")
+    sc = res["scan"]
+    t.add_row("scan, one process", f"{sc['x_realtime']:,.0f}x real time ({sc['audio_s'] / 60:.1f} min in "
+              f"{sc['wall_s']:.2f} s)", ">= 1000x")
+    if "pool" in res:
+        po = res["pool"]
+        t.add_row(f"scan, -j {po['jobs']} ({po['files']} files)", f"{po['x_realtime']:,.0f}x real time (worker "
+                  "start-up included)", ">= 1000x")
+    if "live" in res:
+        lv = res["live"]
+        t.add_row("live, one stream", f"{lv['cpu_percent_per_stream']:.2f} % of one core; 0.1 s chunk: median "
+                  f"{lv['chunk_ms_median']:.2f} ms, p95 {lv['chunk_ms_p95']:.2f} ms", "<= 2 %")
+    Console(soft_wrap=True).print(t)
+
+
 @app.command("evaluate-events")
 def evaluate_events_cmd(
         data: Path = typer.Argument(..., help="Dataset (the scenes use its TEST split only)."),

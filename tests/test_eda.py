@@ -192,3 +192,43 @@ def test_eda_options_validate():
         EdaOptions(workers=0)
     with pytest.raises(ValueError, match="top_k"):
         EdaOptions(top_k=0)
+
+
+def test_eda_finds_identical_audio_across_splits_and_labels(tmp_path):
+    """The same audio under two names in two groups lands in two splits (a leak the group split cannot see); the
+    same audio with both labels contradicts itself. Both are reported, a merely repeated clip in one split too."""
+    root = tmp_path / "data"
+    root.mkdir()
+    rows, split = [], {}
+
+    def clip(name, x, label, group, where):
+        write_audio(root / name, x)
+        rows.append(f"{name},{label},{group}")
+        split[name] = where
+
+    leak, conflict, same = sine(3000.0, 1.0, amp=0.5), sine(500.0, 1.0, amp=0.2), sine(800.0, 1.0, amp=0.2)
+    leak = (np.round(leak * 32768) / 32768).astype(np.float32)  # 16-bit samples: a FLAC holds them exactly
+    clip("ram.wav", leak, 0, "ram", "train")
+    clip("goat.flac", leak, 0, "goat", "val")  # the same samples in another container and group
+    clip("yell.wav", conflict, 1, "a", "train")
+    clip("yell_copy.wav", conflict, 0, "b", "train")
+    clip("x1.wav", same, 0, "c", "test")
+    clip("x2.wav", same, 0, "c", "test")
+    for i in range(6):  # distinct clips of both classes in every split
+        clip(f"s{i}.wav", sine(2000.0 + 50 * i, 1.0, amp=0.6), 1, f"s{i}", ("train", "val", "test")[i % 3])
+        clip(f"n{i}.wav", sine(300.0 + 10 * i, 1.0, amp=0.1), 0, f"n{i}", ("train", "val", "test")[i % 3])
+    (root / "manifest.csv").write_text("path,label,group\n" + "\n".join(rows) + "\n")
+    (tmp_path / "split.csv").write_text("path,split\n" + "".join(f"{p},{s}\n" for p, s in split.items()))
+    out = tmp_path / "eda"
+    res = CliRunner().invoke(app, ["eda", str(root), "--out", str(out), "--jobs", "1",
+                                   "--split-file", str(tmp_path / "split.csv")])
+    assert res.exit_code == 0, res.output
+    text = " ".join(res.output.split())
+    assert "identical audio under different names: 1 set(s) across splits" in text and "1 with both labels" in text
+    ident = json.loads((out / "eda.json").read_text())["identical_audio"]
+    assert (ident["sets"], ident["files"], ident["across_splits"], ident["label_conflicts"]) == (3, 6, 1, 1)
+    first, second, third = ident["list"]
+    assert {f["path"] for f in first["files"]} == {"yell.wav", "yell_copy.wav"} and first["labels"] == [0, 1]
+    assert {f["path"] for f in second["files"]} == {"ram.wav", "goat.flac"} and second["splits"] == ["train", "val"]
+    assert {f["path"] for f in third["files"]} == {"x1.wav", "x2.wav"} and third["splits"] == ["test"]
+    assert "span two splits" in (out / "report.html").read_text()

@@ -198,6 +198,11 @@ def eda(data: Path = typer.Argument(..., help="Dataset folder (class folders or 
                                           f"no scream in {', '.join(no_scream)}" if no_scream else "") if x)
                   + ": train and study need both classes in train, val and test (more groups, or --split-file)",
                   highlight=False)
+    ident = summary.get("identical_audio") or {}
+    if ident.get("across_splits") or ident.get("label_conflicts"):
+        err.print(f"[yellow]warning:[/yellow] identical audio under different names: {ident['across_splits']} "
+                  f"set(s) across splits (a leak from training into evaluation), {ident['label_conflicts']} with "
+                  "both labels; listed in the report and eda.json (identical_audio)", highlight=False)
     Console(highlight=False, soft_wrap=True).print(f"report: {escape(str(out / 'report.html'))}\nfeatures: "
                                                    f"{escape(str(out / 'features.csv'))}")
     raise typer.Exit(1 if summary["failed"] else 0)

@@ -84,12 +84,15 @@ def _init_worker() -> None:
         pass
 
 
-def clip_features(path: str, frontend: FrontEnd) -> tuple[dict[str, float], np.ndarray, np.ndarray]:
+def clip_features(path: str, frontend: FrontEnd) -> tuple[dict[str, float], np.ndarray, np.ndarray, str]:
     """Decode one clip and compute its EDA features, mean log-mel profile and first-seconds log-mel image.
 
     Returns (features, profile float32 (n_mels,) dB = the clip's log-mel averaged over time,
-    image float32 (n_mels, MEL_IMAGE_S / hop_s) dB, or None for a shorter clip). Raises AudioError.
+    image float32 (n_mels, MEL_IMAGE_S / hop_s) dB, or None for a shorter clip, digest = SHA-1 of the decoded
+    samples: equal for identical audio under two names, whatever the container). Raises AudioError.
     """
+    import hashlib
+
     import soundfile as sf
 
     audio = load_audio(path)
@@ -103,7 +106,8 @@ def clip_features(path: str, frontend: FrontEnd) -> tuple[dict[str, float], np.n
     mel = log_mel(audio, frontend=frontend)
     n_img = round(MEL_IMAGE_S / frontend.hop_s)
     image = mel[:, :n_img].copy() if mel.shape[1] >= n_img else None
-    return feats, mel.mean(axis=1).astype(np.float32), image
+    digest = hashlib.sha1(np.ascontiguousarray(audio, dtype=np.float32).tobytes()).hexdigest()
+    return feats, mel.mean(axis=1).astype(np.float32), image, digest
 
 
 def _job(path: str, frontend: FrontEnd):
@@ -119,7 +123,8 @@ def _job(path: str, frontend: FrontEnd):
 class EdaResult:
     """rows: one dict per decoded clip (META_COLUMNS + features); errors: (path, cause) for the others;
     profiles/images: {label: per-band mean (n_mels,) dB} / {label: mean (n_mels, frames) dB} of the first
-    MEL_IMAGE_S seconds over the image_counts[label] clips at least that long."""
+    MEL_IMAGE_S seconds over the image_counts[label] clips at least that long; digests: {path: SHA-1 of its
+    decoded samples}."""
 
     rows: list[dict]
     errors: list[tuple[str, str]]
@@ -129,6 +134,7 @@ class EdaResult:
     split_counts: dict[str, dict[str, int]]
     image_counts: dict[int, int] = field(default_factory=dict)
     wall_s: float = 0.0
+    digests: dict[str, str] = field(default_factory=dict)
 
 
 def extract(ds: Dataset, assign: dict[str, str], opts: EdaOptions = EdaOptions(),
@@ -142,12 +148,13 @@ def extract(ds: Dataset, assign: dict[str, str], opts: EdaOptions = EdaOptions()
     n_img = round(MEL_IMAGE_S / opts.frontend.hop_s)
     img_sum = {k: np.zeros((opts.frontend.n_mels, n_img)) for k in (0, 1)}
     img_cnt = {k: 0 for k in (0, 1)}
+    digests: dict[str, str] = {}
 
     def collect(path, res, error):
         if error is not None:
             errors[path] = error
         else:
-            f, profile, image = res
+            f, profile, image, digests[path] = res
             c = by_path[path]
             feats[path] = f
             prof[c.label].append(profile)
@@ -186,7 +193,28 @@ def extract(ds: Dataset, assign: dict[str, str], opts: EdaOptions = EdaOptions()
     splits = {s: [c for c in ok if assign.get(c.path) == s] for s in SPLITS}
     order = {p: i for i, p in enumerate(paths)}
     return EdaResult(rows, sorted(errors.items(), key=lambda kv: order[kv[0]]), profiles, profile_q,
-                     images, split_counts(splits), image_counts, time.perf_counter() - t0)
+                     images, split_counts(splits), image_counts, time.perf_counter() - t0, digests)
+
+
+def identical_audio(ds: Dataset, res: EdaResult, assign: dict[str, str]) -> list[dict]:
+    """Sets of clips whose decoded audio is identical, each as {"files": [{path, label, group, split}],
+    "groups": n, "splits": [...], "labels": [...]}: in two splits they leak one clip into the other (the split is
+    by group, and they are in different groups); with two labels the dataset contradicts itself. Largest
+    problems first (label conflicts, then sets across splits)."""
+    by_digest: dict[str, list] = {}
+    for c in ds.clips:
+        if c.path in res.digests:
+            by_digest.setdefault(res.digests[c.path], []).append(c)
+    sets = []
+    for clips in by_digest.values():
+        if len(clips) < 2:
+            continue
+        splits = sorted({assign.get(c.path, "") for c in clips})
+        sets.append({"files": [{"path": _rel(c.path, ds.root), "label": c.label, "group": c.group,
+                                "split": assign.get(c.path, "")} for c in clips],
+                     "groups": len({c.group for c in clips}), "splits": splits,
+                     "labels": sorted({c.label for c in clips})})
+    return sorted(sets, key=lambda d: (-len(d["labels"]), -len(d["splits"]), d["files"][0]["path"]))
 
 
 def _rel(path: str, root: str) -> str:
@@ -408,6 +436,21 @@ def write_csv(path: Path, rows: list[dict], columns: list[str]) -> None:
     os.replace(tmp, path)
 
 
+def _identical_html(dups: list[dict]) -> str:
+    from .report import table_html
+
+    if not dups:
+        return "<p>No two clips hold identical audio (compared sample by sample after decoding).</p>"
+    across = sum(len(d["splits"]) > 1 for d in dups)
+    conflicts = sum(len(d["labels"]) > 1 for d in dups)
+    head = (f"<p>{len(dups)} set(s) of clips hold identical audio ({sum(len(d['files']) for d in dups)} files); "
+            f"<b>{across} span two splits</b> (the same audio in training and evaluation: give those files one "
+            f"group), <b>{conflicts} carry both labels</b> (the dataset contradicts itself). Compared sample by "
+            "sample after decoding: a re-encoded, resampled or trimmed copy is not found.</p>")
+    rows = [{"set": i + 1, **f} for i, d in enumerate(dups[:50]) for f in d["files"]]
+    return head + table_html(rows)
+
+
 def run_eda(data: str | os.PathLike, out: str | os.PathLike, opts: EdaOptions = EdaOptions(),
             split_file: str | os.PathLike | None = None,
             on_start: Callable[[int], None] | None = None,
@@ -469,6 +512,12 @@ def run_eda(data: str | os.PathLike, out: str | os.PathLike, opts: EdaOptions = 
                          f"<p class='note'>Split by group (no group in two splits), stratified by label; "
                          f"split file: {split_path}</p>" + table_html(split_count_rows(res.split_counts),
                                                                      floatfmt="{:.1f}") + img_tag(png, "split counts")))
+        dups = identical_audio(ds, res, assign)
+        summary["identical_audio"] = {
+            "sets": len(dups), "files": sum(len(d["files"]) for d in dups),
+            "across_splits": sum(len(d["splits"]) > 1 for d in dups),
+            "label_conflicts": sum(len(d["labels"]) > 1 for d in dups), "list": dups}
+        sections.append(("Identical audio under different names", _identical_html(dups)))
         table = separation_table(res.rows)
         summary["top_features"] = table[: opts.top_k]
         if table:

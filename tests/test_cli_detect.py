@@ -513,3 +513,51 @@ def test_durations_round_to_a_tenth_before_minutes():
     from screamdetect.cli import _hms
 
     assert _hms(59.96) == "1:00.0" and _hms(3599.97) == "1:00:00.0" and _hms(61.24) == "1:01.2"
+
+
+def test_clips_hold_each_events_audio_with_its_rolls_and_never_overwrite(files, tmp_path):
+    d, model = files
+    src = d / "in" / "sub" / "b.flac"
+    from screamdetect.audio import SAMPLE_RATE, load_audio
+
+    audio = load_audio(src)
+    out = tmp_path / "clips"
+    res = _run([src, d / "in" / "quiet.wav", d / "in" / "broken.wav", "--model", model, "-f", "jsonl",
+                "--clips", out, "--pre-roll", "1.5", "--post-roll", "0.5"])
+    assert res.exit_code == 1  # the broken file, after the others
+    b, quiet, broken = _jsonl(res)
+    assert len(b["events"]) == 2 and quiet["events"] == [] and "error" in broken
+    for e in b["events"]:
+        clip = load_audio(e["clip"])
+        a0 = round((e["start_s"] - 1.5) * SAMPLE_RATE)
+        want = audio[a0: round((e["end_s"] + 0.5) * SAMPLE_RATE)]
+        np.testing.assert_allclose(clip, want, atol=1e-4)  # the file's own samples, pre-roll to post-roll
+    first = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert sorted(first) == sorted(f"b_{e['start_s']:.2f}s.wav" for e in b["events"])
+    res = _run([src, "--model", model, "-f", "jsonl", "--clips", out, "--clip-format", "flac"])
+    res2 = _run([src, "--model", model, "-f", "jsonl", "--clips", out])
+    assert res.exit_code == res2.exit_code == 0
+    again = _jsonl(res2)[0]["events"]
+    assert all(e["clip"].endswith("s-1.wav") for e in again)  # a second run gets new names ...
+    assert all((out / n).read_bytes() == data for n, data in first.items())  # ... and the first clips are kept
+    assert len(list(out.glob("*.flac"))) == 2
+    (tmp_path / "f").write_text("a file")
+    res = _run([src, "--model", model, "--clips", tmp_path / "f"])
+    assert res.exit_code == 2 and "--clips must be a folder" in res.output
+    res = _run([src, "--model", model, "--clips", out, "--post-roll", "-1"])
+    assert res.exit_code == 2 and "post-roll must be 0 to" in res.output
+
+
+def test_clip_across_a_block_boundary_and_at_the_start_of_a_file(tmp_path):
+    """A long file is read again block by block (60 s blocks): a clip spanning two blocks is whole, and a
+    pre-roll reaching before the file's start begins at 0."""
+    from screamdetect.alerts import save_file_clips
+    from screamdetect.audio import SAMPLE_RATE, load_audio
+
+    x = scene(130.0, [(0.3, 1.0), (59.0, 2.0)])
+    write_audio(tmp_path / "long.wav", x)
+    x = load_audio(tmp_path / "long.wav")
+    events = [{"start_s": 0.3, "end_s": 1.3}, {"start_s": 59.0, "end_s": 61.0}]
+    paths = save_file_clips(tmp_path / "long.wav", events, tmp_path / "c", "long", pre_s=2.0, post_s=2.0)
+    np.testing.assert_allclose(load_audio(paths[0]), x[: round(3.3 * SAMPLE_RATE)], atol=1e-4)
+    np.testing.assert_allclose(load_audio(paths[1]), x[57 * SAMPLE_RATE: 63 * SAMPLE_RATE], atol=1e-4)

@@ -398,13 +398,11 @@ class ClipSaver:
     def __init__(self, folder: str | os.PathLike, source: str = "mic", pre_s: float = 2.0, post_s: float = 2.0,
                  fmt: str = "wav", lookback_s: float = 10.0, max_event_s: float = 120.0,
                  on_saved: Callable[[dict], None] | None = None):
-        for name, v in (("pre-roll", pre_s), ("post-roll", post_s), ("lookback_s", lookback_s)):
-            if not 0 <= v <= MAX_ROLL_S:
-                raise ValueError(f"{name} must be 0 to {MAX_ROLL_S:g} seconds, got {v!r}")
+        check_clip_options(pre_s, post_s, fmt)
+        if not 0 <= lookback_s <= MAX_ROLL_S:
+            raise ValueError(f"lookback_s must be 0 to {MAX_ROLL_S:g} seconds, got {lookback_s!r}")
         if not max_event_s > 0:
             raise ValueError(f"max_event_s must be positive seconds, got {max_event_s!r}")
-        if fmt not in ("wav", "flac"):
-            raise ValueError(f"fmt must be 'wav' or 'flac', got {fmt!r}")
         self.folder = Path(folder)
         if self.folder.exists() and not self.folder.is_dir():
             raise ValueError(f"{self.folder}: the clip folder is a file")
@@ -482,6 +480,57 @@ class ClipSaver:
                            "end_s": None if end_s is None else round(end_s, 3),
                            "clip_start_s": round(clip.start / SAMPLE_RATE, 3),
                            "duration_s": round(audio.size / SAMPLE_RATE, 3), "time": now_iso()})
+
+
+def check_clip_options(pre_s: float, post_s: float, fmt: str) -> None:
+    """ValueError for a pre-/post-roll outside 0..MAX_ROLL_S seconds or a format other than wav / flac."""
+    for name, v in (("pre-roll", pre_s), ("post-roll", post_s)):
+        if not 0 <= v <= MAX_ROLL_S:
+            raise ValueError(f"{name} must be 0 to {MAX_ROLL_S:g} seconds, got {v!r}")
+    if fmt not in ("wav", "flac"):
+        raise ValueError(f"fmt must be 'wav' or 'flac', got {fmt!r}")
+
+
+def save_file_clips(path: str | os.PathLike, events: list[dict], folder: str | os.PathLike, name: str,
+                    pre_s: float = 2.0, post_s: float = 2.0, fmt: str = "wav",
+                    max_event_s: float = 120.0) -> list[str | None]:
+    """Cut one clip per event of a scanned file: pre_s before its start, the event (its first max_event_s
+    seconds), post_s after its end; events are {"start_s", "end_s", ...} dicts, as `detect` reports them. One more
+    pass over the file's blocks, holding only the clips (bounded memory, whatever the file's length).
+
+    Files: <folder>/<name>_<start_s>s.<fmt>; an existing file is never overwritten (a -1, -2 ... suffix instead).
+    Returns each event's clip path, or None where the clip could not be written (a warning says why). Raises
+    AudioError when the file cannot be read again.
+    """
+    from .audio import iter_audio_blocks
+
+    check_clip_options(pre_s, post_s, fmt)
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    spans = [(max(0, round((e["start_s"] - pre_s) * SAMPLE_RATE)),
+              round((min(e["end_s"], e["start_s"] + max_event_s) + post_s) * SAMPLE_RATE)) for e in events]
+    parts: list[list[np.ndarray]] = [[] for _ in spans]
+    last = max((b for _, b in spans), default=0)
+    pos = 0
+    for block in iter_audio_blocks(path) if spans else ():
+        end = pos + block.size
+        for k, (a, b) in enumerate(spans):
+            if a < end and b > pos:
+                parts[k].append(block[max(a, pos) - pos: min(b, end) - pos])
+        pos = end
+        if pos >= last:
+            break
+    out: list[str | None] = []
+    for e, clip in zip(events, parts):
+        target = _unique(folder / f"{name}_{e['start_s']:.2f}s.{fmt}")
+        try:
+            write_audio(target, np.concatenate(clip) if clip else np.zeros(0, np.float32))
+        except (OSError, RuntimeError, ValueError) as err:
+            log.warning("clip %s not written (%s)", target, err)
+            out.append(None)
+            continue
+        out.append(str(target))
+    return out
 
 
 def _unique(path: Path) -> Path:

@@ -223,7 +223,14 @@ def detect(paths: list[str] = typer.Argument(..., help="Audio files and/or folde
                                     "onnxruntime threads (0 = one per two cores: on 2 cores one process with two "
                                     "threads was faster than two one-thread workers)."),
            auto_gain: bool = _auto_gain_option(),
-           second: bool = _second_stage_option()):
+           second: bool = _second_stage_option(),
+           clips: Optional[Path] = typer.Option(None, "--clips", help="Also save each event's audio in this folder "
+                                                "(<file>_<start>s.wav: pre-roll, event, post-roll), to listen to "
+                                                "what was found; each event then names its clip. Existing files "
+                                                "are never overwritten."),
+           clip_format: str = typer.Option("wav", "--clip-format", help="wav or flac."),
+           pre_roll: float = typer.Option(2.0, "--pre-roll", help="Seconds of audio kept before an event."),
+           post_roll: float = typer.Option(2.0, "--post-roll", help="Seconds of audio kept after an event.")):
     """Find screams in audio files: one result per input, in input order.
 
     Windows of the model's length are scored every hop; events are runs of high scores after smoothing.
@@ -240,8 +247,20 @@ def detect(paths: list[str] = typer.Argument(..., help="Audio files and/or folde
         fail(f"--threshold must be in (0, 1], got {threshold}")
     if jobs < 0:
         fail(f"--jobs must be >= 0, got {jobs}")
+    clip_opts = None
+    if clips is not None:
+        from .alerts import check_clip_options
+
+        try:
+            check_clip_options(pre_roll, post_roll, clip_format)
+        except ValueError as e:
+            fail(f"--clips: {e}")
+        _not_under_a_file(clips, "--clips")
+        if clips.exists() and not clips.is_dir():
+            fail(f"{clips}: --clips must be a folder, and this is a file")
+        clip_opts = {"folder": clips, "pre_s": pre_roll, "post_s": post_roll, "fmt": clip_format}
     with _stdin_spooled(_input_paths(paths)) as (inputs, spool):
-        _detect(inputs, spool, fmt, threshold, max_fa, model, scores, jobs, auto_gain, second)
+        _detect(inputs, spool, fmt, threshold, max_fa, model, scores, jobs, auto_gain, second, clip_opts)
 
 
 def _input_paths(args: list[str]) -> list[Path]:
@@ -279,7 +298,7 @@ def _stdin_spooled(paths: list[Path]):
         yield [spool if str(p) == "-" else p for p in paths], str(spool)
 
 
-def _detect(paths, spool, fmt, threshold, max_fa, model, scores, jobs, auto_gain, second) -> None:
+def _detect(paths, spool, fmt, threshold, max_fa, model, scores, jobs, auto_gain, second, clip_opts=None) -> None:
     import json
     import math
     import os
@@ -311,7 +330,7 @@ def _detect(paths, spool, fmt, threshold, max_fa, model, scores, jobs, auto_gain
                         info=f"{_hms(min(done['s'], total_s))} of {_hms(total_s)} audio")
 
     out = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
-    failed = 0
+    failed = n_clips = 0
     rows = []
     writer = None
     with progress:
@@ -333,6 +352,8 @@ def _detect(paths, spool, fmt, threshold, max_fa, model, scores, jobs, auto_gain
 
         for r in _interrupt_ends(all_results()):
             failed += "error" in r
+            if clip_opts is not None and r.get("events"):
+                n_clips += _save_clips(r, clip_opts, spool)
             if spool is not None and r["path"] == spool:  # decoder messages may name the temporary file
                 r = {k: v.replace(spool, "-") if isinstance(v, str) else v for k, v in r.items()}
             if fmt == "jsonl":
@@ -349,7 +370,29 @@ def _detect(paths, spool, fmt, threshold, max_fa, model, scores, jobs, auto_gain
         out.print(_results_table(rows))
         if failed:
             err.print(f"[red]{failed} of {len(items)} input(s) failed[/red]")
+    if clip_opts is not None:
+        err.print(f"{n_clips} clip(s) saved in {clip_opts['folder']}", highlight=False, markup=False)
     raise typer.Exit(1 if failed else 0)
+
+
+def _save_clips(r: dict, opts: dict, spool) -> int:
+    """Save the clips of one scanned file's events; each event gets "clip" (its path, or null where it could not
+    be written, with a warning). Returns how many were saved."""
+    from .alerts import save_file_clips
+    from .audio import AudioError
+    from .sources import safe_name
+
+    name = "stdin" if spool is not None and r["path"] == spool else safe_name(Path(r["path"]).stem)
+    try:
+        paths = save_file_clips(r["path"], r["events"], opts["folder"], name, opts["pre_s"], opts["post_s"],
+                                opts["fmt"])
+    except (AudioError, OSError) as e:
+        err.print(f"[yellow]warning:[/yellow] {escape(str(r['path']))}: no clips saved ({escape(str(e))})",
+                  highlight=False)
+        paths = [None] * len(r["events"])
+    for e, p in zip(r["events"], paths):
+        e["clip"] = p
+    return sum(p is not None for p in paths)
 
 
 def _interrupt_ends(results):

@@ -206,7 +206,7 @@ def test_eda_finds_identical_audio_across_splits_and_labels(tmp_path):
         rows.append(f"{name},{label},{group}")
         split[name] = where
 
-    leak, conflict, same = sine(3000.0, 1.0, amp=0.5), sine(500.0, 1.0, amp=0.2), sine(800.0, 1.0, amp=0.2)
+    leak, conflict, same = sine(3000.0, 2.0, amp=0.5), sine(500.0, 2.0, amp=0.2), sine(800.0, 2.0, amp=0.2)
     leak = (np.round(leak * 32768) / 32768).astype(np.float32)  # 16-bit samples: a FLAC holds them exactly
     clip("ram.wav", leak, 0, "ram", "train")
     clip("goat.flac", leak, 0, "goat", "val")  # the same samples in another container and group
@@ -215,8 +215,8 @@ def test_eda_finds_identical_audio_across_splits_and_labels(tmp_path):
     clip("x1.wav", same, 0, "c", "test")
     clip("x2.wav", same, 0, "c", "test")
     for i in range(6):  # distinct clips of both classes in every split
-        clip(f"s{i}.wav", sine(2000.0 + 50 * i, 1.0, amp=0.6), 1, f"s{i}", ("train", "val", "test")[i % 3])
-        clip(f"n{i}.wav", sine(300.0 + 10 * i, 1.0, amp=0.1), 0, f"n{i}", ("train", "val", "test")[i % 3])
+        clip(f"s{i}.wav", sine(2000.0 + 50 * i, 2.0, amp=0.6), 1, f"s{i}", ("train", "val", "test")[i % 3])
+        clip(f"n{i}.wav", sine(300.0 + 10 * i, 2.0, amp=0.1), 0, f"n{i}", ("train", "val", "test")[i % 3])
     (root / "manifest.csv").write_text("path,label,group\n" + "\n".join(rows) + "\n")
     (tmp_path / "split.csv").write_text("path,split\n" + "".join(f"{p},{s}\n" for p, s in split.items()))
     out = tmp_path / "eda"

@@ -339,7 +339,9 @@ def plot_feature_hists(rows: list[dict], cols: list[str], ncols: int = 4):
         ax.set_yticks([])
     for ax in list(axes.flat)[len(cols):]:
         ax.axis("off")
-    axes.flat[0].legend(fontsize=7)
+    labelled = [ax for ax in axes.flat if ax.get_legend_handles_labels()[0]]
+    if labelled:  # the first panel with data (the first feature may have none to show, e.g. no value > 0 on log-x)
+        labelled[0].legend(fontsize=7)
     fig.tight_layout()
     return fig
 

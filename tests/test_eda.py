@@ -194,6 +194,7 @@ def test_eda_options_validate():
         EdaOptions(top_k=0)
 
 
+@pytest.mark.filterwarnings("error::UserWarning")  # also: the histograms' legend found a panel with data
 def test_eda_finds_identical_audio_across_splits_and_labels(tmp_path):
     """The same audio under two names in two groups lands in two splits (a leak the group split cannot see); the
     same audio with both labels contradicts itself. Both are reported, a merely repeated clip in one split too."""

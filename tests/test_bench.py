@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import onnxruntime
 import pytest
 from typer.testing import CliRunner
 
@@ -58,8 +59,12 @@ def test_bench_command_reports_json_and_refuses_bad_input(tmp_path):
     assert out["scan"]["audio_s"] == 12.0 and out["scan"]["events"] == 1
     assert out["pool"]["files"] == 2 and out["pool"]["audio_s"] == 24.0
     assert out["live"]["audio_s"] == 4.0 and "looped" not in out["audio"]
+    assert out["host"]["onnxruntime"] == onnxruntime.__version__ and out["host"]["cores"] == out["cores"]
+    assert out["host"]["cpu"] and set(out["host"]["cpu_extensions"]) <= {"avx2", "avx512f", "avx512_vnni",
+                                                                       "avx_vnni", "amx_int8"}
     res = CliRunner().invoke(app, [*args, "--live-seconds", "0", "-j", "1"])  # synthetic audio, table
     assert res.exit_code == 0 and "scan, one process" in res.output and "x real time" in res.output
+    assert f"onnxruntime {onnxruntime.__version__}" in res.output  # which machine the figures are from
     assert "live, one stream" not in res.output and "scan, -j" not in res.output  # both skipped
     (tmp_path / "bad.wav").write_text("not audio")
     res = CliRunner().invoke(app, [*args, str(tmp_path / "bad.wav")])

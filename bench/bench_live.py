@@ -32,7 +32,7 @@ from bench_scan import corpus_flac, resolve_model
 
 from screamdetect.alerts import JsonlSink, LiveStream, alert_message, run_many
 from screamdetect.audio import SAMPLE_RATE, load_audio
-from screamdetect.bench import cpu_s, live_cpu
+from screamdetect.bench import cpu_s, host, host_line, live_cpu
 from screamdetect.detector import Detector
 
 
@@ -56,6 +56,7 @@ def main() -> None:
         audio = load_audio(tmp / "live.flac")
     print(f"model: {desc}: {model}\naudio: {args.seconds:g} s of {src}; chunks of {args.chunk_s} s; "
           f"{args.streams} stream(s); pace {args.speed:g}x real time")
+    print(host_line(host()))
 
     chunk = round(args.chunk_s * SAMPLE_RATE)
     sink = JsonlSink(os.devnull)

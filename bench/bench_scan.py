@@ -33,7 +33,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
 from screamdetect.audio import SAMPLE_RATE, load_audio
-from screamdetect.bench import pool_speed, scan_speed
+from screamdetect.bench import host, host_line, pool_speed, scan_speed
 from screamdetect.detector import DEFAULT_MODEL, Detector
 
 CORPUS = Path(os.environ.get("SCREAMDETECT_CORPUS", REPO.parent / "shared" / "corpus"))
@@ -170,7 +170,8 @@ def main() -> None:
         model, model_desc = resolve_model(args.model, tmp)
         det = Detector.load(model, second_stage=args.second_stage)
         print(f"model: {model_desc}: {model}; {det.description}")
-        print(f"  window {det.window_s} s, hop {det.hop_s} s, {det.frontend.n_mels} mels; cores: {os.cpu_count()}")
+        print(f"  window {det.window_s} s, hop {det.hop_s} s, {det.frontend.n_mels} mels")
+        print(f"  {host_line(host())}")
         if not args.skip_speed:
             speed(args, det, model, tmp)
         if not args.skip_memory:

@@ -44,6 +44,12 @@ def host() -> dict:
     return {"cpu": name, "cpu_extensions": ext, "cores": os.cpu_count() or 1, "onnxruntime": onnxruntime.__version__}
 
 
+def host_line(h: dict) -> str:
+    """host() in one line, as the bench command and scripts print it."""
+    ext = ", ".join(h["cpu_extensions"]) or "none of AVX2 / AVX-512 / VNNI / AMX"
+    return f"machine: {h['cpu']}, {h['cores']} cores ({ext}); onnxruntime {h['onnxruntime']}"
+
+
 def cpu_s() -> float:
     """User + system CPU seconds of this process so far (all its threads)."""
     r = resource.getrusage(resource.RUSAGE_SELF)

@@ -987,7 +987,7 @@ def bench_cmd(
     import tempfile
 
     from .audio import SAMPLE_RATE, AudioError
-    from .bench import bench_audio, host, live_cpu, pool_speed, scan_speed, write_flac
+    from .bench import bench_audio, host, host_line, live_cpu, pool_speed, scan_speed, write_flac
     from .detector import Detector, ModelError
 
     if fmt not in ("table", "json"):
@@ -1006,8 +1006,7 @@ def bench_cmd(
         fail(str(e))
     machine = host()
     say(f"detector: {escape(det.description)}; audio: {escape(what)}", highlight=False)
-    say(f"machine: {escape(machine['cpu'])}, {cores} cores ({', '.join(machine['cpu_extensions']) or 'no AVX2'}); "
-        f"onnxruntime {machine['onnxruntime']}", highlight=False)
+    say(escape(host_line(machine)), highlight=False)
     res: dict = {"detector": det.description, "audio": what, "cores": cores, "host": machine}
     with tempfile.TemporaryDirectory(prefix="screamdetect-bench-") as tmp:
         flac = write_flac(clip, Path(tmp) / "bench.flac")

@@ -14,6 +14,7 @@ from screamdetect.audio import SAMPLE_RATE, AudioError, write_audio
 from screamdetect.bench import SYNTHETIC, bench_audio, live_cpu, scan_speed, write_flac
 from screamdetect.cli import app
 from screamdetect.detector import Detector
+from screamdetect.models import yamnet as Y
 
 
 def test_bench_audio_is_the_length_asked_for_from_a_file_or_the_synthetic_scenes(tmp_path):
@@ -62,6 +63,7 @@ def test_bench_command_reports_json_and_refuses_bad_input(tmp_path):
     assert out["host"]["onnxruntime"] == onnxruntime.__version__ and out["host"]["cores"] == out["cores"]
     assert out["host"]["cpu"] and set(out["host"]["cpu_extensions"]) <= {"avx2", "avx512f", "avx512_vnni",
                                                                        "avx_vnni", "amx_int8"}
+    assert out["host"]["yamnet_weights"] == Y.weight_type()
     res = CliRunner().invoke(app, [*args, "--live-seconds", "0", "-j", "1"])  # synthetic audio, table
     assert res.exit_code == 0 and "scan, one process" in res.output and "x real time" in res.output
     assert f"onnxruntime {onnxruntime.__version__}" in res.output  # which machine the figures are from

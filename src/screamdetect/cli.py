@@ -981,6 +981,10 @@ def bench_cmd(
 
     Targets on a 2-core machine: scanning >= 1000x real time, <= 2 % of one core per live stream (docs/detector.md
     gives the figures measured on ours). Nothing is written outside a temporary folder.
+
+    The machine line names the YAMNet weights used: int8 on CPUs with VNNI or AMX (faster there), uint8 elsewhere;
+    both give the same scores where chosen. SCREAMDETECT_YAMNET_WEIGHTS=uint8 times the other one (int8 forced on
+    a CPU without VNNI computes wrong scores: for timing only).
     """
     import json
     import os

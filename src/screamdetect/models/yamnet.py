@@ -392,8 +392,14 @@ def weight_type(choice: str | None = None) -> str:
     if c not in WEIGHT_TYPES:
         src = f"${WEIGHTS_ENV}" if choice is None else "weights"
         raise ValueError(f"{src}={raw!r}: expected one of {', '.join(WEIGHT_TYPES)}")
+    exact = bool(cpu_info()[1] & set(_EXACT_INT8))
     if c == "auto":
-        return "int8" if cpu_info()[1] & set(_EXACT_INT8) else "uint8"
+        return "int8" if exact else "uint8"
+    if c == "int8" and not exact:
+        import warnings
+
+        warnings.warn("int8 YAMNet weights on a CPU without VNNI or AMX: onnxruntime's int8 kernels saturate here, "
+                      "so the scores are not the model's (use for timing only)", RuntimeWarning, stacklevel=2)
     return c
 
 

@@ -293,11 +293,12 @@ def test_reconnect_policy():
 @needs_ffmpeg
 def test_a_live_hls_playlist_that_stops_updating_is_a_stall_not_a_silent_hang(tmp_path):
     """A live HLS stream whose playlist is no longer updated (the encoder died) keeps ffmpeg re-reading it for over
-    half an hour without a word: `listen` sat silent. No audio for stall_s is now a drop: reconnect, then give up."""
+    half an hour without a word: `listen` sat silent. No audio for stall_s is now a drop: reconnect, then give up.
+    Each connection starts a few segments before the playlist's end: the second one's audio was heard already."""
     import functools
     import subprocess
 
-    write_audio(tmp_path / "src.wav", scene(6.0, []))
+    write_audio(tmp_path / "src.wav", _speech_like(6.0, SAMPLE_RATE, np.random.default_rng(0)))
     hls = tmp_path / "hls"
     hls.mkdir()
     subprocess.run(["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-i", str(tmp_path / "src.wav"),
@@ -336,5 +337,80 @@ def test_a_live_hls_playlist_that_stops_updating_is_a_stall_not_a_silent_hang(tm
     (err,) = errors
     assert "gave up after 1 reconnection attempts" in err and "no audio for 1.5 s (the stream stalled)" in err
     assert any("(the stream stalled); reconnecting in" in s for s in status)
+    # Each connection got the playlist's last seconds again; the second one's were heard already and dropped.
+    assert sum(len(c) for c in got) < 4 * SAMPLE_RATE and src.replay.dropped_s > 1.0
+    assert any("sent again after reconnecting" in s for s in status), status
     with pytest.raises(ValueError, match="stall_s"):
         FfmpegSource("http://127.0.0.1:1/x", stall_s=0)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# audio sent again after a reconnection (ReplayTrim)
+
+def _speech_like(seconds: float, sr: int, rng) -> np.ndarray:
+    """Noise under a syllable-rate envelope: nowhere periodic, so any stretch of it is found in one place only."""
+    n = int(seconds * sr)
+    env = np.repeat(rng.uniform(0.05, 1.0, n // (sr // 8) + 1), sr // 8)[:n]
+    return (0.2 * env * rng.standard_normal(n)).astype(np.float32)
+
+
+def _feed(trim, audio, chunk):
+    out = []
+    for i in range(0, len(audio), chunk):
+        out += trim.feed(audio[i: i + chunk])
+    return np.concatenate(out) if out else np.zeros(0, np.float32)
+
+
+def test_audio_sent_again_after_a_reconnection_is_dropped(rng):
+    """An HLS stream reopened 2 s before its live edge, decoded and resampled afresh (a third of a sample off,
+    and its first 50 ms unlike the first decoding): the repeat is dropped, the new audio kept from where it was."""
+    import soxr
+
+    from screamdetect.sources import ReplayTrim
+
+    sr = SAMPLE_RATE
+    hi = _speech_like(14.0, 48000, rng)  # the broadcast, at 48 kHz
+    first = soxr.resample(hi[: 10 * 48000], 48000, sr).astype(np.float32)  # heard before the drop: 0-10 s
+    again = soxr.resample(hi[8 * 48000 + 1:], 48000, sr).astype(np.float32)  # reopened at 8 s + 1/48000 s
+    again[: int(0.05 * sr)] = rng.standard_normal(int(0.05 * sr)) * 0.1  # a fresh decoder's first frame
+    trim = ReplayTrim()
+    before = _feed(trim, first, 1600)
+    np.testing.assert_array_equal(before, first)  # nothing held or changed before a reconnection
+    trim.reconnected()
+    after = _feed(trim, again, 5920)  # uneven chunks: the repeat (2 s) is longer than the audio held (0.7 s)
+    cut = len(again) - len(after)
+    np.testing.assert_array_equal(after, again[cut:])  # the new audio, unaltered, from where it was before
+    assert abs(cut - 2 * sr) <= 1 and abs(trim.dropped_s - 2.0) < 0.001  # the repeat: 8-10 s, to a sample
+    trim.reconnected()  # a second reconnection straight onto the live edge: new audio only, kept whole
+    fresh = _speech_like(3.0, sr, rng)
+    np.testing.assert_array_equal(_feed(trim, fresh, 1600), fresh)
+    assert abs(trim.dropped_s - 2.0) < 0.001
+
+
+@pytest.mark.parametrize("kind", ["tone", "silence"])
+def test_a_doubtful_repeat_is_kept(kind):
+    """A steady tone fits the past at every period, silence anywhere: nothing is dropped (a repeat is possible,
+    a loss is not)."""
+    from screamdetect.sources import ReplayTrim
+
+    t = np.arange(14 * SAMPLE_RATE) / SAMPLE_RATE
+    audio = (0.3 * np.sin(2 * np.pi * 440 * t) if kind == "tone" else np.zeros_like(t)).astype(np.float32)
+    trim = ReplayTrim()
+    _feed(trim, audio[: 10 * SAMPLE_RATE], 1600)
+    trim.reconnected()
+    again = audio[8 * SAMPLE_RATE:]
+    np.testing.assert_array_equal(_feed(trim, again, 1600), again)
+    assert trim.dropped_s == 0.0
+
+
+def test_audio_held_when_the_connection_ends_is_delivered(rng):
+    from screamdetect.sources import ReplayTrim
+
+    trim = ReplayTrim()
+    past = _speech_like(5.0, SAMPLE_RATE, rng)
+    _feed(trim, past, 1600)
+    trim.reconnected()
+    short = past[-SAMPLE_RATE // 2:]  # 0.5 s: a repeat, but too short to tell before the connection ended
+    assert len(_feed(trim, short, 1600)) == 0
+    np.testing.assert_array_equal(np.concatenate(trim.flush()), short)
+    assert trim.flush() == [] and trim.dropped_s == 0.0

@@ -3,8 +3,9 @@
 Every source yields float32 mono chunks at SAMPLE_RATE from :meth:`chunks` (chunk sizes may vary) and can be
 stopped from another thread with :meth:`stop`. Network streams that drop are reopened with exponential back-off
 (:class:`Reconnect`), and a :class:`Gap` marks each drop in the chunks (the audio on either side is not one
-signal; :func:`alerts.run_live` handles it); a source that cannot go on raises :class:`SourceError` naming the
-source and the cause.
+signal; :func:`alerts.run_live` handles it); what a reopened stream sends again (HLS restarts a few segments back)
+is dropped (:class:`ReplayTrim`); a source that cannot go on raises :class:`SourceError` naming the source and the
+cause.
 
     src = open_source("rtsp://cam/stream")    # or "mic", "mic:2", "a.flac", "http://host/radio.mp3"
     for chunk in src.chunks():
@@ -132,6 +133,100 @@ class FileSource(Source):
             raise SourceError(str(e)) from e
 
 
+class ReplayTrim:
+    """Drops the audio a stream sends again after a reconnection, so that what was heard before a drop is not
+    detected (and alerted) twice.
+
+    A live HLS stream reopened by ffmpeg starts a few segments before its live edge (``live_start_index`` -3): the
+    last seconds before the drop come again (measured: 2.0 s on a playlist of 1 s segments; up to 3 segments, 18 s
+    at HLS's usual 6 s). After :meth:`reconnected`, :meth:`feed` holds the new connection's first
+    ``skip_s + probe_s`` seconds, looks for its probe (``probe_s`` seconds after the first ``skip_s``, where a
+    fresh decoder may still differ) in the last ``keep_s`` seconds delivered, and when it is found there drops
+    the new audio up to the end of what was delivered. The match must be close (normalised correlation below
+    2 kHz >= min_corr: a re-decoded, resampled copy is not bit-identical) and unique (no other lag more than 5 ms away
+    within ``margin`` of it, which steady tones and silence are not): a doubtful match trims nothing, so audio is
+    never lost to a false match, at the price of a possible repeat.
+    """
+
+    def __init__(self, keep_s: float = 30.0, probe_s: float = 0.5, skip_s: float = 0.2, min_corr: float = 0.8,
+                 margin: float = 0.2, min_rms: float = 1e-4):
+        self.keep = int(round(keep_s * SAMPLE_RATE))
+        self.probe = int(round(probe_s * SAMPLE_RATE))
+        self.skip = int(round(skip_s * SAMPLE_RATE))
+        self.min_corr, self.margin, self.min_rms = min_corr, margin, min_rms
+        self._tail: collections.deque[np.ndarray] = collections.deque()
+        self._tail_n = 0
+        self._pending: list[np.ndarray] | None = None  # held after a reconnection until the probe is complete
+        self._drop = 0  # replayed samples still to come
+        self.dropped_s = 0.0  # replayed seconds dropped in all (for reports)
+
+    def reconnected(self) -> None:
+        """The stream was reopened: hold its first audio until it can be compared with what came before."""
+        self._pending = [] if self._tail_n >= self.skip + self.probe else None
+        self._drop = 0
+
+    def feed(self, x: np.ndarray) -> list[np.ndarray]:
+        """A chunk as the source read it → the chunks to deliver (none while held; the replay removed)."""
+        if self._drop:
+            cut = min(self._drop, len(x))
+            self._drop -= cut
+            x = x[cut:]
+        if self._pending is None:
+            return self._remember(x)
+        self._pending.append(x)
+        if sum(len(c) for c in self._pending) < self.skip + self.probe:
+            return []
+        new = np.concatenate(self._pending)
+        self._pending = None
+        replay = self.replayed(new)
+        self.dropped_s += replay / SAMPLE_RATE
+        self._drop = max(0, replay - len(new))
+        return self._remember(new[replay:])
+
+    def flush(self) -> list[np.ndarray]:
+        """The connection ended while audio was held: deliver it as it is (too short to compare). With nothing
+        held the next connection is still compared."""
+        if not self._pending:
+            return []
+        held, self._pending = self._pending, None
+        return self._remember(np.concatenate(held))
+
+    def replayed(self, new: np.ndarray) -> int:
+        """How many samples at the start of `new` repeat the end of what was delivered (0 when not sure)."""
+        from scipy.signal import butter, fftconvolve, sosfilt
+
+        tail = np.concatenate(self._tail) if self._tail else np.zeros(0, np.float32)
+        if len(new) < self.skip + self.probe or len(tail) < self.probe:
+            return 0
+        # Compared below 2 kHz: a fresh resampler may be a fraction of a sample off, which decorrelates the top
+        # octaves (broadband noise a third of a sample off: 0.84 at full band). The same filter on both sides.
+        sos = butter(4, 2000.0, fs=SAMPLE_RATE, output="sos")
+        probe = sosfilt(sos, new.astype(np.float64))[self.skip: self.skip + self.probe]
+        if np.sqrt(np.mean(probe ** 2)) < self.min_rms:
+            return 0
+        t = sosfilt(sos, tail.astype(np.float64))
+        corr = fftconvolve(t, probe[::-1], mode="valid")  # corr[o] = <t[o:o+L], probe>
+        c2 = np.concatenate([[0.0], np.cumsum(t * t)])
+        norms = np.sqrt(np.maximum(c2[self.probe:] - c2[:-self.probe], 0.0)) * np.linalg.norm(probe)
+        ncc = np.where(norms > 1e-12, corr / np.maximum(norms, 1e-12), 0.0)
+        o = int(np.argmax(ncc))
+        if ncc[o] < self.min_corr:
+            return 0
+        far = np.abs(np.arange(len(ncc)) - o) > int(0.005 * SAMPLE_RATE)
+        if far.any() and ncc[far].max() > ncc[o] - self.margin:
+            return 0  # periodic or featureless: another lag fits nearly as well
+        return len(tail) - (o - self.skip)  # new[0] is tail[o - skip]; everything up to the tail's end repeats
+
+    def _remember(self, x: np.ndarray) -> list[np.ndarray]:
+        if not len(x):
+            return []
+        self._tail.append(x)
+        self._tail_n += len(x)
+        while self._tail_n - len(self._tail[0]) >= self.keep:
+            self._tail_n -= len(self._tail.popleft())
+        return [x]
+
+
 class FfmpegSource(Source):
     """Any URL or file ffmpeg can open (RTSP, HTTP, RTMP, SRT, files), decoded to float32 mono at SAMPLE_RATE.
 
@@ -174,6 +269,7 @@ class FfmpegSource(Source):
         self.name = source_name(self.url)
         self.connections = 0  # how many times ffmpeg delivered audio (1 + successful reconnections)
         self._proc: subprocess.Popen | None = None
+        self.replay = ReplayTrim() if self.live else None  # drops what a reopened stream sends again
 
     def command(self) -> list[str]:
         cmd = [self.ffmpeg, *([] if self.stdin else ["-nostdin"]), "-hide_banner", "-loglevel", "error"]
@@ -209,6 +305,8 @@ class FfmpegSource(Source):
                 raise SourceError(f"{'standard input' if self.stdin else self.url}: {err}")
             if got:  # a connection that delivered audio was lost: whatever comes next is another signal
                 yield Gap()
+                if self.replay is not None:
+                    self.replay.reconnected()
             failures += 1
             why = err or "stream ended"
             if failures > self.reconnect.max_retries:
@@ -281,7 +379,7 @@ class FfmpegSource(Source):
                         self.connections += 1
                         got = True
                     self._run_samples += cut // 4
-                    yield np.frombuffer(buf[:cut], dtype=np.float32).copy()
+                    yield from self._deliver(np.frombuffer(buf[:cut], dtype=np.float32).copy())
         finally:
             done.set()
             if proc.poll() is None:
@@ -291,6 +389,8 @@ class FfmpegSource(Source):
             self._proc = None
         if self.stopped:
             return got, None
+        if self.replay is not None:
+            yield from self.replay.flush()
         if stalled.is_set():
             return got, f"no audio for {self.stall_s:g} s (the stream stalled)"
         if proc.returncode != 0:
@@ -299,6 +399,17 @@ class FfmpegSource(Source):
         if not got:
             return got, "no audio in the stream"
         return got, None
+
+    def _deliver(self, x: np.ndarray) -> Iterator[np.ndarray]:
+        if self.replay is None:
+            yield x
+            return
+        before = self.replay.dropped_s
+        out = self.replay.feed(x)
+        if self.replay.dropped_s > before:
+            self.on_status(f"{self.url}: skipped {self.replay.dropped_s - before:.1f} s of audio that the stream "
+                           "sent again after reconnecting (heard before the drop)")
+        yield from out
 
     def stop(self) -> None:
         super().stop()

@@ -17,12 +17,17 @@ window half-filled with a burst scores in between. :func:`reference_scores` comp
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from screamdetect.audio import SAMPLE_RATE
 from screamdetect.features import FrontEnd, hz_to_mel, mel_to_hz
+
+needs_ffmpeg = pytest.mark.skipif(shutil.which("ffmpeg") is None,
+                                  reason="ffmpeg not installed (make setup installs it, or apt-get install -y ffmpeg)")
 
 CARD_FORMAT = "screamdetect-card/1"
 HIGH_HZ = 2000.0  # bands centred above this count as "scream" energy

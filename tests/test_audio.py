@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from _models import needs_ffmpeg
 from conftest import sine
 from screamdetect.audio import (
     SAMPLE_RATE,
@@ -22,9 +23,6 @@ from screamdetect.audio import (
     window_starts,
     write_audio,
 )
-
-needs_ffmpeg = pytest.mark.skipif(shutil.which("ffmpeg") is None,
-                                  reason="ffmpeg not installed (make system-deps, or apt-get install -y ffmpeg)")
 
 
 def _peak_hz(y: np.ndarray, sr: int = SAMPLE_RATE) -> float:

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from _models import background, scene, write_band_energy_model
+from _models import background, needs_ffmpeg, scene, write_band_energy_model
 from screamdetect.audio import write_audio
 from screamdetect.cli import app
 
@@ -284,7 +284,7 @@ def test_listen_stopped_by_sigterm_ends_the_open_event(files, tmp_path, several)
     assert 0.5 <= msgs[0]["start_s"] <= 3.0 and msgs[1]["end_s"] < 20.0
 
 
-@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs ffmpeg (make setup installs it)")
+@needs_ffmpeg
 def test_listen_to_audio_piped_in(files, tmp_path):
     """`--source -`: a FLAC piped into the command (a real process: ffmpeg reads its standard input)."""
     import subprocess

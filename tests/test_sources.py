@@ -4,7 +4,6 @@ at real speed, the microphone install hint, names and the reconnection policy.""
 from __future__ import annotations
 
 import http.server
-import shutil
 import socket
 import sys
 import threading
@@ -13,7 +12,7 @@ import time
 import numpy as np
 import pytest
 
-from _models import scene, write_band_energy_model
+from _models import needs_ffmpeg, scene, write_band_energy_model
 from screamdetect.audio import SAMPLE_RATE, load_audio, write_audio
 from screamdetect.detector import Detector
 from screamdetect.sources import (
@@ -28,9 +27,6 @@ from screamdetect.sources import (
     safe_name,
     source_name,
 )
-
-needs_ffmpeg = pytest.mark.skipif(shutil.which("ffmpeg") is None,
-                                  reason="ffmpeg not installed (make system-deps, or apt-get install ffmpeg)")
 
 
 def _free_port() -> int:

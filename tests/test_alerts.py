@@ -223,13 +223,13 @@ def mosquitto(tmp_path):
         proc.wait(5)
 
 
-def _mqtt_messages(port: int, publish) -> list[tuple[str, str]]:
-    """(topic, payload) of every message under screamdetect/ while `publish()` runs, until "offline" arrives."""
+def _mqtt_messages(port: int, publish, topics: tuple[str, ...] = ("screamdetect/#",)) -> list[tuple[str, str]]:
+    """(topic, payload) of every message under `topics` while `publish()` runs, until "offline" arrives."""
     import paho.mqtt.client as mqtt
 
     got, subscribed = [], threading.Event()
     sub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="test-sub")
-    sub.on_connect = lambda c, u, f, rc, p: c.subscribe("screamdetect/#", qos=1)
+    sub.on_connect = lambda c, u, f, rc, p: c.subscribe([(t, 1) for t in topics])
     sub.on_subscribe = lambda c, u, mid, rcs, p: subscribed.set()
     sub.on_message = lambda c, u, m: got.append((m.topic, m.payload.decode()))
     sub.connect("127.0.0.1", port)
@@ -254,6 +254,33 @@ def test_mqtt_frigate_style_topics_on_a_real_broker(det, signal, mosquitto):
     assert [e["type"] for e in events] == ["start", "end"]
     assert events[1]["source"] == "cam1" and 8.0 <= events[1]["end_s"] <= 9.0 and events[1]["peak_score"] > 0.99
     assert ("screamdetect/available", "online") in got and ("screamdetect/available", "offline") in got
+
+
+def test_home_assistant_discovery_announces_each_source(det, signal, mosquitto):
+    """With discovery on, Home Assistant learns one binary sensor per source, retained, pointing at the topics
+    the states are really published on; names Home Assistant's ids cannot hold stay apart."""
+    names = ["cam1", "Кухня", "Спальня", "cam.1"]
+
+    def run():
+        sink = MqttSink("127.0.0.1", mosquitto, source="cam1", sources=names, discovery="homeassistant")
+        _run(det, signal, [sink])
+
+    got = _mqtt_messages(mosquitto, run, topics=("screamdetect/#", "homeassistant/#"))
+    configs = {t: json.loads(p) for t, p in got if t.startswith("homeassistant/")}
+    assert len(configs) == 4 and all(t.startswith("homeassistant/binary_sensor/screamdetect/") for t in configs)
+    assert all(t.endswith("_scream/config") and t.isascii() for t in configs)
+    by_state = {c["state_topic"]: c for c in configs.values()}
+    assert set(by_state) == {f"screamdetect/{n}/scream" for n in names}
+    assert len({c["unique_id"] for c in configs.values()}) == 4  # 'Кухня' and 'Спальня' are both '_____' + hash
+    cam = by_state["screamdetect/cam1/scream"]
+    assert cam["device_class"] == "sound" and (cam["payload_on"], cam["payload_off"]) == ("ON", "OFF")
+    assert cam["availability_topic"] == "screamdetect/available" and cam["payload_available"] == "online"
+    assert cam["device"]["name"] == "screamdetect cam1" and cam["unique_id"] == "screamdetect_cam1_scream"
+    states = [p for t, p in got if t == "screamdetect/cam1/scream"]
+    assert states == ["OFF", "ON", "OFF"]  # the sensor announced is the one that goes ON and OFF
+    # retained: a Home Assistant started later still finds the sensors
+    late = _mqtt_messages(mosquitto, lambda: None, topics=("homeassistant/#", "screamdetect/available"))
+    assert {t for t, _ in late} >= set(configs)
 
 
 def test_mqtt_unreachable_broker_is_a_clear_error():

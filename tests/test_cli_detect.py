@@ -348,6 +348,7 @@ def test_listen_bad_inputs_are_one_line_errors(files, tmp_path):
                        # an empty value (an unset shell variable) is an error, not "no MQTT" / "no webhook"
                        (["--source", str(d / "in" / "a.wav"), "--mqtt", ""], "MQTT broker must be HOST"),
                        (["--source", str(d / "in" / "a.wav"), "--webhook", ""], "webhook url must start"),
+                       (["--source", str(d / "in" / "a.wav"), "--mqtt-discovery"], "--mqtt-discovery needs --mqtt"),
                        # output paths that run through a file
                        (["--source", str(d / "in" / "a.wav"), "--jsonl", str(d / "in" / "a.wav" / "x.jsonl")],
                         "a file stands where a folder"),

@@ -41,6 +41,7 @@ from .sources import Gap
 log = logging.getLogger("screamdetect")
 
 MQTT_PREFIX = "screamdetect"
+HA_DISCOVERY_PREFIX = "homeassistant"  # Home Assistant's default MQTT discovery prefix
 
 
 def now_iso() -> str:
@@ -264,11 +265,17 @@ class MqttSink(Sink):
     retained by an earlier run that was killed mid-event, or lost by a broker restarted without persistence, is
     put right. The client id is unique to this process unless given (two processes sharing one id knock each
     other off the broker). A broker that refuses the client (bad credentials) is an error at once, with its reason.
+
+    discovery: Home Assistant's MQTT discovery prefix (normally "homeassistant"; None: off). On every connection
+    each source in `sources` is announced, retained, as a binary sensor of device class "sound" on its state
+    topic, available while `<prefix>/available` is "online" (:meth:`discovery_config`): Home Assistant then
+    shows one "Scream" sensor per camera without any configuration.
     """
 
     def __init__(self, host: str, port: int = 1883, source: str = "mic", prefix: str = MQTT_PREFIX,
                  client_id: str | None = None, username: str | None = None, password: str | None = None,
-                 qos: int = 1, connect_timeout_s: float = 10.0, sources: Iterable[str] | None = None):
+                 qos: int = 1, connect_timeout_s: float = 10.0, sources: Iterable[str] | None = None,
+                 discovery: str | None = None):
         import socket
 
         mqtt = import_paho()
@@ -278,6 +285,7 @@ class MqttSink(Sink):
         self.state_topic = f"{prefix}/{source}/scream"
         self.events_topic = f"{prefix}/events"
         self.available_topic = f"{prefix}/available"
+        self.discovery = discovery
         self._connected = threading.Event()
         self._refused: str | None = None
         self._lock = threading.Lock()
@@ -302,6 +310,10 @@ class MqttSink(Sink):
 
     def _on_connect(self, client, userdata, flags, reason_code, properties):
         if not reason_code.is_failure:
+            if self.discovery:
+                for name in list(self._on):
+                    topic, config = self.discovery_config(name)
+                    client.publish(topic, json.dumps(config), qos=1, retain=True)
             client.publish(self.available_topic, "online", qos=1, retain=True)
             with self._lock:
                 for name, on in self._on.items():
@@ -315,6 +327,36 @@ class MqttSink(Sink):
 
     def _topic(self, src: str) -> str:
         return self.state_topic if src == self.source else f"{self.prefix}/{src}/scream"
+
+    def discovery_config(self, src: str) -> tuple[str, dict]:
+        """(topic, payload) announcing source `src` to Home Assistant as a binary sensor. Home Assistant's ids
+        allow ASCII letters, digits, '_' and '-' only: a name with other characters ('Кухня', 'cam.1') gets them
+        as '_' plus a short hash of the name, so that two such names stay two sensors."""
+        import hashlib
+        import re
+
+        from . import __version__
+
+        slug = re.sub(r"[^A-Za-z0-9_-]", "_", src)
+        if slug != src:
+            slug = f"{slug}_{hashlib.sha1(src.encode()).hexdigest()[:6]}"
+        node = re.sub(r"[^A-Za-z0-9_-]", "_", self.prefix)
+        uid = f"{node}_{slug}"
+        config = {
+            "name": "Scream",
+            "unique_id": f"{uid}_scream",
+            "state_topic": self._topic(src),
+            "payload_on": "ON",
+            "payload_off": "OFF",
+            "device_class": "sound",
+            "availability_topic": self.available_topic,
+            "payload_available": "online",
+            "payload_not_available": "offline",
+            "device": {"identifiers": [uid], "name": f"screamdetect {src}", "manufacturer": "screamdetect",
+                       "model": "scream detector", "sw_version": __version__},
+            "origin": {"name": "screamdetect", "sw_version": __version__},
+        }
+        return f"{self.discovery}/binary_sensor/{node}/{slug}_scream/config", config
 
     def handle(self, msg: dict) -> None:
         if msg.get("type") in ("start", "end"):

@@ -479,6 +479,9 @@ def listen(source: list[str] = typer.Option(..., "--source", "-s", help="'mic' (
            mqtt_user: Optional[str] = typer.Option(None, "--mqtt-user", help="MQTT user name; the password is "
                                                    "read from the environment variable SCREAMDETECT_MQTT_PASSWORD "
                                                    "(not an option: it would show in the process list)."),
+           mqtt_discovery: bool = typer.Option(False, "--mqtt-discovery", help="Announce each source to Home "
+                                               "Assistant (MQTT discovery under homeassistant/): a 'Scream' binary "
+                                               "sensor per source, no configuration there."),
            name: Optional[list[str]] = typer.Option(None, "--name", help="Source name in alerts, topics and clip "
                                                     "names (default: from the source); with several --source, "
                                                     "one --name each, in the same order."),
@@ -511,6 +514,7 @@ def listen(source: list[str] = typer.Option(..., "--source", "-s", help="'mic' (
     from rich.markup import escape
 
     from .alerts import (
+        HA_DISCOVERY_PREFIX,
         ClipSaver,
         JsonlSink,
         LiveStream,
@@ -580,10 +584,13 @@ def listen(source: list[str] = typer.Option(..., "--source", "-s", help="'mic' (
             sinks.append(WebhookSink(webhook))
         if mqtt_user is not None and mqtt is None:
             raise ValueError("--mqtt-user needs --mqtt (the broker to log in to)")
+        if mqtt_discovery and mqtt is None:
+            raise ValueError("--mqtt-discovery needs --mqtt (the broker Home Assistant listens to)")
         if mqtt is not None:
             host, port = parse_host_port(mqtt)
             sinks.append(MqttSink(host, port, source=names[0], sources=names, username=mqtt_user,
-                                  password=os.environ.get("SCREAMDETECT_MQTT_PASSWORD") if mqtt_user else None))
+                                  password=os.environ.get("SCREAMDETECT_MQTT_PASSWORD") if mqtt_user else None,
+                                  discovery=HA_DISCOVERY_PREFIX if mqtt_discovery else None))
         savers = []
         if clips is not None:
             lookback = det.window_s + det.smoothing.n * det.hop_s + 5.0

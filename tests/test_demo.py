@@ -19,6 +19,16 @@ def test_synthetic_scene_has_four_screams_at_known_snrs():
         assert np.mean(a ** 2) > np.mean(b ** 2)
 
 
+def test_a_shorter_synthetic_scene_holds_the_screams_that_fit():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # screams placed past the end gave "Mean of empty slice"
+        s = synthetic_scene(30.0, seed=1)
+    assert s.duration_s == 30.0 and [e.snr_db for e in s.events] == [20.0, 10.0]
+    assert all(e.end_s <= 30.0 for e in s.events)
+
+
 def test_demo_without_corpus_is_labelled_synthetic_and_finds_the_loud_scream(tmp_path):
     model = write_band_energy_model(tmp_path / "m")
     res = run_demo(tmp_path / "no_corpus_here", tmp_path / "out", model=model)

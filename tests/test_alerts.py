@@ -688,6 +688,36 @@ def test_broker_addresses_with_ipv6():
         parse_host_port("[::1")
 
 
+def test_a_stream_that_resumes_where_it_stopped_keeps_its_stream_time(det, tmp_path):
+    """After a reconnection whose repeat was dropped (Resumed: the audio goes on where it stopped), stream time
+    does not move on by the outage, nor does the clips' clock: the event's clip holds the event's audio."""
+    from screamdetect.sources import Gap, Resumed
+
+    first = scene(6.0, [], seed=1)
+    second = scene(10.0, [(3.0, 2.0)], seed=2)
+
+    def chunks():
+        yield from iter_chunks(first, 1600)
+        yield Gap()
+        time.sleep(0.5)  # the outage, during which the HLS server kept the segments
+        yield Resumed()
+        time.sleep(1.0)  # however long the audio then takes, none was lost
+        yield from iter_chunks(second, 1600)
+
+    sink = _Recording()
+    saver = ClipSaver(tmp_path / "clips", source="cam", pre_s=0.5, post_s=0.5)
+    res = run_live(chunks(), det, [sink], source="cam", clips=saver)
+    (start,) = [m for m in sink.msgs if m["type"] == "start"]
+    assert 6.0 + 2.5 <= start["start_s"] <= 6.0 + 3.5  # 6 s before, 3 s into the second; no outage added
+    assert res.seconds == pytest.approx(16.0, abs=0.01)
+    (path,) = saver.saved
+    clip = load_audio(path)
+    s0 = start["start_s"] - 6.0 - 0.5
+    ref = second[max(0, round(s0 * SAMPLE_RATE)):][: clip.size]
+    lag = np.argmax(np.correlate(clip[: 2 * SAMPLE_RATE], ref[: 2 * SAMPLE_RATE], "full")) - 2 * SAMPLE_RATE + 1
+    assert abs(lag) < 0.05 * SAMPLE_RATE
+
+
 def test_a_dropped_stream_ends_its_event_at_the_drop_and_keeps_to_the_clock(det, tmp_path):
     """A scream running when the connection drops: its end alert comes at the drop (it stayed ON through the whole
     outage before), no window spans the splice, and times after the reconnection include the outage (they ran

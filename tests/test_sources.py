@@ -329,7 +329,9 @@ def test_a_live_hls_playlist_that_stops_updating_is_a_stall_not_a_silent_hang(tm
         src.stop()
         httpd.shutdown()
         httpd.server_close()
-    assert time.monotonic() - t0 < 30 and got and len(gaps) == 2
+    assert time.monotonic() - t0 < 30 and got
+    # each drop, and once the second connection's audio was found to repeat the first's: nothing was lost
+    assert [type(g).__name__ for g in gaps] == ["Gap", "Resumed", "Gap"]
     (err,) = errors
     assert "gave up after 1 reconnection attempts" in err and "no audio for 1.5 s (the stream stalled)" in err
     assert any("(the stream stalled); reconnecting in" in s for s in status)

@@ -36,7 +36,7 @@ import numpy as np
 
 from .audio import MAX_PEAK, SAMPLE_RATE, write_audio
 from .detector import Detector, EventUpdate
-from .sources import Gap
+from .sources import Gap, Resumed
 
 log = logging.getLogger("screamdetect")
 
@@ -723,6 +723,9 @@ def run_live(chunks: Iterable[np.ndarray], detector: Detector, sinks: list[Sink]
         deferred.install()
         try:
             for chunk in it:
+                if isinstance(chunk, Resumed):  # it went on where it stopped: no outage to add
+                    dropped_at = None
+                    continue
                 if isinstance(chunk, Gap):  # the stream dropped: its open event ends here
                     with deferred:
                         dispatch(sd.finish().updates)

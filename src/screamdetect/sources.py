@@ -4,7 +4,7 @@ Every source yields float32 mono chunks at SAMPLE_RATE from :meth:`chunks` (chun
 stopped from another thread with :meth:`stop`. Network streams that drop are reopened with exponential back-off
 (:class:`Reconnect`), and a :class:`Gap` marks each drop in the chunks (the audio on either side is not one
 signal; :func:`alerts.run_live` handles it); what a reopened stream sends again (HLS restarts a few segments back)
-is dropped (:class:`ReplayTrim`); a source that cannot go on raises :class:`SourceError` naming the source and the
+is dropped (:class:`ReplayTrim`), and :class:`Resumed` then says that no audio was lost; a source that cannot go on raises :class:`SourceError` naming the source and the
 cause.
 
     src = open_source("rtsp://cam/stream")    # or "mic", "mic:2", "a.flac", "http://host/radio.mp3"
@@ -48,7 +48,14 @@ class Gap:
     """Yielded by a source's chunks() between two chunks when the stream dropped (the connection was lost, and the
     source will try to reopen it): the audio before and after it are not one signal. run_live ends the open event
     at the drop, starts its detector afresh on the next chunk, and moves stream time on by the wall-clock seconds
-    of the outage, so alert times keep to the clock."""
+    of the outage, so alert times keep to the clock (unless a :class:`Resumed` follows: then nothing was lost)."""
+
+
+@dataclass(frozen=True)
+class Resumed(Gap):
+    """Yielded after a Gap when the reopened stream was found to go on exactly where it stopped (the seconds it
+    sent again were dropped: :class:`ReplayTrim`): no audio was lost, so stream time must not move on by the
+    outage. A Gap itself for consumers that know only Gap (a second drop at the same place costs them nothing)."""
 
 
 @dataclass(frozen=True)
@@ -409,6 +416,7 @@ class FfmpegSource(Source):
         if self.replay.dropped_s > before:
             self.on_status(f"{self.url}: skipped {self.replay.dropped_s - before:.1f} s of audio that the stream "
                            "sent again after reconnecting (heard before the drop)")
+            yield Resumed()
         yield from out
 
     def stop(self) -> None:

@@ -242,9 +242,10 @@ class FfmpegSource(Source):
     audio much faster than real time (more than FINITE_BURST_S, a live stream's start-up burst, plus twice the
     seconds it was open), or one read with realtime, was a file on a server, not a live stream: it is over, not
     reopened (it was replayed forever, with the same alerts again each time). The count of reconnection attempts
-    in a row starts again only after a connection that lasted HEALTHY_S, so a short file that still passes for a
-    live stream is given up after `reconnect.max_retries`, not replayed for ever. realtime: read at real speed
-    (ffmpeg -re), for file replay.
+    in a row starts again only after a connection that lasted HEALTHY_S and delivered audio not heard before, so a
+    short file that still passes for a live stream, or a frozen live HLS playlist (each connection sends its last
+    seconds again, then stalls), is given up after `reconnect.max_retries`, not reopened for ever. realtime: read at
+    real speed (ffmpeg -re), for file replay.
     on_status(message) is called with reconnection news. `command` replaces the ffmpeg executable (tests).
     stall_s: a network stream that stays open but delivers no audio for this long has stalled and is treated as a
     drop (ffmpeg is stopped and the stream reopened). ffmpeg's own I/O timeout does not see every stall: a live HLS
@@ -264,6 +265,7 @@ class FfmpegSource(Source):
         self.live = self.network if live is None else live
         self._guess_files = live is None and self.network
         self._run_samples, self._run_wall_s = 0, 0.0  # of the last ffmpeg run
+        self._run_new = 0  # samples of the last run delivered (those it sent again were not)
         self.reconnect = reconnect
         self.on_status = on_status or (lambda msg: log.warning(msg))
         self.ffmpeg = ffmpeg
@@ -299,7 +301,9 @@ class FfmpegSource(Source):
             got, err = yield from self._run_once()
             if self.stopped:
                 return
-            if got and self._run_wall_s >= self.HEALTHY_S:
+            # healthy: long enough, and with audio not heard before (a frozen HLS playlist sends its last
+            # seconds again at every connection, then stalls: each such connection is a failed attempt)
+            if got and self._run_wall_s >= self.HEALTHY_S and self._run_new:
                 failures = 0
             if self._guess_files and err is None and got and (self._finite() or self.realtime):
                 how = "read at real speed (--realtime)" if self.realtime else "faster than real time"
@@ -338,7 +342,7 @@ class FfmpegSource(Source):
     def _run_once(self):
         """One ffmpeg run; yields chunks; returns (got_audio, error message or None). Counts the samples it
         delivered and the seconds it was open (_run_samples, _run_wall_s)."""
-        self._run_samples, t0 = 0, time.monotonic()
+        self._run_samples, self._run_new, t0 = 0, 0, time.monotonic()
         try:
             return (yield from self._run_ffmpeg())
         finally:
@@ -409,6 +413,7 @@ class FfmpegSource(Source):
 
     def _deliver(self, x: np.ndarray) -> Iterator[np.ndarray]:
         if self.replay is None:
+            self._run_new += len(x)
             yield x
             return
         before = self.replay.dropped_s
@@ -417,7 +422,9 @@ class FfmpegSource(Source):
             self.on_status(f"{self.url}: skipped {self.replay.dropped_s - before:.1f} s of audio that the stream "
                            "sent again after reconnecting (heard before the drop)")
             yield Resumed()
-        yield from out
+        for c in out:
+            self._run_new += len(c)
+            yield c
 
     def stop(self) -> None:
         super().stop()

@@ -274,13 +274,35 @@ def test_home_assistant_discovery_announces_each_source(det, signal, mosquitto):
     assert len({c["unique_id"] for c in configs.values()}) == 4  # 'Кухня' and 'Спальня' are both '_____' + hash
     cam = by_state["screamdetect/cam1/scream"]
     assert cam["device_class"] == "sound" and (cam["payload_on"], cam["payload_off"]) == ("ON", "OFF")
-    assert cam["availability_topic"] == "screamdetect/available" and cam["payload_available"] == "online"
+    assert cam["availability_mode"] == "all" and [a["topic"] for a in cam["availability"]] == [
+        "screamdetect/available", "screamdetect/cam1/available"]  # running, and this camera's audio coming in
+    assert all((a["payload_available"], a["payload_not_available"]) == ("online", "offline")
+               for a in cam["availability"])
     assert cam["device"]["name"] == "screamdetect cam1" and cam["unique_id"] == "screamdetect_cam1_scream"
     states = [p for t, p in got if t == "screamdetect/cam1/scream"]
     assert states == ["OFF", "ON", "OFF"]  # the sensor announced is the one that goes ON and OFF
     # retained: a Home Assistant started later still finds the sensors
     late = _mqtt_messages(mosquitto, lambda: None, topics=("homeassistant/#", "screamdetect/available"))
     assert {t for t, _ in late} >= set(configs)
+
+
+def test_mqtt_says_when_a_sources_audio_is_down(det, signal, mosquitto):
+    """`screamdetect/<source>/available`: offline until audio comes, online while it does, offline through a drop
+    and after the end, so a camera whose audio is down is not shown as 'no scream'."""
+    from screamdetect.sources import Gap
+
+    def chunks():
+        yield from iter_chunks(signal[: 3 * SAMPLE_RATE], 1600)
+        yield Gap()
+        yield from iter_chunks(signal[3 * SAMPLE_RATE:], 1600)
+
+    def run():
+        run_live(chunks(), det, [MqttSink("127.0.0.1", mosquitto, source="cam1")], source="cam1")
+
+    got = _mqtt_messages(mosquitto, run)
+    assert [p for t, p in got if t == "screamdetect/cam1/available"] == [
+        "offline", "online", "offline", "online", "offline"]  # connected; audio; the drop; back; the end
+    assert [p for t, p in got if t == "screamdetect/cam1/scream"][0] == "OFF"
 
 
 def test_mqtt_unreachable_broker_is_a_clear_error():

@@ -61,6 +61,10 @@ class Sink:
     def handle(self, msg: dict) -> None:
         raise NotImplementedError
 
+    def source_state(self, source: str, up: bool) -> None:
+        """Whether `source` delivers audio: True from its first chunk (and again after a drop), False at a drop
+        and when its run ends. Default: nothing (the alert messages carry detections only)."""
+
     def close(self) -> None:
         pass
 
@@ -266,10 +270,14 @@ class MqttSink(Sink):
     put right. The client id is unique to this process unless given (two processes sharing one id knock each
     other off the broker). A broker that refuses the client (bad credentials) is an error at once, with its reason.
 
+    `<prefix>/<source>/available` "online"/"offline" (retained) says whether that source delivers audio
+    (:meth:`source_state`): offline before its first audio, during a drop, and once its run ended.
+
     discovery: Home Assistant's MQTT discovery prefix (normally "homeassistant"; None: off). On every connection
     each source in `sources` is announced, retained, as a binary sensor of device class "sound" on its state
-    topic, available while `<prefix>/available` is "online" (:meth:`discovery_config`): Home Assistant then
-    shows one "Scream" sensor per camera without any configuration.
+    topic, available while both `<prefix>/available` and `<prefix>/<source>/available` are "online"
+    (:meth:`discovery_config`): Home Assistant then shows one "Scream" sensor per camera without any
+    configuration, "unavailable" while that camera's audio is down.
     """
 
     def __init__(self, host: str, port: int = 1883, source: str = "mic", prefix: str = MQTT_PREFIX,
@@ -290,6 +298,7 @@ class MqttSink(Sink):
         self._refused: str | None = None
         self._lock = threading.Lock()
         self._on: dict[str, bool] = {n: False for n in (sources or [source])}
+        self._up: dict[str, bool] = dict.fromkeys(self._on, False)  # per source: delivering audio
         client_id = client_id or f"screamdetect-{socket.gethostname()}-{os.getpid()}-{next(_SINK_IDS)}"
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id)
         if username:
@@ -318,6 +327,8 @@ class MqttSink(Sink):
             with self._lock:
                 for name, on in self._on.items():
                     client.publish(self._topic(name), "ON" if on else "OFF", qos=self.qos, retain=True)
+                for name, up in self._up.items():
+                    client.publish(self._available(name), "online" if up else "offline", qos=1, retain=True)
             self._connected.set()
         else:
             log.warning("MQTT: connection refused (%s)", reason_code)
@@ -327,6 +338,16 @@ class MqttSink(Sink):
 
     def _topic(self, src: str) -> str:
         return self.state_topic if src == self.source else f"{self.prefix}/{src}/scream"
+
+    def _available(self, src: str) -> str:
+        return f"{self.prefix}/{src}/available"
+
+    def source_state(self, source: str, up: bool) -> None:
+        """`<prefix>/<source>/available` "online" while the source delivers audio, "offline" during a drop and
+        after it ended (retained): a camera whose audio is down shows as such, not as "no scream"."""
+        with self._lock:
+            self._up[source] = up
+            self.client.publish(self._available(source), "online" if up else "offline", qos=1, retain=True)
 
     def discovery_config(self, src: str) -> tuple[str, dict]:
         """(topic, payload) announcing source `src` to Home Assistant as a binary sensor. Home Assistant's ids
@@ -349,9 +370,10 @@ class MqttSink(Sink):
             "payload_on": "ON",
             "payload_off": "OFF",
             "device_class": "sound",
-            "availability_topic": self.available_topic,
-            "payload_available": "online",
-            "payload_not_available": "offline",
+            "availability": [  # both: screamdetect running, and this source's audio coming in
+                {"topic": t, "payload_available": "online", "payload_not_available": "offline"}
+                for t in (self.available_topic, self._available(src))],
+            "availability_mode": "all",
             "device": {"identifiers": [uid], "name": f"screamdetect {src}", "manufacturer": "screamdetect",
                        "model": "scream detector", "sw_version": __version__},
             "origin": {"name": "screamdetect", "sw_version": __version__},
@@ -707,6 +729,19 @@ def run_live(chunks: Iterable[np.ndarray], detector: Detector, sinks: list[Sink]
         return replace(u, start_s=u.start_s + offset, end_s=None if u.end_s is None else u.end_s + offset,
                        at_s=u.at_s + offset)
 
+    up = False  # whether the source is delivering audio, as told to the sinks
+
+    def tell(state: bool) -> None:
+        nonlocal up
+        if state == up:
+            return
+        up = state
+        for s in sinks:
+            try:
+                s.source_state(source, state)
+            except Exception as e:  # noqa: BLE001 - a broken sink must not stop detection
+                log.warning("alert sink %s failed: %s", type(s).__name__, e)
+
     def dispatch(updates):
         for u in map(shifted, updates):
             if clips is not None:
@@ -729,6 +764,7 @@ def run_live(chunks: Iterable[np.ndarray], detector: Detector, sinks: list[Sink]
                 if isinstance(chunk, Gap):  # the stream dropped: its open event ends here
                     with deferred:
                         dispatch(sd.finish().updates)
+                        tell(False)
                     done += _shifted_events(sd.events, offset)
                     offset += sd.time_s
                     sd = detector.stream()
@@ -742,6 +778,7 @@ def run_live(chunks: Iterable[np.ndarray], detector: Detector, sinks: list[Sink]
                             clips.skip(round(outage * SAMPLE_RATE))
                         dropped_at = None
                     chunk = repair(chunk, offset + sd.time_s)
+                    tell(True)
                     if clips is not None:
                         clips.feed(chunk)
                     dispatch(sd.process(chunk).updates)
@@ -752,8 +789,9 @@ def run_live(chunks: Iterable[np.ndarray], detector: Detector, sinks: list[Sink]
         except (RuntimeError, OSError, ValueError) as e:  # the source failed (SourceError, AudioError, I/O)
             error = str(e)
         try:
-            with deferred:  # the end alerts of open events
+            with deferred:  # the end alerts of open events, then: this source delivers no more
                 dispatch(sd.finish().updates)
+                tell(False)
         except KeyboardInterrupt:  # a second Ctrl-C during them: they were sent; close the rest below
             pass
     finally:

@@ -328,6 +328,15 @@ def test_int8_check_is_measured_once_per_machine(tmp_path, monkeypatch):
     monkeypatch.setattr(Y.YamnetOnnx, "run", kernels_that_differ)
     assert Y.int8_exact(cache_dir=tmp_path) is False and sorted(runs) == ["int8", "uint8"]
     assert sorted(json.loads(book.read_text()).values()) == sorted(["int8" if want else "uint8", "uint8"])
+    monkeypatch.setattr(Y, "cpu_info", lambda: ("a third cpu", real[1]))
+
+    def int8_fails(self, patches):
+        if self.weights == "int8":
+            raise RuntimeError("no kernel for this type here")
+        return np.zeros((len(patches), Y.N_CLASSES), np.float32), np.zeros((len(patches), Y.EMBEDDING_DIM), np.float32)
+
+    monkeypatch.setattr(Y.YamnetOnnx, "run", int8_fails)
+    assert Y.int8_exact(cache_dir=tmp_path) is False  # an int8 path that cannot run is not exact either
 
 
 def test_cpu_flags_without_proc_cpuinfo(monkeypatch):

@@ -421,9 +421,14 @@ def int8_exact(package: str | None = None, cache_dir: str | os.PathLike | None =
     from ..demo import synthetic_scene
 
     probe = audio_to_patches(synthetic_scene(10.0, seed=0).audio)
-    a = YamnetOnnx(package, threads=1, cache_dir=cache_dir, weights="int8").run(probe)
-    b = YamnetOnnx(package, threads=1, cache_dir=cache_dir, weights="uint8").run(probe)
-    exact = all(np.allclose(x, y, rtol=0.0, atol=1e-5) for x, y in zip(a, b))
+    try:
+        a = YamnetOnnx(package, threads=1, cache_dir=cache_dir, weights="int8").run(probe)
+        b = YamnetOnnx(package, threads=1, cache_dir=cache_dir, weights="uint8").run(probe)
+        exact = all(np.allclose(x, y, rtol=0.0, atol=1e-5) for x, y in zip(a, b))
+    except YamnetMissingError:
+        raise
+    except Exception:  # noqa: BLE001 - an int8 path onnxruntime cannot run here is not exact either
+        exact = False
     known[key] = "int8" if exact else "uint8"
     tmp = book.with_suffix(f".{os.getpid()}.tmp")
     try:  # a cache we cannot write: measured again next time

@@ -3,6 +3,8 @@ broker, event clips from the ring buffer, and the live loop."""
 
 from __future__ import annotations
 
+import functools
+import getpass
 import http.server
 import json
 import os
@@ -303,6 +305,72 @@ def test_mqtt_says_when_a_sources_audio_is_down(det, signal, mosquitto):
     assert [p for t, p in got if t == "screamdetect/cam1/available"] == [
         "offline", "online", "offline", "online", "offline"]  # connected; audio; the drop; back; the end
     assert next(p for t, p in got if t == "screamdetect/cam1/scream") == "OFF"  # its state, as before
+
+
+def _tls_files(d):
+    """A CA and a certificate it signed for 127.0.0.1 / localhost (openssl), as a broker of one's own has."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl not installed")
+    run = functools.partial(subprocess.run, check=True, capture_output=True, cwd=d)
+    run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=test CA",
+         "-keyout", "ca.key", "-out", "ca.pem"])
+    run(["openssl", "req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost", "-keyout", "srv.key",
+         "-out", "srv.csr"])
+    (d / "san.cnf").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    run(["openssl", "x509", "-req", "-in", "srv.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+         "-days", "2", "-extfile", "san.cnf", "-out", "srv.pem"])
+    return d / "ca.pem", d / "srv.pem", d / "srv.key"
+
+
+def test_mqtt_over_tls_with_the_brokers_own_ca(det, signal, tmp_path):
+    """--mqtt-ca: the broker's certificate is checked against the given CA; without it (the system's CAs) the
+    same broker is refused with the reason, and a CA file that is not one is a clear error."""
+    exe = shutil.which("mosquitto") or shutil.which("/usr/sbin/mosquitto")
+    if exe is None:
+        pytest.skip("mosquitto broker not installed")
+    ca, cert, key = _tls_files(tmp_path)
+    port = _free_port()
+    conf = tmp_path / "tls.conf"
+    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+                    f"cafile {ca}\ncertfile {cert}\nkeyfile {key}\n"
+                    f"user {getpass.getuser()}\n")  # as root it would drop to 'mosquitto', who cannot read them
+    proc = subprocess.Popen([exe, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(100):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        import paho.mqtt.client as mqtt
+
+        got, subscribed = [], threading.Event()
+        sub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="tls-sub")
+        sub.tls_set(ca_certs=str(ca))
+        sub.on_connect = lambda c, u, f, rc, p: c.subscribe("screamdetect/#", qos=1)
+        sub.on_subscribe = lambda c, u, mid, rcs, p: subscribed.set()
+        sub.on_message = lambda c, u, m: got.append((m.topic, m.payload.decode()))
+        sub.connect("127.0.0.1", port)
+        sub.loop_start()
+        try:
+            assert subscribed.wait(5)
+            _run(det, signal, [MqttSink("127.0.0.1", port, source="cam1", ca_file=ca)])
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline and ("screamdetect/available", "offline") not in got:
+                time.sleep(0.05)
+        finally:
+            sub.disconnect()
+            sub.loop_stop()
+        assert [p for t, p in got if t == "screamdetect/cam1/scream"] == ["OFF", "ON", "OFF"]
+        with pytest.raises(RuntimeError, match=r"cannot connect.*(certificate verify failed|CERTIFICATE)"):
+            MqttSink("127.0.0.1", port, source="cam1", tls=True)  # the system's CAs do not know this one
+    finally:
+        proc.terminate()
+        proc.wait(5)
+    with pytest.raises(ValueError, match="cannot be read as certificates"):
+        MqttSink("127.0.0.1", port, ca_file=key.with_name("san.cnf"))
+    with pytest.raises(ValueError, match="not found"):
+        MqttSink("127.0.0.1", port, ca_file=tmp_path / "nope.pem")
 
 
 def test_mqtt_unreachable_broker_is_a_clear_error():

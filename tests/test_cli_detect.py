@@ -349,6 +349,9 @@ def test_listen_bad_inputs_are_one_line_errors(files, tmp_path):
                        (["--source", str(d / "in" / "a.wav"), "--mqtt", ""], "MQTT broker must be HOST"),
                        (["--source", str(d / "in" / "a.wav"), "--webhook", ""], "webhook url must start"),
                        (["--source", str(d / "in" / "a.wav"), "--mqtt-discovery"], "--mqtt-discovery needs --mqtt"),
+                       (["--source", str(d / "in" / "a.wav"), "--mqtt-tls"], "--mqtt-tls needs --mqtt"),
+                       (["--source", str(d / "in" / "a.wav"), "--mqtt", "127.0.0.1", "--mqtt-ca",
+                         str(tmp_path / "ca.pem")], "ca.pem: not found"),
                        # output paths that run through a file
                        (["--source", str(d / "in" / "a.wav"), "--jsonl", str(d / "in" / "a.wav" / "x.jsonl")],
                         "a file stands where a folder"),

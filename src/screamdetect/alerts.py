@@ -273,6 +273,9 @@ class MqttSink(Sink):
     `<prefix>/<source>/available` "online"/"offline" (retained) says whether that source delivers audio
     (:meth:`source_state`): offline before its first audio, during a drop, and once its run ended.
 
+    tls: connect over TLS, checking the broker's certificate against the system's CAs, or against `ca_file` (a
+    PEM file; giving it implies TLS), for a broker with its own CA. Host name mismatches fail as on the web.
+
     discovery: Home Assistant's MQTT discovery prefix (normally "homeassistant"; None: off). On every connection
     each source in `sources` is announced, retained, as a binary sensor of device class "sound" on its state
     topic, available while both `<prefix>/available` and `<prefix>/<source>/available` are "online"
@@ -283,12 +286,14 @@ class MqttSink(Sink):
     def __init__(self, host: str, port: int = 1883, source: str = "mic", prefix: str = MQTT_PREFIX,
                  client_id: str | None = None, username: str | None = None, password: str | None = None,
                  qos: int = 1, connect_timeout_s: float = 10.0, sources: Iterable[str] | None = None,
-                 discovery: str | None = None):
+                 discovery: str | None = None, tls: bool = False, ca_file: str | os.PathLike | None = None):
         import socket
 
         mqtt = import_paho()
         if qos not in (0, 1, 2):
             raise ValueError(f"qos must be 0, 1 or 2, got {qos!r}")
+        if ca_file is not None and not Path(ca_file).is_file():
+            raise ValueError(f"MQTT CA file {ca_file}: not found")
         self.prefix, self.source, self.qos = prefix, source, qos
         self.state_topic = f"{prefix}/{source}/scream"
         self.events_topic = f"{prefix}/events"
@@ -303,6 +308,11 @@ class MqttSink(Sink):
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id)
         if username:
             self.client.username_pw_set(username, password)
+        if tls or ca_file is not None:  # the broker's certificate is checked: against ca_file, or the system's CAs
+            try:
+                self.client.tls_set(ca_certs=None if ca_file is None else str(ca_file))
+            except (OSError, ValueError) as e:  # ssl.SSLError is an OSError
+                raise ValueError(f"MQTT CA file {ca_file}: cannot be read as certificates ({e})") from e
         self.client.will_set(self.available_topic, "offline", qos=1, retain=True)
         self.client.on_connect = self._on_connect
         self.client.reconnect_delay_set(1, 30)

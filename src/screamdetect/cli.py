@@ -479,6 +479,11 @@ def listen(source: list[str] = typer.Option(..., "--source", "-s", help="'mic' (
            mqtt_user: Optional[str] = typer.Option(None, "--mqtt-user", help="MQTT user name; the password is "
                                                    "read from the environment variable SCREAMDETECT_MQTT_PASSWORD "
                                                    "(not an option: it would show in the process list)."),
+           mqtt_tls: bool = typer.Option(False, "--mqtt-tls", help="Connect to the MQTT broker over TLS "
+                                         "(default port 8883), checking its certificate against the system's "
+                                         "CAs."),
+           mqtt_ca: Optional[Path] = typer.Option(None, "--mqtt-ca", help="CA certificate(s), PEM, to check the "
+                                                  "MQTT broker's certificate with (implies --mqtt-tls)."),
            mqtt_discovery: bool = typer.Option(False, "--mqtt-discovery", help="Announce each source to Home "
                                                "Assistant (MQTT discovery under homeassistant/): a 'Scream' binary "
                                                "sensor per source, no configuration there."),
@@ -586,11 +591,15 @@ def listen(source: list[str] = typer.Option(..., "--source", "-s", help="'mic' (
             raise ValueError("--mqtt-user needs --mqtt (the broker to log in to)")
         if mqtt_discovery and mqtt is None:
             raise ValueError("--mqtt-discovery needs --mqtt (the broker Home Assistant listens to)")
+        if (mqtt_tls or mqtt_ca is not None) and mqtt is None:
+            raise ValueError(f"{'--mqtt-ca' if mqtt_ca is not None else '--mqtt-tls'} needs --mqtt (the broker)")
         if mqtt is not None:
-            host, port = parse_host_port(mqtt)
+            tls = mqtt_tls or mqtt_ca is not None
+            host, port = parse_host_port(mqtt, default_port=8883 if tls else 1883)
             sinks.append(MqttSink(host, port, source=names[0], sources=names, username=mqtt_user,
                                   password=os.environ.get("SCREAMDETECT_MQTT_PASSWORD") if mqtt_user else None,
-                                  discovery=HA_DISCOVERY_PREFIX if mqtt_discovery else None))
+                                  discovery=HA_DISCOVERY_PREFIX if mqtt_discovery else None, tls=tls,
+                                  ca_file=mqtt_ca))
         savers = []
         if clips is not None:
             lookback = det.window_s + det.smoothing.n * det.hop_s + 5.0

@@ -209,16 +209,17 @@ def test_blockwise_file_scan_equals_whole_array(files):
     np.testing.assert_allclose(r["scores"], np.round(det.score_windows(load_audio(path)), 4))
 
 
-def test_listen_to_a_file_writes_alerts_and_a_clip(files, tmp_path):
+def test_listen_to_a_file_writes_alerts_and_a_clip(files, tmp_path, monkeypatch):
     """Alerts and the clip message in the JSON lines and at the webhook alike (the clip message used to reach the
-    first sink only)."""
+    first sink only); the webhook gets the headers asked for, the Authorization one from the environment."""
     import http.server
     import threading
 
-    posted = []
+    posted, headers = [], []
 
     class Hook(http.server.BaseHTTPRequestHandler):
         def do_POST(self):
+            headers.append(dict(self.headers))
             posted.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
             self.send_response(200)
             self.send_header("Content-Length", "0")
@@ -229,12 +230,14 @@ def test_listen_to_a_file_writes_alerts_and_a_clip(files, tmp_path):
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hook)
     threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("SCREAMDETECT_WEBHOOK_AUTHORIZATION", "Bearer s3cret")
     d, model = files
     out, clips = tmp_path / "alerts.jsonl", tmp_path / "clips"
     try:
         res = CliRunner().invoke(app, ["listen", "--source", str(d / "in" / "a.wav"), "--model", str(model),
                                        "--jsonl", str(out), "--clips", str(clips), "--pre-roll", "1", "--post-roll",
-                                       "1", "--webhook", f"http://127.0.0.1:{server.server_address[1]}/"])
+                                       "1", "--webhook", f"http://127.0.0.1:{server.server_address[1]}/",
+                                       "--webhook-header", "X-Site: north gate"])
     finally:
         server.shutdown()
         server.server_close()
@@ -242,6 +245,7 @@ def test_listen_to_a_file_writes_alerts_and_a_clip(files, tmp_path):
     msgs = [json.loads(line) for line in out.read_text().splitlines()]
     assert [m["type"] for m in msgs] == ["start", "end", "clip"]
     assert sorted(m["type"] for m in posted) == ["clip", "end", "start"]
+    assert all(h["X-Site"] == "north gate" and h["Authorization"] == "Bearer s3cret" for h in headers)
     assert msgs[0]["source"] == "a" and 4.0 <= msgs[0]["start_s"] <= 5.0
     (clip,) = clips.iterdir()
     assert msgs[2]["path"] == str(clip)
@@ -350,6 +354,9 @@ def test_listen_bad_inputs_are_one_line_errors(files, tmp_path):
                        (["--source", str(d / "in" / "a.wav"), "--webhook", ""], "webhook url must start"),
                        (["--source", str(d / "in" / "a.wav"), "--mqtt-discovery"], "--mqtt-discovery needs --mqtt"),
                        (["--source", str(d / "in" / "a.wav"), "--mqtt-tls"], "--mqtt-tls needs --mqtt"),
+                       (["--source", str(d / "in" / "a.wav"), "--webhook-header", "X: 1"], "needs --webhook"),
+                       (["--source", str(d / "in" / "a.wav"), "--webhook", "http://127.0.0.1:1/", "--webhook-header",
+                         "no colon here"], "--webhook-header must be 'Name: value'"),
                        (["--source", str(d / "in" / "a.wav"), "--mqtt", "127.0.0.1", "--mqtt-ca",
                          str(tmp_path / "ca.pem")], "ca.pem: not found"),
                        # output paths that run through a file

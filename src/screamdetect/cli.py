@@ -556,7 +556,15 @@ def listen(source: list[str] = typer.Option(..., "--source", "-s", help="'mic' (
         run_many,
     )
     from .detector import Detector, ModelError
-    from .sources import MicSource, Reconnect, SourceError, import_sounddevice, open_source, safe_name
+    from .sources import (
+        MicSource,
+        Reconnect,
+        SourceError,
+        import_sounddevice,
+        open_source,
+        safe_name,
+        source_name,
+    )
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     try:
@@ -587,6 +595,7 @@ def listen(source: list[str] = typer.Option(..., "--source", "-s", help="'mic' (
         fail(str(e))
     many = len(source) > 1
     opened, failed_to_open = [], []  # (spec, Source, name)
+    down = []  # names of the sources that failed to open: MQTT shows them offline (not as a quiet camera)
     for i, spec in enumerate(source):
         prefix = f"{spec}: " if many else ""
         try:
@@ -600,6 +609,7 @@ def listen(source: list[str] = typer.Option(..., "--source", "-s", help="'mic' (
                 fail(str(e))
             err.print(f"[red]{escape(str(e))}[/red] (skipped)", highlight=False)
             failed_to_open.append(spec)
+            down.append(safe_name(name[i]) if name else source_name(spec))
             continue
         opened.append((spec, src, safe_name(name[i]) if name else src.name))
     if not opened:
@@ -624,7 +634,8 @@ def listen(source: list[str] = typer.Option(..., "--source", "-s", help="'mic' (
         if mqtt is not None:
             tls = mqtt_tls or mqtt_ca is not None
             host, port = parse_host_port(mqtt, default_port=8883 if tls else 1883)
-            sinks.append(MqttSink(host, port, source=names[0], sources=names, username=mqtt_user,
+            sinks.append(MqttSink(host, port, source=names[0], sources=names + [n for n in down if n not in names],
+                                  username=mqtt_user,
                                   password=os.environ.get("SCREAMDETECT_MQTT_PASSWORD") if mqtt_user else None,
                                   discovery=HA_DISCOVERY_PREFIX if mqtt_discovery else None, tls=tls,
                                   ca_file=mqtt_ca))

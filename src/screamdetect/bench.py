@@ -33,8 +33,8 @@ def host() -> dict:
     ext = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8") if f in flags]
     try:
         weights = weight_type()
-    except ImportError:  # YAMNet (or onnx, to rewrite its graph) not installed: the CNN runs alone
-        weights = None
+    except (ImportError, OSError, RuntimeError):  # YAMNet (or onnx) not installed, or no cache to unpack it into:
+        weights = None  # the CNN runs alone
     return {"cpu": name, "cpu_extensions": ext, "cores": os.cpu_count() or 1, "onnxruntime": onnxruntime.__version__,
             "yamnet_weights": weights}
 

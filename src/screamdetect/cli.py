@@ -1099,6 +1099,36 @@ def bench_cmd(
     Console(soft_wrap=True).print(t)
 
 
+@app.command("check")
+def check_cmd(model: Optional[Path] = _model_option(),
+              fmt: str = typer.Option("table", "--format", "-f", help="table or json.")):
+    """Check that this machine can run the detector, and with what: the model and its second stage (YAMNet and
+    the 8-bit weights this CPU computes exactly), a test scoring of 10 s of synthetic audio, ffmpeg (network
+    streams), the microphone, MQTT, the cache folder. Run it on a new box before deploying.
+
+    Exit status 1 if the detector cannot run ("fail"); missing optional parts are warnings ("warn").
+    """
+    import json
+
+    from .check import FAIL, run_checks
+
+    if fmt not in ("table", "json"):
+        fail(f"--format must be table or json, got {fmt!r}")
+    rows = run_checks(model)
+    if fmt == "json":
+        print(json.dumps(rows))
+    else:
+        from rich.table import Table
+
+        colour = {"ok": "green", "warn": "yellow", "fail": "red"}
+        t = Table("check", "status", "found")
+        for r in rows:
+            t.add_row(r["check"], f"[{colour[r['status']]}]{r['status']}[/]", escape(r["detail"]))
+        Console(soft_wrap=True).print(t)
+    if any(r["status"] == FAIL for r in rows):
+        raise typer.Exit(1)
+
+
 @app.command("evaluate-events")
 def evaluate_events_cmd(
         data: Path = typer.Argument(..., help="Dataset (the scenes use its TEST split only)."),

@@ -1,0 +1,125 @@
+"""`screamdetect check`: is this machine ready to run the detector, and with what?
+
+Each check gives a status ("ok", "warn": the detector runs but something optional is missing, "fail": it cannot
+run) and one line saying what was found. The model is loaded and scores 10 s of the package's synthetic scene, so
+the second stage's YAMNet graph (and on VNNI / AMX CPUs its measured int8 check) is built here, once, not at the
+first alert. Inference only: imports no torch.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+
+OK, WARN, FAIL = "ok", "warn", "fail"
+
+
+def _row(name: str, status: str, detail: str) -> dict:
+    return {"check": name, "status": status, "detail": detail}
+
+
+def check_model(model: str | os.PathLike | None) -> tuple[list[dict], object | None]:
+    """The model and its second stage, then scores of the synthetic scene. Returns (rows, the Detector or None)."""
+    from .demo import synthetic_scene
+    from .detector import Detector, ModelError
+
+    rows = []
+    try:
+        det = Detector.load(model)
+    except ModelError as e:
+        return [_row("model", FAIL, str(e))], None
+    rows.append(_row("model", OK, f"{det.path} (window {det.window_s:g} s, hop {det.hop_s:g} s, threshold "
+                                  f"{det.threshold:.2f})"))
+    if det.second_stage is not None:
+        weights = det.second_stage.yamnet.weights
+        why = ("this CPU's int8 kernels were measured to compute the uint8 graph's outputs" if weights == "int8"
+               else "the CPU has no VNNI / AMX, or its int8 kernels did not compute the uint8 graph's outputs")
+        rows.append(_row("second stage", OK, f"YAMNet, {weights} weights ({why})"))
+    elif det.second_stage_note and "unavailable" in det.second_stage_note:
+        rows.append(_row("second stage", WARN, f"{det.second_stage_note}: the CNN alone scores, with its own "
+                                               f"threshold {det.threshold:.2f} (fewer screams found)"))
+    audio = synthetic_scene(10.0, seed=0).audio
+    try:
+        t0 = time.perf_counter()
+        scores = det.score_windows(audio)
+        ms = (time.perf_counter() - t0) * 1e3
+    except Exception as e:  # noqa: BLE001 - whatever stops scoring is what this check is for
+        rows.append(_row("scoring", FAIL, f"scoring 10 s of the synthetic scene failed: {type(e).__name__}: {e}"))
+        return rows, det
+    if not (len(scores) and np.isfinite(scores).all() and ((scores >= 0) & (scores <= 1)).all()):
+        rows.append(_row("scoring", FAIL, f"10 s of the synthetic scene gave scores outside [0, 1]: {scores!r}"))
+    else:
+        rows.append(_row("scoring", OK, f"{len(scores)} windows of 10 s of the synthetic scene in {ms:.0f} ms "
+                                        f"(highest {scores.max():.2f})"))
+    return rows, det
+
+
+def check_ffmpeg() -> dict:
+    exe = shutil.which("ffmpeg")
+    if exe is None:
+        return _row("ffmpeg", WARN, "not found: needed for network streams (RTSP, HTTP, HLS), audio piped in, and "
+                                    "formats soundfile cannot read (apt-get install ffmpeg)")
+    try:
+        out = subprocess.run([exe, "-hide_banner", "-version"], capture_output=True, text=True, timeout=10,
+                             check=False)
+        first = out.stdout.splitlines()[0].split(" Copyright")[0] if out.stdout else f"exit status {out.returncode}"
+    except (OSError, subprocess.SubprocessError) as e:
+        return _row("ffmpeg", WARN, f"{exe} does not run ({e})")
+    return _row("ffmpeg", OK, f"{exe}: {first}")
+
+
+def check_microphone() -> dict:
+    try:
+        import sounddevice
+    except ImportError:
+        return _row("microphone", WARN, "sounddevice not installed: `listen --source mic` needs "
+                                        "pip install 'screamdetect[live]'")
+    except OSError as e:  # the module is there, PortAudio is not
+        return _row("microphone", WARN, f"sounddevice cannot load PortAudio ({e}): apt-get install libportaudio2")
+    try:
+        inputs = [d for d in sounddevice.query_devices() if d.get("max_input_channels", 0) > 0]
+    except Exception as e:  # noqa: BLE001 - PortAudio errors are not one class
+        return _row("microphone", WARN, f"cannot list audio devices ({e})")
+    if not inputs:
+        return _row("microphone", WARN, "no audio input device found")
+    return _row("microphone", OK, f"{len(inputs)} input device(s), e.g. {inputs[0]['name']}")
+
+
+def check_mqtt() -> dict:
+    try:
+        import paho.mqtt
+    except ImportError:
+        return _row("mqtt", WARN, "paho-mqtt not installed: `listen --mqtt` needs pip install 'screamdetect[live]'")
+    return _row("mqtt", OK, f"paho-mqtt {getattr(paho.mqtt, '__version__', '?')}")
+
+
+def check_cache() -> dict:
+    from .data import default_cache_dir
+
+    d = Path(default_cache_dir())
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+        probe = d / f".check-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        return _row("cache", WARN, f"{d}: not writable ({e}); YAMNet's graph is rebuilt in every process "
+                                   "(set SCREAMDETECT_CACHE)")
+    return _row("cache", OK, str(d))
+
+
+def run_checks(model: str | os.PathLike | None = None) -> list[dict]:
+    """Every check, in order: machine, model, second stage, scoring, ffmpeg, microphone, MQTT, cache."""
+    from .bench import host, host_line
+
+    try:
+        rows = [_row("machine", OK, host_line(host()).removeprefix("machine: "))]
+    except ValueError as e:  # a bad $SCREAMDETECT_YAMNET_WEIGHTS: the model check below says it too
+        rows = [_row("machine", WARN, str(e))]
+    model_rows, _ = check_model(model)
+    return rows + model_rows + [check_ffmpeg(), check_microphone(), check_mqtt(), check_cache()]

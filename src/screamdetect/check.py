@@ -36,10 +36,17 @@ def check_model(model: str | os.PathLike | None) -> tuple[list[dict], object | N
     rows.append(_row("model", OK, f"{det.path} (window {det.window_s:g} s, hop {det.hop_s:g} s, threshold "
                                   f"{det.threshold:.2f})"))
     if det.second_stage is not None:
+        from .models.yamnet import WEIGHTS_ENV, weights_setting
+
         weights = det.second_stage.yamnet.weights
-        why = ("this CPU's int8 kernels were measured to compute the uint8 graph's outputs" if weights == "int8"
-               else "the CPU has no VNNI / AMX, or its int8 kernels did not compute the uint8 graph's outputs")
+        if weights_setting() != "auto":
+            why = f"as ${WEIGHTS_ENV} asks"
+        elif weights == "int8":
+            why = "this CPU's int8 kernels were measured to compute the uint8 graph's outputs"
+        else:
+            why = "the CPU has no VNNI / AMX, or its int8 kernels did not compute the uint8 graph's outputs"
         rows.append(_row("second stage", OK, f"YAMNet, {weights} weights ({why})"))
+        rows.append(check_yamnet_arithmetic(det.second_stage.yamnet))
     elif det.second_stage_note and "unavailable" in det.second_stage_note:
         rows.append(_row("second stage", WARN, f"{det.second_stage_note}: the CNN alone scores, with its own "
                                                f"threshold {det.threshold:.2f} (fewer screams found)"))
@@ -57,6 +64,35 @@ def check_model(model: str | os.PathLike | None) -> tuple[list[dict], object | N
         rows.append(_row("scoring", OK, f"{len(scores)} windows of 10 s of the synthetic scene in {ms:.0f} ms "
                                         f"(highest {scores.max():.2f})"))
     return rows, det
+
+
+def check_yamnet_arithmetic(yamnet) -> dict:
+    """What onnxruntime's fused 8-bit kernels compute here against the same graph run node by node (what caught
+    the saturating int8 kernels of AVX2-only CPUs: cosine 0.52 there). Limits as tests/test_yamnet.py's."""
+    import onnxruntime as ort
+
+    from .demo import synthetic_scene
+    from .models.yamnet import SCREAMING, audio_to_patches, yamnet_onnx_path
+
+    patches = audio_to_patches(synthetic_scene(10.0, seed=0).audio)
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    so.log_severity_level = 3
+    try:
+        ref = ort.InferenceSession(str(yamnet_onnx_path(weights="uint8")), so, providers=["CPUExecutionProvider"])
+        want_logits, want_emb = ref.run(["logits", "embedding"], {"patches": patches[:, None]})
+        logits, emb = yamnet.run(patches)
+    except Exception as e:  # noqa: BLE001 - whatever stops it is the finding
+        return _row("YAMNet arithmetic", FAIL, f"could not run YAMNet node by node: {type(e).__name__}: {e}")
+    cos = (emb * want_emb).sum(1) / (np.linalg.norm(emb, axis=1) * np.linalg.norm(want_emb, axis=1) + 1e-9)
+    dp = float(np.abs(1 / (1 + np.exp(-logits[:, SCREAMING].astype(np.float64)))
+                      - 1 / (1 + np.exp(-want_logits[:, SCREAMING].astype(np.float64)))).max())
+    found = (f"embeddings at cosine >= {cos.min():.3f} (median {np.median(cos):.3f}) and P(Screaming) within "
+             f"{dp:.3f} of the graph run node by node, {len(patches)} patches")
+    if cos.min() > 0.97 and np.median(cos) > 0.99 and dp < 0.15:
+        return _row("YAMNet arithmetic", OK, found)
+    return _row("YAMNet arithmetic", FAIL, f"{found}: this CPU / onnxruntime computes other scores than the "
+                                           f"model's; report it (SCREAMDETECT_YAMNET_WEIGHTS=uint8 may help)")
 
 
 def check_ffmpeg() -> dict:
@@ -114,7 +150,8 @@ def check_cache() -> dict:
 
 
 def run_checks(model: str | os.PathLike | None = None) -> list[dict]:
-    """Every check, in order: machine, model, second stage, scoring, ffmpeg, microphone, MQTT, cache."""
+    """Every check, in order: machine, model, second stage and its arithmetic, scoring, ffmpeg, microphone, MQTT,
+    cache."""
     from .bench import host, host_line
 
     try:

@@ -203,34 +203,44 @@ def test_an_unexpected_error_in_a_post_does_not_kill_the_sender(monkeypatch):
 
 @pytest.fixture
 def mosquitto(tmp_path):
-    exe = shutil.which("mosquitto") or (shutil.which("/usr/sbin/mosquitto"))
-    if exe is None:
-        pytest.skip("mosquitto broker not installed (make system-deps, or apt-get install mosquitto)")
-    port = _free_port()
-    conf = tmp_path / "mosquitto.conf"
-    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
-    proc = subprocess.Popen([exe, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc, port = _broker(tmp_path)
     try:
-        for _ in range(100):
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
-                break
-            except OSError:
-                time.sleep(0.05)
-        else:
-            pytest.fail("mosquitto did not start")
         yield port
     finally:
         proc.terminate()
         proc.wait(5)
 
 
-def _mqtt_messages(port: int, publish, topics: tuple[str, ...] = ("screamdetect/#",)) -> list[tuple[str, str]]:
-    """(topic, payload) of every message under `topics` while `publish()` runs, until "offline" arrives."""
+def _broker(tmp_path, extra: str = ""):
+    """A mosquitto broker of the test's own on a free port (its config + `extra` lines): (process, port)."""
+    exe = shutil.which("mosquitto") or (shutil.which("/usr/sbin/mosquitto"))
+    if exe is None:
+        pytest.skip("mosquitto broker not installed (make system-deps, or apt-get install mosquitto)")
+    port = _free_port()
+    conf = tmp_path / "mosquitto.conf"
+    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n{extra}")
+    proc = subprocess.Popen([exe, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(100):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
+            return proc, port
+        except OSError:
+            time.sleep(0.05)
+    proc.terminate()
+    proc.wait(5)
+    pytest.fail("mosquitto did not start")
+
+
+def _mqtt_messages(port: int, publish, topics: tuple[str, ...] = ("screamdetect/#",),
+                   ca=None) -> list[tuple[str, str]]:
+    """(topic, payload) of every message under `topics` while `publish()` runs, until "offline" arrives (over TLS
+    checked against `ca` when given)."""
     import paho.mqtt.client as mqtt
 
     got, subscribed = [], threading.Event()
     sub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="test-sub")
+    if ca is not None:
+        sub.tls_set(ca_certs=str(ca))
     sub.on_connect = lambda c, u, f, rc, p: c.subscribe([(t, 1) for t in topics])
     sub.on_subscribe = lambda c, u, mid, rcs, p: subscribed.set()
     sub.on_message = lambda c, u, m: got.append((m.topic, m.payload.decode()))
@@ -325,42 +335,12 @@ def _tls_files(d):
 def test_mqtt_over_tls_with_the_brokers_own_ca(det, signal, tmp_path):
     """--mqtt-ca: the broker's certificate is checked against the given CA; without it (the system's CAs) the
     same broker is refused with the reason, and a CA file that is not one is a clear error."""
-    exe = shutil.which("mosquitto") or shutil.which("/usr/sbin/mosquitto")
-    if exe is None:
-        pytest.skip("mosquitto broker not installed")
     ca, cert, key = _tls_files(tmp_path)
-    port = _free_port()
-    conf = tmp_path / "tls.conf"
-    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-                    f"cafile {ca}\ncertfile {cert}\nkeyfile {key}\n"
-                    f"user {getpass.getuser()}\n")  # as root it would drop to 'mosquitto', who cannot read them
-    proc = subprocess.Popen([exe, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # (user: run as root, mosquitto would drop to the 'mosquitto' user, who cannot read the test's files)
+    proc, port = _broker(tmp_path, f"cafile {ca}\ncertfile {cert}\nkeyfile {key}\nuser {getpass.getuser()}\n")
     try:
-        for _ in range(100):
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
-                break
-            except OSError:
-                time.sleep(0.05)
-        import paho.mqtt.client as mqtt
-
-        got, subscribed = [], threading.Event()
-        sub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="tls-sub")
-        sub.tls_set(ca_certs=str(ca))
-        sub.on_connect = lambda c, u, f, rc, p: c.subscribe("screamdetect/#", qos=1)
-        sub.on_subscribe = lambda c, u, mid, rcs, p: subscribed.set()
-        sub.on_message = lambda c, u, m: got.append((m.topic, m.payload.decode()))
-        sub.connect("127.0.0.1", port)
-        sub.loop_start()
-        try:
-            assert subscribed.wait(5)
-            _run(det, signal, [MqttSink("127.0.0.1", port, source="cam1", ca_file=ca)])
-            deadline = time.monotonic() + 5
-            while time.monotonic() < deadline and ("screamdetect/available", "offline") not in got:
-                time.sleep(0.05)
-        finally:
-            sub.disconnect()
-            sub.loop_stop()
+        sink = functools.partial(MqttSink, "127.0.0.1", port, source="cam1", ca_file=ca)
+        got = _mqtt_messages(port, lambda: _run(det, signal, [sink()]), ca=ca)
         assert [p for t, p in got if t == "screamdetect/cam1/scream"] == ["OFF", "ON", "OFF"]
         with pytest.raises(RuntimeError, match=r"cannot connect.*(certificate verify failed|CERTIFICATE)"):
             MqttSink("127.0.0.1", port, source="cam1", tls=True)  # the system's CAs do not know this one

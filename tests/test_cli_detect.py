@@ -581,3 +581,14 @@ def test_a_bad_yamnet_weights_setting_is_a_one_line_error(files, monkeypatch):
     out = " ".join(res.output.split())
     assert res.exit_code == 2 and "SCREAMDETECT_YAMNET_WEIGHTS='fp16': expected one of auto, int8, uint8" in out
     assert "Traceback" not in res.output and "invalid second_stage" not in out
+
+
+def test_listen_source_events_in_the_json_lines(files, tmp_path):
+    d, model = files
+    out = tmp_path / "a.jsonl"
+    res = CliRunner().invoke(app, ["listen", "-s", str(d / "in" / "a.wav"), "--model", str(model), "--jsonl", str(out),
+                                   "--source-events"])
+    assert res.exit_code == 0, res.output
+    msgs = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [m["type"] for m in msgs] == ["source", "start", "end", "source"]
+    assert (msgs[0]["state"], msgs[-1]["state"]) == ("up", "down") and msgs[-1]["at_s"] == 20.0

@@ -715,12 +715,15 @@ class _Deferred:
 
 def run_live(chunks: Iterable[np.ndarray], detector: Detector, sinks: list[Sink], source: str = "mic",
              clips: ClipSaver | None = None, stop: threading.Event | None = None,
-             close_sinks: bool = True) -> LiveSummary:
+             close_sinks: bool = True, source_events: bool = False) -> LiveSummary:
     """Drive detection over a stream of float32 chunks; send every event update to every sink.
 
     A sink that raises is logged and skipped for that message (alerts never stop detection). The clip saver, and
     the sinks unless close_sinks is False, are closed at the end, also on error or KeyboardInterrupt (which end the
-    run normally). Ctrl-C or SIGTERM while a chunk is being scored and its alerts sent takes effect once they are
+    run normally). source_events: also send every sink {"type": "source", "source", "state": "up" | "down",
+    "at_s", "time"} when the source starts delivering audio, drops, comes back and ends (sinks always get
+    :meth:`Sink.source_state`; these messages are for those that read messages only: JSON lines, webhooks).
+    Ctrl-C or SIGTERM while a chunk is being scored and its alerts sent takes effect once they are
     sent (never between two sinks); while waiting for audio, at once. Samples that are NaN, infinite or far above
     full scale are zeroed or clipped, with a warning (a glitch in a live stream must not end it). `stop`: ends the
     run before the next chunk once set (how :func:`run_many` stops its threads).
@@ -746,9 +749,13 @@ def run_live(chunks: Iterable[np.ndarray], detector: Detector, sinks: list[Sink]
         if state == up:
             return
         up = state
+        msg = {"type": "source", "source": source, "state": "up" if state else "down",
+               "at_s": round(offset + sd.time_s, 3), "time": now_iso()}
         for s in sinks:
             try:
                 s.source_state(source, state)
+                if source_events:
+                    s.handle(msg)
             except Exception as e:  # noqa: BLE001 - a broken sink must not stop detection
                 log.warning("alert sink %s failed: %s", type(s).__name__, e)
 
@@ -845,7 +852,7 @@ class LiveStream:
 
 
 def run_many(streams: list[LiveStream], detector: Detector, sinks: list[Sink],
-             stop_timeout_s: float = 5.0) -> list[LiveSummary]:
+             stop_timeout_s: float = 5.0, source_events: bool = False) -> list[LiveSummary]:
     """Several streams at once, one thread each: one detector (its ONNX sessions are shared, each stream keeps its
     own state), the same sinks (closed once, after every stream). A stream whose source fails ends with its error
     and the others go on. Ctrl-C (KeyboardInterrupt in the calling thread) stops every stream before its next
@@ -863,7 +870,8 @@ def run_many(streams: list[LiveStream], detector: Detector, sinks: list[Sink],
 
     def work(i: int, st: LiveStream) -> None:
         try:
-            results[i] = run_live(st.chunks, detector, sinks, st.source, st.clips, stop=stop, close_sinks=False)
+            results[i] = run_live(st.chunks, detector, sinks, st.source, st.clips, stop=stop, close_sinks=False,
+                                  source_events=source_events)
         except Exception as e:  # noqa: BLE001 - one stream's failure must not take the others down
             log.warning("stream %s failed: %s", st.source, e)
             results[i] = LiveSummary(0.0, [], [], f"{type(e).__name__}: {e}", st.source)

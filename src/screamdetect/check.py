@@ -69,24 +69,16 @@ def check_model(model: str | os.PathLike | None) -> tuple[list[dict], object | N
 def check_yamnet_arithmetic(yamnet) -> dict:
     """What onnxruntime's fused 8-bit kernels compute here against the same graph run node by node (what caught
     the saturating int8 kernels of AVX2-only CPUs: cosine 0.52 there). Limits as tests/test_yamnet.py's."""
-    import onnxruntime as ort
+    from .models.yamnet import SCREAMING, _sigmoid, node_by_node, probe_patches
 
-    from .demo import synthetic_scene
-    from .models.yamnet import SCREAMING, audio_to_patches, yamnet_onnx_path
-
-    patches = audio_to_patches(synthetic_scene(10.0, seed=0).audio)
-    so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    so.log_severity_level = 3
+    patches = probe_patches()
     try:
-        ref = ort.InferenceSession(str(yamnet_onnx_path(weights="uint8")), so, providers=["CPUExecutionProvider"])
-        want_logits, want_emb = ref.run(["logits", "embedding"], {"patches": patches[:, None]})
+        want_logits, want_emb = node_by_node(patches)
         logits, emb = yamnet.run(patches)
     except Exception as e:  # noqa: BLE001 - whatever stops it is the finding
         return _row("YAMNet arithmetic", FAIL, f"could not run YAMNet node by node: {type(e).__name__}: {e}")
     cos = (emb * want_emb).sum(1) / (np.linalg.norm(emb, axis=1) * np.linalg.norm(want_emb, axis=1) + 1e-9)
-    dp = float(np.abs(1 / (1 + np.exp(-logits[:, SCREAMING].astype(np.float64)))
-                      - 1 / (1 + np.exp(-want_logits[:, SCREAMING].astype(np.float64)))).max())
+    dp = float(np.abs(_sigmoid(logits[:, SCREAMING]) - _sigmoid(want_logits[:, SCREAMING])).max())
     found = (f"embeddings at cosine >= {cos.min():.3f} (median {np.median(cos):.3f}) and P(Screaming) within "
              f"{dp:.3f} of the graph run node by node, {len(patches)} patches")
     if cos.min() > 0.97 and np.median(cos) > 0.99 and dp < 0.15:

@@ -395,6 +395,29 @@ def _vnni_listed() -> bool:
     return bool((cpu_info()[1] | _numpy_flags()) & set(_EXACT_INT8))
 
 
+def probe_patches() -> np.ndarray:
+    """YAMNet patches of 10 s of the package's synthetic scene: the fixed input the 8-bit kernels are checked on
+    (:func:`int8_exact`, `screamdetect check`)."""
+    from ..demo import synthetic_scene
+
+    return audio_to_patches(synthetic_scene(10.0, seed=0).audio)
+
+
+def node_by_node(patches: np.ndarray, package: str | None = None,
+                 cache_dir: str | os.PathLike | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(logits, embeddings) of the uint8 graph run by onnxruntime node by node (no fusion, every QDQ node as
+    written): the reference the fused kernels are held to."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    so.log_severity_level = 3
+    sess = ort.InferenceSession(str(yamnet_onnx_path(package, cache_dir, "uint8")), so,
+                                providers=["CPUExecutionProvider"])
+    logits, emb = sess.run(["logits", "embedding"], {"patches": np.asarray(patches, np.float32)[:, None]})
+    return logits, emb
+
+
 def int8_exact(package: str | None = None, cache_dir: str | os.PathLike | None = None) -> bool:
     """Whether onnxruntime's int8 kernels on this machine give the uint8 graph's outputs (to 1e-5), measured once
     per machine on 10 s of the package's synthetic scene and remembered beside the extracted model
@@ -418,9 +441,7 @@ def int8_exact(package: str | None = None, cache_dir: str | os.PathLike | None =
         known = {}
     if known.get(key) in ("int8", "uint8"):
         return known[key] == "int8"
-    from ..demo import synthetic_scene
-
-    probe = audio_to_patches(synthetic_scene(10.0, seed=0).audio)
+    probe = probe_patches()
     try:
         a = YamnetOnnx(package, threads=1, cache_dir=cache_dir, weights="int8").run(probe)
         b = YamnetOnnx(package, threads=1, cache_dir=cache_dir, weights="uint8").run(probe)
@@ -571,8 +592,8 @@ class YamnetOnnx:
         import onnxruntime as ort
 
         # explicit int8 / uint8: as asked (the check itself builds both); auto and the environment: weight_type
-        explicit = weights is not None and weights_setting(weights) != "auto"
-        self.weights = weights_setting(weights) if explicit else weight_type(weights, package, cache_dir)
+        asked = None if weights is None else weights_setting(weights)
+        self.weights = asked if asked in ("int8", "uint8") else weight_type(weights, package, cache_dir)
         self.path = yamnet_onnx_path(package, cache_dir, self.weights)
         opts = ort.SessionOptions()
         if threads is not None:
@@ -1461,6 +1482,8 @@ __all__ = [
     "inspect_graph",
     "int8_exact",
     "logmel_to_patches",
+    "node_by_node",
+    "probe_patches",
     "read_onnx_weights",
     "strided_log_mels",
     "weight_type",

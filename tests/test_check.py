@@ -31,7 +31,7 @@ def test_the_shipped_detector_checks_out():
     else:  # YAMNet not installed: the card's CNN-only fallback runs, and the check says so
         assert "unavailable" in rows["second stage"]["detail"] and rows["second stage"]["status"] == "warn"
     assert [c for c in rows if c != "YAMNet arithmetic"] == ["machine", "model", "second stage", "scoring", "ffmpeg",
-                                                             "microphone", "mqtt", "cache"]
+                                                             "microphone", "mqtt", "metrics", "cache"]
 
 
 def test_kernels_that_compute_other_scores_fail_the_check(monkeypatch):
@@ -66,6 +66,7 @@ def test_missing_optional_parts_are_warnings(tmp_path, monkeypatch):
     monkeypatch.setattr(check, "shutil", types.SimpleNamespace(which=lambda name: None))  # no ffmpeg
     monkeypatch.setitem(sys.modules, "sounddevice", None)  # not installed
     monkeypatch.setitem(sys.modules, "paho.mqtt", None)
+    monkeypatch.setitem(sys.modules, "prometheus_client", None)
     (tmp_path / "afile").write_text("")
     monkeypatch.setenv("SCREAMDETECT_CACHE", str(tmp_path / "afile" / "cache"))  # under a file: not writable
     code, rows = _rows(["--model", model])
@@ -74,6 +75,7 @@ def test_missing_optional_parts_are_warnings(tmp_path, monkeypatch):
     assert rows["ffmpeg"]["status"] == "warn" and "apt-get install ffmpeg" in rows["ffmpeg"]["detail"]
     assert rows["microphone"]["status"] == "warn" and "screamdetect[live]" in rows["microphone"]["detail"]
     assert rows["mqtt"]["status"] == "warn" and "paho-mqtt not installed" in rows["mqtt"]["detail"]
+    assert rows["metrics"]["status"] == "warn" and "listen --metrics" in rows["metrics"]["detail"]
     assert rows["cache"]["status"] == "warn" and "not writable" in rows["cache"]["detail"]
 
 

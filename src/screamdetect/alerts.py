@@ -65,6 +65,10 @@ class Sink:
         """Whether `source` delivers audio: True from its first chunk (and again after a drop), False at a drop
         and when its run ends. Default: nothing (the alert messages carry detections only)."""
 
+    def audio(self, source: str, seconds: float, busy_s: float) -> None:
+        """`seconds` of `source`'s audio were scored, in `busy_s` seconds of wall time (called after each chunk,
+        for sinks that define it: the metrics). Default: nothing."""
+
     def close(self) -> None:
         pass
 
@@ -295,6 +299,7 @@ class MqttSink(Sink):
         if ca_file is not None and not Path(ca_file).is_file():
             raise ValueError(f"MQTT CA file {ca_file}: not found")
         self.prefix, self.source, self.qos = prefix, source, qos
+        self.broker = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         self.state_topic = f"{prefix}/{source}/scream"
         self.events_topic = f"{prefix}/events"
         self.available_topic = f"{prefix}/available"
@@ -735,6 +740,7 @@ def run_live(chunks: Iterable[np.ndarray], detector: Detector, sinks: list[Sink]
     offset = 0.0  # stream seconds before the current detector's start (audio before a Gap, plus its outage)
     done: list = []  # events of the detectors before the current one (shifted)
     dropped_at: float | None = None  # when a Gap arrived, until the next chunk
+    meters = [s for s in sinks if type(s).audio is not Sink.audio]  # the sinks that count the audio scored
 
     def shifted(u: EventUpdate) -> EventUpdate:
         if not offset:
@@ -798,7 +804,15 @@ def run_live(chunks: Iterable[np.ndarray], detector: Detector, sinks: list[Sink]
                     tell(True)
                     if clips is not None:
                         clips.feed(chunk)
-                    dispatch(sd.process(chunk).updates)
+                    t0 = time.perf_counter()
+                    updates = sd.process(chunk).updates
+                    busy = time.perf_counter() - t0
+                    dispatch(updates)
+                    for m in meters:
+                        try:
+                            m.audio(source, chunk.size / SAMPLE_RATE, busy)
+                        except Exception as e:  # noqa: BLE001 - a broken sink must not stop detection
+                            log.warning("alert sink %s failed: %s", type(m).__name__, e)
                 if stop is not None and stop.is_set():
                     break
         except KeyboardInterrupt:

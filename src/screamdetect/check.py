@@ -126,6 +126,15 @@ def check_mqtt() -> dict:
     return _row("mqtt", OK, f"paho-mqtt {getattr(paho.mqtt, '__version__', '?')}")
 
 
+def check_metrics() -> dict:
+    try:
+        import prometheus_client
+    except ImportError:
+        return _row("metrics", WARN, "prometheus_client not installed: `listen --metrics` needs pip install "
+                    "'screamdetect[live]'")
+    return _row("metrics", OK, f"prometheus_client {getattr(prometheus_client, '__version__', '')}".strip())
+
+
 def check_cache() -> dict:
     from .data import default_cache_dir
 
@@ -151,4 +160,4 @@ def run_checks(model: str | os.PathLike | None = None) -> list[dict]:
     except ValueError as e:  # a bad $SCREAMDETECT_YAMNET_WEIGHTS: the model check below says it too
         rows = [_row("machine", WARN, str(e))]
     model_rows, _ = check_model(model)
-    return rows + model_rows + [check_ffmpeg(), check_microphone(), check_mqtt(), check_cache()]
+    return rows + model_rows + [check_ffmpeg(), check_microphone(), check_mqtt(), check_metrics(), check_cache()]

@@ -517,6 +517,11 @@ def listen(source: list[str] = typer.Option(..., "--source", "-s", help="'mic' (
            mqtt_discovery: bool = typer.Option(False, "--mqtt-discovery", help="Announce each source to Home "
                                                "Assistant (MQTT discovery under homeassistant/): a 'Scream' binary "
                                                "sensor per source, no configuration there."),
+           metrics: Optional[str] = typer.Option(None, "--metrics", help="Serve Prometheus metrics at "
+                                                 "http://HOST:PORT/metrics: per source whether its audio is "
+                                                 "coming in and when it last came, audio seconds and scoring time, "
+                                                 "events; webhook deliveries, MQTT connection. PORT alone: this "
+                                                 "machine only; 0.0.0.0:PORT: every interface."),
            name: Optional[list[str]] = typer.Option(None, "--name", help="Source name in alerts, topics and clip "
                                                     "names (default: from the source); with several --source, "
                                                     "one --name each, in the same order."),
@@ -643,6 +648,14 @@ def listen(source: list[str] = typer.Option(..., "--source", "-s", help="'mic' (
                                   password=os.environ.get("SCREAMDETECT_MQTT_PASSWORD") if mqtt_user else None,
                                   discovery=HA_DISCOVERY_PREFIX if mqtt_discovery else None, tls=tls,
                                   ca_file=mqtt_ca))
+        if metrics is not None:
+            from .metrics import MetricsSink, parse_metrics_address
+
+            mhost, mport = parse_metrics_address(metrics)
+            meter = MetricsSink(mhost, mport, sources=names + [n for n in down if n not in names],
+                                threshold=det.threshold, info={"model": det.description}, others=sinks)
+            sinks.append(meter)
+            err.print(f"metrics at {meter.url}", highlight=False, markup=False)
         savers = []
         if clips is not None:
             lookback = det.window_s + det.smoothing.n * det.hop_s + 5.0

@@ -8,7 +8,8 @@ seconds of wall-clock time (divided by --speed; 1 = real time), from corpus audi
 synthetic scene), and its alerts go through the live loop's JSON-lines sink (to /dev/null). Reported: process
 CPU time (user + system, all threads) per second of audio per stream, as % of one core (target <= 2 %), and the
 time to process one chunk (median, p95, max). --threads: each stream in its own thread through
-`alerts.run_many`, as `screamdetect listen -s A -s B ...` runs them (no per-chunk times then). --model: as bench_scan.py (default: the shipped model, else the
+`alerts.run_many`, as `screamdetect listen -s A -s B ...` runs them (no per-chunk times then); --metrics adds
+`listen --metrics`'s Prometheus sink, scraped every 15 s. --model: as bench_scan.py (default: the shipped model, else the
 band-energy test model, whose inference is nearly free).
 """
 
@@ -44,9 +45,14 @@ def main() -> None:
     ap.add_argument("--streams", type=int, default=1, help="streams processed side by side in this process")
     ap.add_argument("--speed", type=float, default=1.0, help="pace: 1 = real time, 10 = ten times faster")
     ap.add_argument("--threads", action="store_true", help="one thread per stream, through alerts.run_many")
+    ap.add_argument("--metrics", action="store_true",
+                    help="with --threads: also the Prometheus metrics sink of `listen --metrics` (port 0, scraped "
+                         "every 15 s as Prometheus would), to see what it costs")
     args = ap.parse_args()
     if args.seconds <= 0 or args.chunk_s <= 0 or args.streams < 1 or args.speed <= 0:
         ap.error("--seconds, --chunk-s, --speed must be positive and --streams >= 1")
+    if args.metrics and not args.threads:
+        ap.error("--metrics needs --threads (the listen path, where the metrics sink runs)")
 
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
@@ -86,8 +92,29 @@ def threaded(det: Detector, audio: np.ndarray, chunk: int, args, sink: JsonlSink
                 time.sleep(wait)
             yield audio[i * chunk: (i + 1) * chunk]
 
+    sinks = [sink]
+    scraper = None
+    if args.metrics:
+        import threading
+        import urllib.request
+
+        from screamdetect.metrics import MetricsSink
+
+        meter = MetricsSink("127.0.0.1", 0, sources=[f"s{k}" for k in range(args.streams)])
+        sinks.append(meter)
+        halt = threading.Event()
+
+        def scrape():
+            while not halt.wait(15.0 / args.speed):
+                with urllib.request.urlopen(meter.url, timeout=5) as r:
+                    r.read()
+
+        scraper = threading.Thread(target=scrape, daemon=True)
+        scraper.start()
     c0 = cpu_s()
-    summaries = run_many([LiveStream(paced(), f"s{k}") for k in range(args.streams)], det, [sink])
+    summaries = run_many([LiveStream(paced(), f"s{k}") for k in range(args.streams)], det, sinks)
+    if scraper is not None:
+        halt.set()
     wall, cpu = time.perf_counter() - t0, cpu_s() - c0
     audio_s = audio.size / SAMPLE_RATE
     events = sum(len(sm.events) for sm in summaries)

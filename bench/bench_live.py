@@ -1,7 +1,7 @@
 """Benchmark: CPU cost of live detection per stream, feeding 0.1 s chunks at a simulated real-time rate.
 
 Run: .venv/bin/python bench/bench_live.py [--model PATH] [--seconds 60] [--chunk-s 0.1] [--streams 1] [--speed 1]
-     [--threads]
+     [--threads [--metrics]]
 
 Each of --streams StreamDetectors (one shared onnxruntime session, one thread) gets a chunk every --chunk-s
 seconds of wall-clock time (divided by --speed; 1 = real time), from corpus audio (../shared/corpus, or a

@@ -766,6 +766,29 @@ def test_two_processes_with_one_source_name_do_not_knock_each_other_off(mosquitt
         b.close()
 
 
+def test_processes_with_their_own_prefixes_keep_their_own_availability(mosquitto):
+    """Two boxes on one broker: with one prefix, the one that stops (or dies: its will) would publish
+    screamdetect/available offline under the other, and Home Assistant would show the other's cameras unavailable.
+    Each with its own prefix (as Frigate's topic_prefix), the one that stops leaves the other online."""
+    a = MqttSink("127.0.0.1", mosquitto, source="mic", prefix="site-a", discovery="homeassistant")
+    b = MqttSink("127.0.0.1", mosquitto, source="mic", prefix="site-b/screamdetect", discovery="homeassistant")
+    try:
+        a.close()
+        time.sleep(0.5)
+        got = dict(_mqtt_messages(mosquitto, lambda: None, topics=("site-a/#", "site-b/#", "homeassistant/#")))
+        assert got["site-a/available"] == "offline" and got["site-b/screamdetect/available"] == "online"
+        ha = {t: json.loads(p) for t, p in got.items() if t.startswith("homeassistant/")}
+        assert {c["unique_id"] for c in ha.values()} == {"site-a_mic_scream", "site-b_screamdetect_mic_scream"}
+        assert {c["state_topic"] for c in ha.values()} == {"site-a/mic/scream", "site-b/screamdetect/mic/scream"}
+        assert {c["availability"][0]["topic"] for c in ha.values()} == {
+            "site-a/available", "site-b/screamdetect/available"}
+    finally:
+        b.close()
+    for bad in ("", "a/+/b", "#", "/lead", "trail/", "a\nb"):
+        with pytest.raises(ValueError, match="MQTT topic prefix"):
+            MqttSink("127.0.0.1", mosquitto, prefix=bad)
+
+
 def test_a_broker_that_refuses_the_client_says_why_at_once(tmp_path):
     exe = shutil.which("mosquitto") or shutil.which("/usr/sbin/mosquitto")
     if exe is None:

@@ -259,6 +259,15 @@ def parse_host_port(spec: str, default_port: int = 1883) -> tuple[str, int]:
     return host, int(port)
 
 
+def check_mqtt_prefix(prefix: str) -> None:
+    """ValueError unless `prefix` can start MQTT topics: not empty, no wildcard (+ #), no NUL or control
+    character, no leading or trailing '/'."""
+    if (not prefix or any(c in "+#" or ord(c) < 32 for c in prefix) or prefix.startswith("/")
+            or prefix.endswith("/")):
+        raise ValueError(f"MQTT topic prefix {prefix!r}: give a non-empty topic level such as 'screamdetect' or "
+                         "'site-a/screamdetect' (no + or #, no leading or trailing /)")
+
+
 _SINK_IDS = itertools.count(1)  # MQTT client ids unique within a process too
 
 
@@ -296,6 +305,7 @@ class MqttSink(Sink):
         mqtt = import_paho()
         if qos not in (0, 1, 2):
             raise ValueError(f"qos must be 0, 1 or 2, got {qos!r}")
+        check_mqtt_prefix(prefix)
         if ca_file is not None and not Path(ca_file).is_file():
             raise ValueError(f"MQTT CA file {ca_file}: not found")
         self.prefix, self.source, self.qos = prefix, source, qos

@@ -514,6 +514,10 @@ def listen(source: list[str] = typer.Option(..., "--source", "-s", help="'mic' (
                                          "CAs."),
            mqtt_ca: Optional[Path] = typer.Option(None, "--mqtt-ca", help="CA certificate(s), PEM, to check the "
                                                   "MQTT broker's certificate with (implies --mqtt-tls)."),
+           mqtt_prefix: Optional[str] = typer.Option(None, "--mqtt-prefix", help="First level of the MQTT "
+                                                     "topics [default: screamdetect]. Give each screamdetect "
+                                                     "process on one broker its own (as Frigate's topic_prefix): "
+                                                     "they would share screamdetect/available otherwise."),
            mqtt_discovery: bool = typer.Option(False, "--mqtt-discovery", help="Announce each source to Home "
                                                "Assistant (MQTT discovery under homeassistant/): a 'Scream' binary "
                                                "sensor per source, no configuration there."),
@@ -555,6 +559,7 @@ def listen(source: list[str] = typer.Option(..., "--source", "-s", help="'mic' (
 
     from .alerts import (
         HA_DISCOVERY_PREFIX,
+        MQTT_PREFIX,
         ClipSaver,
         JsonlSink,
         LiveStream,
@@ -638,6 +643,8 @@ def listen(source: list[str] = typer.Option(..., "--source", "-s", help="'mic' (
             raise ValueError("--mqtt-user needs --mqtt (the broker to log in to)")
         if mqtt_discovery and mqtt is None:
             raise ValueError("--mqtt-discovery needs --mqtt (the broker Home Assistant listens to)")
+        if mqtt_prefix is not None and mqtt is None:
+            raise ValueError("--mqtt-prefix needs --mqtt (the broker whose topics it names)")
         if (mqtt_tls or mqtt_ca is not None) and mqtt is None:
             raise ValueError(f"{'--mqtt-ca' if mqtt_ca is not None else '--mqtt-tls'} needs --mqtt (the broker)")
         if mqtt is not None:
@@ -647,7 +654,7 @@ def listen(source: list[str] = typer.Option(..., "--source", "-s", help="'mic' (
                                   username=mqtt_user,
                                   password=os.environ.get("SCREAMDETECT_MQTT_PASSWORD") if mqtt_user else None,
                                   discovery=HA_DISCOVERY_PREFIX if mqtt_discovery else None, tls=tls,
-                                  ca_file=mqtt_ca))
+                                  ca_file=mqtt_ca, prefix=MQTT_PREFIX if mqtt_prefix is None else mqtt_prefix))
         if metrics is not None:
             from .metrics import MetricsSink, parse_metrics_address
 

@@ -191,7 +191,7 @@ def test_listen_serves_metrics_while_it_runs(det, tmp_path):
         urllib.request.urlopen(url, timeout=2)
 
 
-def test_bad_metrics_options_are_one_line_errors(det, tmp_path):
+def test_bad_metrics_options_are_one_line_errors(det, tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
     from screamdetect.cli import app
@@ -201,4 +201,8 @@ def test_bad_metrics_options_are_one_line_errors(det, tmp_path):
     write_audio(wav, scene(2.0, []))
     res = CliRunner().invoke(app, ["listen", "-s", str(wav), "--model", str(model), "--metrics", "host"])
     assert res.exit_code == 2 and "--metrics 'host': give PORT" in res.output
+    assert "Traceback" not in res.output
+    monkeypatch.setitem(sys.modules, "prometheus_client", None)  # not installed
+    res = CliRunner().invoke(app, ["listen", "-s", str(wav), "--model", str(model), "--metrics", "0"])
+    assert res.exit_code == 2 and "--metrics needs prometheus_client" in res.output
     assert "Traceback" not in res.output

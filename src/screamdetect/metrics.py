@@ -12,20 +12,17 @@ does scoring keep up with real time, how many events, and are the alerts deliver
     screamdetect_scream_active                   1 while an event is open (between its start and end alerts)
     screamdetect_last_event_peak_score           peak score of the last event that ended
 
-and for the run: `screamdetect_info` (version, model, weights), `screamdetect_threshold`, and for the other sinks
+and for the run: `screamdetect_info` (version, model), `screamdetect_threshold`, and for the other sinks
 `screamdetect_webhook_alerts_total{url, result="sent"|"failed"|"dropped"}` and `screamdetect_mqtt_connected`.
 Built on prometheus_client (its own registry per sink, its HTTP server in a daemon thread).
 """
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Iterable
 
 from .alerts import Sink
-
-log = logging.getLogger("screamdetect")
 
 DEFAULT_HOST = "127.0.0.1"
 

@@ -370,6 +370,8 @@ def test_listen_bad_inputs_are_one_line_errors(files, tmp_path):
         res = CliRunner().invoke(app, ["listen", "--model", str(model), *args])
         assert res.exit_code == 2 and text in " ".join(res.output.split()) and "Traceback" not in res.output
     for args, text in [(["--threads", "100000"], "--threads must be from 1 to"),
+                       (["--retries", "-1"], "--retries must be a whole number >= 0 or 'forever'"),
+                       (["--retries", "always"], "--retries must be a whole number >= 0 or 'forever'"),
                        (["--clips", str(tmp_path / "c"), "--clip-format", "mp3"], "--clip-format must be wav or flac")]:
         res = CliRunner().invoke(app, ["listen", "--model", str(model), "--source", str(d / "in" / "a.wav"), *args])
         assert res.exit_code == 2 and text in " ".join(res.output.split()), args

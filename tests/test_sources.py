@@ -277,10 +277,31 @@ def test_open_source_and_names(tmp_path):
     assert "-nostdin" in open_source("rtsp://cam/live").command()
 
 
+@needs_ffmpeg
+def test_a_source_that_never_gives_up_reconnects_past_any_count_until_stopped():
+    """--retries forever (max_retries None): a camera down for hours comes back by itself instead of being given up
+    after ~3 min; stopping it still ends it at once, with no error."""
+    status = []
+    src = FfmpegSource(f"http://127.0.0.1:{_free_port()}/s.wav", io_timeout_s=1.0,
+                       reconnect=Reconnect(max_retries=None, initial_s=0.0, max_s=0.0))
+
+    def told(msg):
+        status.append(msg)
+        if len(status) == 15:  # past the default 10, and past any small count
+            src.stop()
+
+    src.on_status = told
+    assert list(src.chunks()) == []  # no audio, no SourceError
+    assert len(status) == 15 and all("reconnecting in" in m for m in status)
+    assert status[-1].endswith("(attempt 15)")  # no "/N": nothing to count towards
+
+
 def test_reconnect_policy():
     r = Reconnect(max_retries=5, initial_s=0.5, max_s=3.0, factor=2.0)
     assert [r.delay(i) for i in range(1, 6)] == [0.5, 1.0, 2.0, 3.0, 3.0]
-    for kw, name in [({"max_retries": -1}, "max_retries"), ({"initial_s": -1}, "initial_s"),
+    assert Reconnect(max_retries=None).max_retries is None  # never give up
+    for kw, name in [({"max_retries": -1}, "max_retries"), ({"max_retries": 1.5}, "max_retries"),
+                     ({"initial_s": -1}, "initial_s"),
                      ({"max_s": 0.1, "initial_s": 1.0}, "max_s"), ({"factor": 0.5}, "factor")]:
         with pytest.raises(ValueError, match=name):
             Reconnect(**kw)

@@ -535,8 +535,10 @@ def listen(source: list[str] = typer.Option(..., "--source", "-s", help="'mic' (
            post_roll: float = typer.Option(2.0, "--post-roll", help="Seconds of audio kept after an event."),
            threshold: Optional[float] = _threshold_option(),
            model: Optional[Path] = _model_option(),
-           retries: int = typer.Option(10, "--retries", help="Reconnection attempts in a row before giving up "
-                                       "on a network stream (back-off 1 s doubling to 30 s)."),
+           retries: str = typer.Option("10", "--retries", help="Reconnection attempts in a row before giving up "
+                                       "on a network stream (back-off 1 s doubling to 30 s), or 'forever' (a "
+                                       "camera that is down for hours comes back by itself: with several "
+                                       "sources, one that gave up stays down until listen restarts)."),
            max_fa: Optional[float] = _max_fa_option(),
            threads: int = typer.Option(1, "--threads", help="onnxruntime threads."),
            second: bool = _second_stage_option()):
@@ -587,8 +589,12 @@ def listen(source: list[str] = typer.Option(..., "--source", "-s", help="'mic' (
         fail(str(e))
     if threshold is not None and not (0.0 < threshold <= 1.0):
         fail(f"--threshold must be in (0, 1], got {threshold}")
-    if retries < 0:
-        fail(f"--retries must be >= 0, got {retries}")
+    if retries.strip().lower() == "forever":
+        max_retries = None
+    elif retries.strip().isdigit():
+        max_retries = int(retries)
+    else:
+        fail(f"--retries must be a whole number >= 0 or 'forever', got {retries!r}")
     import os
 
     max_threads = 4 * (os.cpu_count() or 1)  # more only spin; 10000 hung onnxruntime's exit
@@ -613,7 +619,7 @@ def listen(source: list[str] = typer.Option(..., "--source", "-s", help="'mic' (
     for i, spec in enumerate(source):
         prefix = f"{spec}: " if many else ""
         try:
-            src = open_source(spec, realtime=realtime, reconnect=Reconnect(max_retries=retries),
+            src = open_source(spec, realtime=realtime, reconnect=Reconnect(max_retries=max_retries),
                               on_status=lambda m, p=prefix: err.print(f"[yellow]{escape(p + m)}[/yellow]",
                                                                       highlight=False))
             if isinstance(src, MicSource):

@@ -62,18 +62,20 @@ class Resumed(Gap):
 class Reconnect:
     """Reconnection policy for streams that drop.
 
-    max_retries: consecutive failed attempts before giving up (0 = never reconnect); the count restarts once
-    audio flows again. Delays grow from initial_s by `factor` per attempt, capped at max_s (seconds).
+    max_retries: consecutive failed attempts before giving up (0 = never reconnect, None = never give up); the
+    count restarts once audio flows again. Delays grow from initial_s by `factor` per attempt, capped at max_s
+    (seconds).
     """
 
-    max_retries: int = 10
+    max_retries: int | None = 10
     initial_s: float = 1.0
     max_s: float = 30.0
     factor: float = 2.0
 
     def __post_init__(self):
-        if not isinstance(self.max_retries, int) or self.max_retries < 0:
-            raise ValueError(f"max_retries must be an integer >= 0, got {self.max_retries!r}")
+        if self.max_retries is not None and (not isinstance(self.max_retries, int) or self.max_retries < 0):
+            raise ValueError(f"max_retries must be an integer >= 0 or None (never give up), got "
+                             f"{self.max_retries!r}")
         if not self.initial_s >= 0:
             raise ValueError(f"initial_s must be >= 0 seconds, got {self.initial_s!r}")
         if not self.max_s >= self.initial_s:
@@ -320,12 +322,12 @@ class FfmpegSource(Source):
                     self.replay.reconnected()
             failures += 1
             why = err or "stream ended"
-            if failures > self.reconnect.max_retries:
-                raise SourceError(f"{self.url}: gave up after {self.reconnect.max_retries} reconnection attempts "
-                                  f"(last: {why})")
+            most = self.reconnect.max_retries
+            if most is not None and failures > most:
+                raise SourceError(f"{self.url}: gave up after {most} reconnection attempts (last: {why})")
             delay = self.reconnect.delay(failures)
             self.on_status(f"{self.url}: {why}; reconnecting in {delay:.1f} s "
-                           f"(attempt {failures}/{self.reconnect.max_retries})")
+                           f"(attempt {failures}{'' if most is None else f'/{most}'})")
             if self._stop.wait(delay):
                 return
 

@@ -2,6 +2,7 @@
 
 Run: .venv/bin/python bench/bench_live.py [--model PATH] [--seconds 60] [--chunk-s 0.1] [--streams 1] [--speed 1]
      [--threads [--metrics]]
+     .venv/bin/python bench/bench_live.py --memory-hours 8    # peak memory of `listen` over 1 min and 8 h of audio
 
 Each of --streams StreamDetectors (one shared onnxruntime session, one thread) gets a chunk every --chunk-s
 seconds of wall-clock time (divided by --speed; 1 = real time), from corpus audio (../shared/corpus, or a
@@ -45,6 +46,9 @@ def main() -> None:
     ap.add_argument("--streams", type=int, default=1, help="streams processed side by side in this process")
     ap.add_argument("--speed", type=float, default=1.0, help="pace: 1 = real time, 10 = ten times faster")
     ap.add_argument("--threads", action="store_true", help="one thread per stream, through alerts.run_many")
+    ap.add_argument("--memory-hours", type=float, default=0.0,
+                    help="instead: peak memory of `screamdetect listen` (in a fresh process, as fast as it can read) "
+                         "on a 1-minute and on a synthetic file of this many hours, with --metrics on")
     ap.add_argument("--metrics", action="store_true",
                     help="with --threads: also the Prometheus metrics sink of `listen --metrics` (port 0, scraped "
                          "every 15 s as Prometheus would), to see what it costs")
@@ -54,6 +58,8 @@ def main() -> None:
     if args.metrics and not args.threads:
         ap.error("--metrics needs --threads (the listen path, where the metrics sink runs)")
 
+    if args.memory_hours > 0:
+        return listen_memory(args)
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
         model, desc = resolve_model(args.model, tmp)
@@ -123,6 +129,54 @@ def threaded(det: Detector, audio: np.ndarray, chunk: int, args, sink: JsonlSink
     print(f"CPU per stream: {100 * cpu / (audio_s * args.streams):.2f} % of one core "
           f"(target <= 2 %; load average {os.getloadavg()[0]:.1f}); peak RSS of the process "
           f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.1f} MB")
+
+
+LISTEN_CHILD = """
+import sys
+sys.argv = ["screamdetect", "listen", "-s", {path!r}, "--jsonl", {out!r}, "--metrics", "127.0.0.1:0"] + {model!r}
+from screamdetect.cli import main
+status = 0
+try:
+    main()
+except SystemExit as e:
+    status = e.code or 0
+print("EXIT", status, file=sys.stderr)
+for line in open("/proc/self/status"):  # peak resident set of this process
+    if line.startswith("VmHWM:"):
+        print("VmHWM", int(line.split()[1]), file=sys.stderr)
+"""
+
+
+def listen_memory(args) -> None:
+    """Peak RSS of `listen` on a 1-minute file and on an --memory-hours file (bench_scan.py's synthetic audio: quiet
+    noise with a loud chirp every 10 minutes), each in a fresh process reading as fast as it can: a live run's memory
+    must not grow with the hours it has run, beyond its list of events."""
+    import json
+    import subprocess
+
+    from bench_scan import synthetic_flac
+
+    with tempfile.TemporaryDirectory() as tmpdir:
+        tmp = Path(tmpdir)
+        model, desc = resolve_model(args.model, tmp)
+        print(f"model: {desc}: {model}")
+        print(host_line(host()))
+        for name, seconds in (("1 minute", 60.0), (f"{args.memory_hours:g} hours", args.memory_hours * 3600)):
+            path = tmp / f"{seconds:.0f}.flac"
+            synthetic_flac(path, seconds)
+            out = tmp / f"{seconds:.0f}.jsonl"
+            code = LISTEN_CHILD.format(path=str(path), out=str(out), model=["--model", str(model)])
+            t0 = time.perf_counter()
+            r = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True,
+                               env={**os.environ, "PYTHONPATH": str(REPO / "src")})
+            wall = time.perf_counter() - t0
+            hwm = [int(line.split()[1]) for line in r.stderr.splitlines() if line.startswith("VmHWM")]
+            if r.returncode or not hwm or "EXIT 0" not in r.stderr:
+                raise SystemExit(f"listen failed on {name}: {r.stderr[-2000:]}")
+            alerts = [json.loads(line) for line in out.read_text().splitlines()]
+            print(f"  {name:>9}: peak RSS {hwm[0] / 1024:6.1f} MB, {wall:.1f} s in all "
+                  f"({seconds / wall:,.0f}x real time with start-up), "
+                  f"{sum(a['type'] == 'start' for a in alerts)} events")
 
 
 if __name__ == "__main__":

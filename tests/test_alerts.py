@@ -102,6 +102,34 @@ def test_jsonl_sink_appends_start_and_end(det, signal, tmp_path):
     assert len(summary.events) == 1 and summary.seconds == 20.0
 
 
+def test_jsonl_sink_follows_its_path_when_the_file_is_rotated(tmp_path):
+    """logrotate moves alerts.jsonl away (or it is deleted): the next alert goes to a new alerts.jsonl at the path
+    given, not on into the moved file for ever; an empty file put there (logrotate's `create`) is used; a file of
+    another kind put there is not written into, and the sink takes up again once the path is free."""
+    out = tmp_path / "alerts.jsonl"
+    sink = JsonlSink(out)
+    try:
+        sink.handle({"n": 1})
+        out.rename(tmp_path / "alerts.jsonl.1")  # rotated
+        sink.handle({"n": 2})
+        assert [json.loads(x)["n"] for x in (tmp_path / "alerts.jsonl.1").read_text().splitlines()] == [1]
+        assert [json.loads(x)["n"] for x in out.read_text().splitlines()] == [2]
+        out.rename(tmp_path / "alerts.jsonl.2")
+        out.write_text("")  # logrotate's `create`: a new empty file
+        sink.handle({"n": 3})
+        assert [json.loads(x)["n"] for x in out.read_text().splitlines()] == [3]
+        out.unlink()
+        out.write_bytes(b"RIFF\x00\x00WAVE")  # someone's file now stands at the path
+        with pytest.raises(ValueError, match="not a JSON-lines file"):
+            sink.handle({"n": 4})
+        assert out.read_bytes() == b"RIFF\x00\x00WAVE"
+        out.unlink()
+        sink.handle({"n": 5})
+        assert [json.loads(x)["n"] for x in out.read_text().splitlines()] == [5]
+    finally:
+        sink.close()
+
+
 def test_webhook_posts_without_blocking_detection(det, signal):
     server = _Recorder(delay_s=0.3)
     try:

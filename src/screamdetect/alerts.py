@@ -91,7 +91,9 @@ def _check_jsonl(path: Path) -> None:
 
 class JsonlSink(Sink):
     """One JSON object per line to stdout ("-") or appended to a file (never overwritten), flushed per line; safe to
-    share between the threads of several streams (a line is never interleaved with another)."""
+    share between the threads of several streams (a line is never interleaved with another). A file that was moved
+    away or deleted since the last line (logrotate) is opened again at its path before the next line, as
+    logging.handlers.WatchedFileHandler does, so alerts keep going to the path given."""
 
     def __init__(self, target: str | os.PathLike = "-"):
         self.target = str(target)
@@ -101,19 +103,37 @@ class JsonlSink(Sink):
         else:
             Path(self.target).parent.mkdir(parents=True, exist_ok=True)
             _check_jsonl(Path(self.target))
-            try:
-                self._f = open(self.target, "a", encoding="utf-8")  # noqa: SIM115 - open for the sink's life
-            except OSError as e:
-                raise ValueError(f"{self.target}: cannot open for appending ({e.strerror})") from e
+            self._f = self._open()
+
+    def _open(self):
+        try:
+            return open(self.target, "a", encoding="utf-8")
+        except OSError as e:
+            raise ValueError(f"{self.target}: cannot open for appending ({e.strerror})") from e
+
+    def _moved(self) -> bool:
+        """Whether the path no longer names the file open (rotated away, deleted)."""
+        try:
+            st = os.stat(self.target)
+        except FileNotFoundError:
+            return True
+        own = os.fstat(self._f.fileno())
+        return (st.st_dev, st.st_ino) != (own.st_dev, own.st_ino)
 
     def handle(self, msg: dict) -> None:
         line = json.dumps(msg) + "\n"
         with self._lock:
+            if self._f is None or (self._f is not sys.stdout and self._moved()):
+                if self._f is not None:
+                    self._f.close()
+                    self._f = None  # until it opens again (a folder that went away is retried at each line)
+                _check_jsonl(Path(self.target))  # what now stands at the path is JSON lines, empty, or nothing
+                self._f = self._open()
             self._f.write(line)
             self._f.flush()
 
     def close(self) -> None:
-        if self._f is not sys.stdout:
+        if self._f is not None and self._f is not sys.stdout:
             self._f.close()
 
 

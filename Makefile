@@ -21,12 +21,14 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # Debian packages: ffmpeg (non-soundfile formats, network streams) and mosquitto (the MQTT tests), which the tests
-# need, and libportaudio2, which `listen --source mic` needs (sounddevice loads it).
+# need; libportaudio2, which `listen --source mic` needs (sounddevice loads it); and GStreamer's RTSP server for
+# the system Python (the RTSP camera test's server: tests/_rtsp_server.py).
+DEBS := ffmpeg mosquitto libportaudio2 python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-good
 system-deps:
 	@command -v ffmpeg >/dev/null && command -v mosquitto >/dev/null && \
-	  { ! command -v dpkg >/dev/null || dpkg -s libportaudio2 >/dev/null 2>&1; } || \
-	  { command -v apt-get >/dev/null && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg mosquitto libportaudio2 >/dev/null) \
-	    || echo "warning: could not install ffmpeg/mosquitto/libportaudio2; tests that need them will skip, and the microphone will not work"; }
+	  { ! command -v dpkg >/dev/null || dpkg -s $(DEBS) >/dev/null 2>&1; } || \
+	  { command -v apt-get >/dev/null && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(DEBS) >/dev/null) \
+	    || echo "warning: could not install $(DEBS); tests that need them will skip, and the microphone will not work"; }
 
 test: setup system-deps
 	$(BIN)/python -m pytest -q -m "not slow"

@@ -1,4 +1,5 @@
-"""Sources: a network stream that drops and comes back (real ffmpeg against a local HTTP server), file replay
+"""Sources: a network stream that drops and comes back (real ffmpeg against a local HTTP server, and an RTSP
+camera stand-in sending G.711 over GStreamer's RTSP server), file replay
 at real speed, the microphone install hint, names and the reconnection policy."""
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import time
 import numpy as np
 import pytest
 
-from _models import needs_ffmpeg, scene, write_band_energy_model
+from _models import background, burst, needs_ffmpeg, scene, write_band_energy_model
 from screamdetect.audio import SAMPLE_RATE, load_audio, write_audio
 from screamdetect.detector import Detector
 from screamdetect.sources import (
@@ -436,3 +437,81 @@ def test_audio_held_when_the_connection_ends_is_delivered(rng):
     assert len(_feed(trim, short, 1600)) == 0
     np.testing.assert_array_equal(np.concatenate(trim.flush()), short)
     assert trim.flush() == [] and trim.dropped_s == 0.0
+
+
+def _gst_python() -> str | None:
+    """A Python that can run tests/_rtsp_server.py (PyGObject + GStreamer's RTSP server), or None."""
+    import shutil
+    import subprocess
+
+    probe = "import gi; gi.require_version('GstRtspServer', '1.0'); from gi.repository import GstRtspServer"
+    for exe in ("/usr/bin/python3", shutil.which("python3")):
+        if exe and subprocess.run([exe, "-c", probe], check=False, capture_output=True).returncode == 0:
+            return exe
+    return None
+
+
+def _rtsp_server(python: str, wav, port: int):
+    import subprocess
+    from pathlib import Path
+
+    proc = subprocess.Popen([python, str(Path(__file__).with_name("_rtsp_server.py")), str(wav), str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    if proc.stdout.readline().strip() != "serving":
+        proc.kill()
+        pytest.fail("the RTSP test server did not start")
+    return proc
+
+
+@needs_ffmpeg
+def test_an_rtsp_camera_that_drops_and_comes_back(tmp_path):
+    """What IP cameras send: RTSP (TCP-interleaved, as FfmpegSource asks), G.711 µ-law at 8 kHz, at real-time pace.
+    The scream stand-in is detected where it is; when the camera goes away the source marks the drop and retries
+    (refused while it is down), and once it is back the audio flows again, from a new connection."""
+    python = _gst_python()
+    if python is None:
+        pytest.skip("GStreamer's RTSP server for Python not installed (make system-deps, or apt-get install "
+                    "python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-good)")
+    wav = tmp_path / "cam.wav"
+    x = background(6.0)
+    x[2 * SAMPLE_RATE: 2 * SAMPLE_RATE + round(1.5 * SAMPLE_RATE)] += burst(1.5, f1=3500.0)  # within G.711's 4 kHz
+    write_audio(wav, x)
+    port = _free_port()
+    server = _rtsp_server(python, wav, port)
+    status = []
+    src = FfmpegSource(f"rtsp://127.0.0.1:{port}/live", on_status=status.append,
+                       reconnect=Reconnect(max_retries=20, initial_s=0.5, max_s=0.5))
+    det = Detector.load(write_band_energy_model(tmp_path / "m"))
+    sd = det.stream()
+    first, second, gaps = 0, 0, 0
+    servers = [server]
+
+    def back():  # the camera comes back after a while
+        servers.append(_rtsp_server(python, wav, port))
+
+    try:
+        for chunk in src.chunks():
+            if isinstance(chunk, Gap):
+                gaps += 1
+                if gaps == 1:
+                    threading.Timer(2.0, back).start()
+                continue
+            if gaps == 0:
+                first += chunk.size
+                sd.process(chunk)
+                if first >= 4 * SAMPLE_RATE:  # past the burst: the camera goes away
+                    server.kill()
+                    server.wait(5)
+            else:
+                second += chunk.size
+                if second >= 2 * SAMPLE_RATE:
+                    src.stop()
+    finally:
+        for p in servers:
+            p.kill()
+            p.wait(5)
+    sd.finish()
+    assert gaps == 1 and src.connections == 2 and second >= 2 * SAMPLE_RATE
+    assert any("reconnecting" in m for m in status)  # retried (refused) while the camera was down
+    (ev,) = sd.events  # the burst at 2.0-3.5 s of the first connection, through G.711 and RTSP
+    assert 1.5 <= ev.start_s <= 2.25 and 3.25 <= ev.end_s <= 4.25

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import types
 
@@ -77,6 +78,29 @@ def test_missing_optional_parts_are_warnings(tmp_path, monkeypatch):
     assert rows["mqtt"]["status"] == "warn" and "paho-mqtt not installed" in rows["mqtt"]["detail"]
     assert rows["metrics"]["status"] == "warn" and "listen --metrics" in rows["metrics"]["detail"]
     assert rows["cache"]["status"] == "warn" and "not writable" in rows["cache"]["detail"]
+
+
+def test_an_ffmpeg_built_without_network_inputs_is_a_warning(tmp_path, monkeypatch):
+    """A minimal ffmpeg build (no RTSP demuxer, no TLS) runs, but `listen -s rtsp://...` would fail on it: said
+    before deploying, naming what it lacks. The machine's own ffmpeg, where installed, opens all of them."""
+    fake = tmp_path / "ffmpeg"
+    fake.write_text("#!/bin/sh\n"
+                    'case "$2" in\n'
+                    '  -version) echo "ffmpeg version 6.0-minimal Copyright (c) the FFmpeg developers";;\n'
+                    '  -protocols) printf "Supported file protocols:\\nInput:\\n  file\\n  http\\n  pipe\\n'
+                    'Output:\\n  file\\n  https\\n  rtmp\\n";;\n'
+                    '  -demuxers) printf "File formats:\\n D. = Demuxing supported\\n --\\n D  wav   WAV\\n'
+                    ' D  hls   Apple HTTP Live Streaming\\n";;\n'
+                    "esac\n")
+    fake.chmod(0o755)
+    monkeypatch.setattr(check, "shutil", types.SimpleNamespace(which=lambda name: str(fake)))
+    row = check.check_ffmpeg()
+    assert row["status"] == "warn" and "ffmpeg version 6.0-minimal" in row["detail"]
+    assert "cannot open rtsp, https, rtmp, srt" in row["detail"]  # https and rtmp only as outputs there
+    monkeypatch.undo()
+    if shutil.which("ffmpeg"):
+        real = check.check_ffmpeg()
+        assert real["status"] == "ok" and "opens rtsp, http, https, hls, rtmp, srt" in real["detail"]
 
 
 def test_the_table_and_a_bad_format():

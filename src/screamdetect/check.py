@@ -87,18 +87,33 @@ def check_yamnet_arithmetic(yamnet) -> dict:
                                            f"model's; report it (SCREAMDETECT_YAMNET_WEIGHTS=uint8 may help)")
 
 
+# what `listen` streams come as: rtsp and hls are ffmpeg demuxers, the rest input protocols
+NETWORK_INPUTS = ("rtsp", "http", "https", "hls", "rtmp", "srt")
+
+
 def check_ffmpeg() -> dict:
     exe = shutil.which("ffmpeg")
     if exe is None:
         return _row("ffmpeg", WARN, "not found: needed for network streams (RTSP, HTTP, HLS), audio piped in, and "
                                     "formats soundfile cannot read (apt-get install ffmpeg)")
+    def run(*args: str) -> str:
+        return subprocess.run([exe, "-hide_banner", *args], capture_output=True, text=True, timeout=10,
+                              check=False).stdout
+
     try:
-        out = subprocess.run([exe, "-hide_banner", "-version"], capture_output=True, text=True, timeout=10,
-                             check=False)
-        first = out.stdout.splitlines()[0].split(" Copyright")[0] if out.stdout else f"exit status {out.returncode}"
+        out = run("-version")
+        first = out.splitlines()[0].split(" Copyright")[0] if out else "no version"
+        inputs = run("-protocols").split("Output:")[0].split()  # "Supported file protocols: Input: ... Output: ..."
+        demuxers = {line.split()[1] for line in run("-demuxers").splitlines()
+                    if line.startswith(" D") and len(line.split()) > 1}
     except (OSError, subprocess.SubprocessError) as e:
         return _row("ffmpeg", WARN, f"{exe} does not run ({e})")
-    return _row("ffmpeg", OK, f"{exe}: {first}")
+    have = set(inputs) | demuxers
+    missing = [n for n in NETWORK_INPUTS if n not in have]
+    if missing:
+        return _row("ffmpeg", WARN, f"{exe}: {first}; this build cannot open {', '.join(missing)} "
+                    "(a Debian/Ubuntu ffmpeg package can)")
+    return _row("ffmpeg", OK, f"{exe}: {first}; opens {', '.join(NETWORK_INPUTS)}")
 
 
 def check_microphone() -> dict:

@@ -817,6 +817,44 @@ def test_processes_with_their_own_prefixes_keep_their_own_availability(mosquitto
             MqttSink("127.0.0.1", mosquitto, prefix=bad)
 
 
+def test_alerts_sent_while_the_broker_is_down_arrive_once_it_is_back(tmp_path):
+    """The broker restarts (an update, a reboot) while a scream is detected: the alerts wait in the client and are
+    delivered when it has reconnected by itself, and the source's state ends where the alerts left it."""
+    import paho.mqtt.client as mqtt
+
+    proc, port = _broker(tmp_path)
+    sink = MqttSink("127.0.0.1", port, source="cam1")
+    try:
+        proc.terminate()
+        proc.wait(5)
+        _wait_until(lambda: not sink.client.is_connected(), 5.0)
+        for kind, end in (("start", None), ("end", 2.0)):
+            sink.handle({"type": kind, "source": "cam1", "start_s": 1.0, "end_s": end, "peak_score": 0.9,
+                         "at_s": 1.5, "time": "t"})
+        conf = tmp_path / "mosquitto.conf"  # the same broker, same port, back
+        proc = subprocess.Popen([shutil.which("mosquitto") or "/usr/sbin/mosquitto", "-c", str(conf)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        got = []
+        sub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="test-sub-restart")
+        sub.on_connect = lambda c, u, f, rc, p: c.subscribe("screamdetect/#", qos=1)
+        sub.on_message = lambda c, u, m: got.append((m.topic, m.payload.decode()))
+        _wait_until(lambda: _port_open(port), 5.0)
+        sub.connect("127.0.0.1", port)
+        sub.loop_start()
+        try:
+            _wait_until(lambda: sum(t == "screamdetect/events" for t, _ in got) == 2, 15.0)
+        finally:
+            sub.disconnect()
+            sub.loop_stop()
+        events = [json.loads(p)["type"] for t, p in got if t == "screamdetect/events"]
+        assert events == ["start", "end"]
+        assert [p for t, p in got if t == "screamdetect/cam1/scream"][-1] == "OFF"
+    finally:
+        sink.close()
+        proc.terminate()
+        proc.wait(5)
+
+
 def test_a_broker_that_refuses_the_client_says_why_at_once(tmp_path):
     exe = shutil.which("mosquitto") or shutil.which("/usr/sbin/mosquitto")
     if exe is None:

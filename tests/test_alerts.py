@@ -193,6 +193,23 @@ def _wait_until(cond, timeout):
         time.sleep(0.02)
 
 
+def test_webhook_back_off_doubles_up_to_a_minute():
+    """--webhook-retries 5 with a back-off that doubles: 20, 40, then 60 s at most between attempts (uncapped, the
+    fifth wait would have been over 5 minutes and a tenth 2.8 hours, holding every later alert behind it)."""
+    import types
+
+    sink = WebhookSink(f"http://127.0.0.1:{_free_port()}/", retries=5, backoff_s=20.0, timeout_s=1.0)
+    waits = []
+    sink._closing = types.SimpleNamespace(wait=lambda d: waits.append(d) or False, is_set=lambda: False,
+                                          set=lambda: None)  # records the waits instead of sleeping them
+    try:
+        sink.handle({"type": "start"})
+        _wait_until(lambda: sink.failed == 1, 10.0)
+    finally:
+        sink.close()
+    assert waits == [20.0, 40.0, 60.0, 60.0, 60.0]
+
+
 def test_webhook_bad_parameters():
     for kw, name in [({"url": "ftp://x"}, "url"), ({"timeout_s": 0}, "timeout_s"), ({"retries": -1}, "retries"),
                      ({"backoff_s": -1}, "backoff_s")]:

@@ -252,6 +252,46 @@ def test_listen_to_a_file_writes_alerts_and_a_clip(files, tmp_path, monkeypatch)
     assert msgs[2]["duration_s"] == pytest.approx(msgs[1]["end_s"] - msgs[1]["start_s"] + 2.0, abs=0.01)
 
 
+@pytest.mark.parametrize("retries, delivered", [(1, ["end"]), (2, ["start", "end"])])
+def test_listen_webhook_retries_as_asked(files, tmp_path, retries, delivered):
+    """A webhook that answers 503 twice before it works: --webhook-retries 2 delivers every alert, 1 gives the
+    first one up (exit status 1, said), as the option says."""
+    import http.server
+    import threading
+
+    posted, answers = [], [503, 503]
+
+    class Hook(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            code = answers.pop(0) if answers else 200
+            if code == 200:
+                posted.append(body["type"])
+            self.send_response(code)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *a):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    d, model = files
+    try:
+        res = CliRunner().invoke(app, ["listen", "--source", str(d / "in" / "a.wav"), "--model", str(model),
+                                       "--jsonl", str(tmp_path / "a.jsonl"), "--webhook",
+                                       f"http://127.0.0.1:{server.server_address[1]}/", "--webhook-retries",
+                                       str(retries)])
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert posted == delivered
+    if retries == 1:
+        assert res.exit_code == 1 and "1 alert(s) not delivered" in res.output
+    else:
+        assert res.exit_code == 0, res.output
+
+
 @pytest.mark.parametrize("several", [False, True])
 def test_listen_stopped_by_sigterm_ends_the_open_event(files, tmp_path, several):
     """`kill` / `systemctl stop` in the middle of a scream: the event still gets its end alert (MQTT OFF), the
@@ -358,6 +398,10 @@ def test_listen_bad_inputs_are_one_line_errors(files, tmp_path):
                        (["--source", str(d / "in" / "a.wav"), "--mqtt", "127.0.0.1", "--mqtt-prefix", "a/#"],
                         "MQTT topic prefix 'a/#'"),
                        (["--source", str(d / "in" / "a.wav"), "--webhook-header", "X: 1"], "needs --webhook"),
+                       (["--source", str(d / "in" / "a.wav"), "--webhook", "http://127.0.0.1:1/", "--webhook-retries",
+                         "-1"], "--webhook-retries must be >= 0"),
+                       (["--source", str(d / "in" / "a.wav"), "--webhook", "http://127.0.0.1:1/", "--webhook-timeout",
+                         "0"], "--webhook-timeout must be positive seconds"),
                        (["--source", str(d / "in" / "a.wav"), "--webhook", "http://127.0.0.1:1/", "--webhook-header",
                          "no colon here"], "--webhook-header must be 'Name: value'"),
                        (["--source", str(d / "in" / "a.wav"), "--mqtt", "127.0.0.1", "--mqtt-ca",

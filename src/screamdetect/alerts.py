@@ -141,9 +141,11 @@ class WebhookSink(Sink):
     """POSTs each message as JSON to `url` from a background thread.
 
     timeout_s: per request (seconds); retries: extra attempts after a failure (connection error, timeout or
-    HTTP 5xx/429; other 4xx are not retried); back-off backoff_s · 2^attempt seconds. A full queue (max_queue
-    messages waiting) drops the new message with a warning rather than blocking detection.
+    HTTP 5xx/429; other 4xx are not retried); back-off backoff_s · 2^attempt seconds, at most MAX_BACKOFF_S. A
+    full queue (max_queue messages waiting) drops the new message with a warning rather than blocking detection.
     """
+
+    MAX_BACKOFF_S = 60.0
 
     def __init__(self, url: str, timeout_s: float = 5.0, retries: int = 3, backoff_s: float = 0.5,
                  max_queue: int = 1000, headers: dict | None = None):
@@ -197,7 +199,7 @@ class WebhookSink(Sink):
         data = json.dumps(msg).encode()
         last = ""
         for attempt in range(self.retries + 1):
-            if attempt and self._closing.wait(self.backoff_s * 2 ** (attempt - 1)):
+            if attempt and self._closing.wait(min(self.MAX_BACKOFF_S, self.backoff_s * 2 ** (attempt - 1))):
                 last += " (closing: no more retries)"
                 break
             req = urllib.request.Request(self.url, data=data, headers=self.headers, method="POST")

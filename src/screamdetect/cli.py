@@ -499,6 +499,11 @@ def listen(source: list[str] = typer.Option(..., "--source", "-s", help="'mic' (
                                                               "secret goes in the environment variable "
                                                               "SCREAMDETECT_WEBHOOK_AUTHORIZATION instead (sent as "
                                                               "the Authorization header), not on the command line."),
+           webhook_retries: int = typer.Option(3, "--webhook-retries", help="Attempts after a failed POST "
+                                               "(connection error, timeout, HTTP 5xx or 429), with back-off from "
+                                               "0.5 s doubling to 60 s; the alerts behind wait, in order."),
+           webhook_timeout: float = typer.Option(5.0, "--webhook-timeout", help="Seconds to wait for the "
+                                                 "webhook's answer."),
            source_events: bool = typer.Option(False, "--source-events", help="Also send {\"type\": \"source\", "
                                               "\"state\": \"up\"|\"down\"} when a source starts, drops, comes back "
                                               "and ends (JSON lines, webhook, MQTT events topic), so a camera whose "
@@ -643,8 +648,13 @@ def listen(source: list[str] = typer.Option(..., "--source", "-s", help="'mic' (
         sinks.append(JsonlSink(jsonl))  # refuses a file that is not JSON lines (say, the audio listened to)
         if webhook_header and webhook is None:
             raise ValueError("--webhook-header needs --webhook (the URL to send it to)")
+        if webhook_retries < 0:
+            raise ValueError(f"--webhook-retries must be >= 0, got {webhook_retries}")
+        if not webhook_timeout > 0:
+            raise ValueError(f"--webhook-timeout must be positive seconds, got {webhook_timeout:g}")
         if webhook is not None:  # "" is a mistake to report, not "no webhook"
-            sinks.append(WebhookSink(webhook, headers=_webhook_headers(webhook_header or [])))
+            sinks.append(WebhookSink(webhook, timeout_s=webhook_timeout, retries=webhook_retries,
+                                     headers=_webhook_headers(webhook_header or [])))
         if mqtt_user is not None and mqtt is None:
             raise ValueError("--mqtt-user needs --mqtt (the broker to log in to)")
         if mqtt_discovery and mqtt is None:

@@ -209,19 +209,22 @@ def test_blockwise_file_scan_equals_whole_array(files):
     np.testing.assert_allclose(r["scores"], np.round(det.score_windows(load_audio(path)), 4))
 
 
-def test_listen_to_a_file_writes_alerts_and_a_clip(files, tmp_path, monkeypatch):
-    """Alerts and the clip message in the JSON lines and at the webhook alike (the clip message used to reach the
-    first sink only); the webhook gets the headers asked for, the Authorization one from the environment."""
+def _webhook(answers=()):
+    """A local webhook receiver in a thread: (server, bodies of the POSTs it took, headers of every POST); it
+    answers `answers` to the first POSTs (say 503, 503), then 200. Stop it with server.shutdown()."""
     import http.server
     import threading
 
-    posted, headers = [], []
+    posted, headers, left = [], [], list(answers)
 
     class Hook(http.server.BaseHTTPRequestHandler):
         def do_POST(self):
             headers.append(dict(self.headers))
-            posted.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            self.send_response(200)
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            code = left.pop(0) if left else 200
+            if code == 200:
+                posted.append(body)
+            self.send_response(code)
             self.send_header("Content-Length", "0")
             self.end_headers()
 
@@ -230,6 +233,13 @@ def test_listen_to_a_file_writes_alerts_and_a_clip(files, tmp_path, monkeypatch)
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hook)
     threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, posted, headers
+
+
+def test_listen_to_a_file_writes_alerts_and_a_clip(files, tmp_path, monkeypatch):
+    """Alerts and the clip message in the JSON lines and at the webhook alike (the clip message used to reach the
+    first sink only); the webhook gets the headers asked for, the Authorization one from the environment."""
+    server, posted, headers = _webhook()
     monkeypatch.setenv("SCREAMDETECT_WEBHOOK_AUTHORIZATION", "Bearer s3cret")
     d, model = files
     out, clips = tmp_path / "alerts.jsonl", tmp_path / "clips"
@@ -256,26 +266,7 @@ def test_listen_to_a_file_writes_alerts_and_a_clip(files, tmp_path, monkeypatch)
 def test_listen_webhook_retries_as_asked(files, tmp_path, retries, delivered):
     """A webhook that answers 503 twice before it works: --webhook-retries 2 delivers every alert, 1 gives the
     first one up (exit status 1, said), as the option says."""
-    import http.server
-    import threading
-
-    posted, answers = [], [503, 503]
-
-    class Hook(http.server.BaseHTTPRequestHandler):
-        def do_POST(self):
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            code = answers.pop(0) if answers else 200
-            if code == 200:
-                posted.append(body["type"])
-            self.send_response(code)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def log_message(self, *a):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hook)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    server, posted, _ = _webhook(answers=[503, 503])
     d, model = files
     try:
         res = CliRunner().invoke(app, ["listen", "--source", str(d / "in" / "a.wav"), "--model", str(model),
@@ -285,7 +276,7 @@ def test_listen_webhook_retries_as_asked(files, tmp_path, retries, delivered):
     finally:
         server.shutdown()
         server.server_close()
-    assert posted == delivered
+    assert [m["type"] for m in posted] == delivered
     if retries == 1:
         assert res.exit_code == 1 and "1 alert(s) not delivered" in res.output
     else:

@@ -391,6 +391,8 @@ def test_listen_bad_inputs_are_one_line_errors(files, tmp_path):
                        (["--source", str(d / "in" / "a.wav"), "--webhook-header", "X: 1"], "needs --webhook"),
                        (["--source", str(d / "in" / "a.wav"), "--webhook", "http://127.0.0.1:1/", "--webhook-retries",
                          "-1"], "--webhook-retries must be >= 0"),
+                       (["--source", str(d / "in" / "a.wav"), "--webhook-retries", "5"],
+                        "--webhook-retries needs --webhook"),
                        (["--source", str(d / "in" / "a.wav"), "--webhook", "http://127.0.0.1:1/", "--webhook-timeout",
                          "0"], "--webhook-timeout must be positive seconds"),
                        (["--source", str(d / "in" / "a.wav"), "--webhook", "http://127.0.0.1:1/", "--webhook-header",

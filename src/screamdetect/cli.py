@@ -499,11 +499,12 @@ def listen(source: list[str] = typer.Option(..., "--source", "-s", help="'mic' (
                                                               "secret goes in the environment variable "
                                                               "SCREAMDETECT_WEBHOOK_AUTHORIZATION instead (sent as "
                                                               "the Authorization header), not on the command line."),
-           webhook_retries: int = typer.Option(3, "--webhook-retries", help="Attempts after a failed POST "
-                                               "(connection error, timeout, HTTP 5xx or 429), with back-off from "
-                                               "0.5 s doubling to 60 s; the alerts behind wait, in order."),
-           webhook_timeout: float = typer.Option(5.0, "--webhook-timeout", help="Seconds to wait for the "
-                                                 "webhook's answer."),
+           webhook_retries: Optional[int] = typer.Option(None, "--webhook-retries", help="Attempts after a "
+                                                         "failed POST (connection error, timeout, HTTP 5xx or 429), "
+                                                         "with back-off from 0.5 s doubling to 60 s; the alerts "
+                                                         "behind wait, in order [default: 3]."),
+           webhook_timeout: Optional[float] = typer.Option(None, "--webhook-timeout", help="Seconds to wait for the "
+                                                           "webhook's answer [default: 5]."),
            source_events: bool = typer.Option(False, "--source-events", help="Also send {\"type\": \"source\", "
                                               "\"state\": \"up\"|\"down\"} when a source starts, drops, comes back "
                                               "and ends (JSON lines, webhook, MQTT events topic), so a camera whose "
@@ -648,6 +649,11 @@ def listen(source: list[str] = typer.Option(..., "--source", "-s", help="'mic' (
         sinks.append(JsonlSink(jsonl))  # refuses a file that is not JSON lines (say, the audio listened to)
         if webhook_header and webhook is None:
             raise ValueError("--webhook-header needs --webhook (the URL to send it to)")
+        for opt, given in (("--webhook-retries", webhook_retries), ("--webhook-timeout", webhook_timeout)):
+            if given is not None and webhook is None:
+                raise ValueError(f"{opt} needs --webhook (the URL to send to)")
+        webhook_retries = 3 if webhook_retries is None else webhook_retries
+        webhook_timeout = 5.0 if webhook_timeout is None else webhook_timeout
         if webhook_retries < 0:
             raise ValueError(f"--webhook-retries must be >= 0, got {webhook_retries}")
         if not webhook_timeout > 0:

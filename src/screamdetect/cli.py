@@ -502,9 +502,9 @@ def listen(source: list[str] = typer.Option(..., "--source", "-s", help="'mic' (
            webhook_retries: Optional[int] = typer.Option(None, "--webhook-retries", help="Attempts after a "
                                                          "failed POST (connection error, timeout, HTTP 5xx or 429), "
                                                          "with back-off from 0.5 s doubling to 60 s; the alerts "
-                                                         "behind wait, in order [default: 3]."),
+                                                         "behind wait, in order (default 3)."),
            webhook_timeout: Optional[float] = typer.Option(None, "--webhook-timeout", help="Seconds to wait for the "
-                                                           "webhook's answer [default: 5]."),
+                                                           "webhook's answer (default 5)."),
            source_events: bool = typer.Option(False, "--source-events", help="Also send {\"type\": \"source\", "
                                               "\"state\": \"up\"|\"down\"} when a source starts, drops, comes back "
                                               "and ends (JSON lines, webhook, MQTT events topic), so a camera whose "
@@ -521,7 +521,7 @@ def listen(source: list[str] = typer.Option(..., "--source", "-s", help="'mic' (
            mqtt_ca: Optional[Path] = typer.Option(None, "--mqtt-ca", help="CA certificate(s), PEM, to check the "
                                                   "MQTT broker's certificate with (implies --mqtt-tls)."),
            mqtt_prefix: Optional[str] = typer.Option(None, "--mqtt-prefix", help="First level of the MQTT "
-                                                     "topics [default: screamdetect]. Give each screamdetect "
+                                                     "topics (default screamdetect). Give each screamdetect "
                                                      "process on one broker its own (as Frigate's topic_prefix): "
                                                      "they would share screamdetect/available otherwise."),
            mqtt_discovery: bool = typer.Option(False, "--mqtt-discovery", help="Announce each source to Home "

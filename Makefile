@@ -21,14 +21,19 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # Debian packages: ffmpeg (non-soundfile formats, network streams) and mosquitto (the MQTT tests), which the tests
-# need; libportaudio2, which `listen --source mic` needs (sounddevice loads it); and GStreamer's RTSP server for
-# the system Python (the RTSP camera test's server: tests/_rtsp_server.py).
-DEBS := ffmpeg mosquitto libportaudio2 python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-good
+# need; libportaudio2, which `listen --source mic` needs (sounddevice loads it); and, installed apart so that a
+# system without them still gets the rest, GStreamer's RTSP server for the system Python (the RTSP camera test's
+# server: tests/_rtsp_server.py).
+DEBS := ffmpeg mosquitto libportaudio2
+RTSP_DEBS := python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-good
+APT := DEBIAN_FRONTEND=noninteractive apt-get install -y -qq
 system-deps:
 	@command -v ffmpeg >/dev/null && command -v mosquitto >/dev/null && \
-	  { ! command -v dpkg >/dev/null || dpkg -s $(DEBS) >/dev/null 2>&1; } || \
-	  { command -v apt-get >/dev/null && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(DEBS) >/dev/null) \
-	    || echo "warning: could not install $(DEBS); tests that need them will skip, and the microphone will not work"; }
+	  { ! command -v dpkg >/dev/null || dpkg -s $(DEBS) $(RTSP_DEBS) >/dev/null 2>&1; } || \
+	  { command -v apt-get >/dev/null && apt-get update -qq && \
+	    { $(APT) $(DEBS) >/dev/null || echo "warning: could not install $(DEBS); tests that need them will skip, and the microphone will not work"; } && \
+	    { $(APT) $(RTSP_DEBS) >/dev/null || echo "warning: could not install $(RTSP_DEBS); the RTSP camera test will skip"; } } || \
+	  echo "warning: no apt-get (or it failed): could not install $(DEBS) $(RTSP_DEBS); tests that need them will skip"
 
 test: setup system-deps
 	$(BIN)/python -m pytest -q -m "not slow"

@@ -260,9 +260,9 @@ def import_paho():
     return mqtt
 
 
-def parse_host_port(spec: str, default_port: int = 1883) -> tuple[str, int]:
-    """'host', 'host:port', an IPv6 address ('::1') or '[v6]:port' → (host, port); ValueError naming the bad
-    part."""
+def parse_host_port(spec: str, default_port: int = 1883, min_port: int = 1) -> tuple[str, int]:
+    """'host', 'host:port', an IPv6 address ('::1') or '[v6]:port' → (host, port), default_port when none is given;
+    ValueError naming the bad part. min_port 0 admits port 0 (a server's "any free port")."""
     if spec.startswith("["):  # [v6] or [v6]:port
         host, sep, rest = spec[1:].partition("]")
         if not sep or (rest and not rest.startswith(":")):
@@ -276,8 +276,8 @@ def parse_host_port(spec: str, default_port: int = 1883) -> tuple[str, int]:
         raise ValueError(f"MQTT broker must be HOST or HOST:PORT, got {spec!r}")
     if not port:
         return host, default_port
-    if not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"MQTT port must be 1-65535, got {port!r} in {spec!r}")
+    if not port.isdigit() or not min_port <= int(port) < 65536:
+        raise ValueError(f"MQTT port must be {min_port}-65535, got {port!r} in {spec!r}")
     return host, int(port)
 
 

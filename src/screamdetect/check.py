@@ -133,21 +133,28 @@ def check_microphone() -> dict:
     return _row("microphone", OK, f"{len(inputs)} input device(s), e.g. {inputs[0]['name']}")
 
 
-def check_mqtt() -> dict:
+def _installed(check: str, module: str, package: str, needed_by: str) -> dict:
+    """ok with the version when `module` imports, else a warning saying what needs it and how to add it."""
+    import importlib
+    import importlib.metadata
+
     try:
-        import paho.mqtt
+        importlib.import_module(module)
     except ImportError:
-        return _row("mqtt", WARN, "paho-mqtt not installed: `listen --mqtt` needs pip install 'screamdetect[live]'")
-    return _row("mqtt", OK, f"paho-mqtt {getattr(paho.mqtt, '__version__', '?')}")
+        return _row(check, WARN, f"{package} not installed: `{needed_by}` needs pip install 'screamdetect[live]'")
+    try:
+        version = importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:  # importable, not installed as a distribution
+        version = "(version unknown)"
+    return _row(check, OK, f"{package} {version}")
+
+
+def check_mqtt() -> dict:
+    return _installed("mqtt", "paho.mqtt", "paho-mqtt", "listen --mqtt")
 
 
 def check_metrics() -> dict:
-    try:
-        import prometheus_client
-    except ImportError:
-        return _row("metrics", WARN, "prometheus_client not installed: `listen --metrics` needs pip install "
-                    "'screamdetect[live]'")
-    return _row("metrics", OK, f"prometheus_client {getattr(prometheus_client, '__version__', '')}".strip())
+    return _installed("metrics", "prometheus_client", "prometheus_client", "listen --metrics")
 
 
 def check_cache() -> dict:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 
-from .alerts import Sink
+from .alerts import Sink, parse_host_port
 
 DEFAULT_HOST = "127.0.0.1"
 
@@ -40,19 +40,14 @@ def parse_metrics_address(spec: str) -> tuple[str, int]:
     """'9108' → (127.0.0.1, 9108): this machine only; 'HOST:PORT' (0.0.0.0:9108 for every interface,
     [::]:9108 for IPv6) → (HOST, PORT). Port 0: any free port. ValueError naming the option otherwise."""
     s = spec.strip()
-    if s.isdigit():
-        host, port = DEFAULT_HOST, s
-    elif s.startswith("["):  # [v6]:port
-        host, sep, rest = s[1:].partition("]")
-        port = rest[1:] if sep and rest.startswith(":") else ""
-    else:
-        host, _, port = s.rpartition(":")
-        if ":" in host:  # a bare IPv6 address: where would its port be?
-            host = ""
-    if not host or not port.isdigit() or int(port) > 65535:
+    try:
+        host, port = (DEFAULT_HOST, int(s)) if s.isdigit() else parse_host_port(s, default_port=-1, min_port=0)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:  # no port given (-1), or a bad one
         raise ValueError(f"--metrics {spec!r}: give PORT (this machine only) or HOST:PORT, e.g. 9108, "
                          "0.0.0.0:9108 (every interface) or [::]:9108; ports 0-65535 (0: any free port)")
-    return host, int(port)
+    return host, port
 
 
 class _OtherSinks:
